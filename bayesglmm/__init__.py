@@ -1,0 +1,17 @@
+"""bayesglmm: mixed-effects models on JAX with statsmodels' API."""
+
+from . import datasets
+from .exceptions import ConvergenceWarning, SingularFitWarning
+from .glmm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
+from .results import BayesMixedGLMResults
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BinomialBayesMixedGLM",
+    "PoissonBayesMixedGLM",
+    "BayesMixedGLMResults",
+    "ConvergenceWarning",
+    "SingularFitWarning",
+    "datasets",
+]

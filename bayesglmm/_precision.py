@@ -1,0 +1,32 @@
+"""Floating-point precision: float64 by default on CPU, float32 on request.
+
+JAX runs in float32 unless ``jax_enable_x64`` is set.  Rather than flip that global switch for
+the user's whole program at import, every public entry point that runs JAX code wraps itself in
+``precision(dtype)``, a context that enables 64-bit types only while bayesglmm computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import numpy as np
+
+__all__ = ["resolve_dtype", "precision"]
+
+
+def resolve_dtype(dtype=None) -> np.dtype:
+    """``None`` -> float64 on CPU, float32 on accelerators; otherwise float32 or float64."""
+    if dtype is None:
+        return np.dtype(np.float64 if jax.default_backend() == "cpu" else np.float32)
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+@contextlib.contextmanager
+def precision(dtype):
+    """Run the enclosed JAX code with 64-bit types on iff ``dtype`` is float64."""
+    with jax.enable_x64(np.dtype(dtype) == np.float64):
+        yield

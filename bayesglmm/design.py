@@ -1,0 +1,176 @@
+"""Formulas → fixed-effects design X and the sparse random-effects design Z.
+
+The fixed part uses formulaic (statsmodels' formula engine, so column names match).  Each
+variance-component formula ``vc_formulas[name]`` becomes one block of random-effect columns
+sharing one variance parameter.  The common forms ``0 + C(g)`` (an indicator per level of g) and
+``0 + C(g):x`` (a slope on x per level) are built straight from the factor codes; any other
+formula goes through formulaic's sparse output.  Neither path forms a dense n × k_vc matrix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import formulaic
+import numpy as np
+import pandas as pd
+
+from . import sparse
+from .validation import check_columns
+
+__all__ = ["FixedDesign", "VCDesign", "VCTerm", "build_fixed", "build_vc", "required_columns"]
+
+_FACTOR_TERM = re.compile(r"^\s*0\s*\+\s*C\(\s*([A-Za-z_][\w.]*)\s*\)\s*(?::\s*([A-Za-z_][\w.]*)\s*)?$")
+
+
+def required_columns(formula: str) -> list[str]:
+    """Data columns a formula reads (both sides)."""
+    try:
+        req = formulaic.Formula(formula).required_variables
+    except Exception as err:  # formulaic raises several parser exception types
+        raise ValueError(f"cannot parse formula {formula!r}: {err}") from None
+    return sorted(str(v) for v in req)
+
+
+def _check_data(formulas: list[str], data: pd.DataFrame, extra: list[str] = ()) -> None:
+    if not isinstance(data, pd.DataFrame):
+        raise ValueError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    cols = set(map(str, data.columns))
+    need: list[str] = []
+    for f in formulas:
+        # formulaic also lists names of transforms it knows (C, np, ...) only when they are
+        # data columns; anything else it reports is a variable the data must hold
+        for v in required_columns(f):
+            if v not in need and (v in cols or not _is_builtin(v)):
+                need.append(v)
+    need += [c for c in extra if c not in need]
+    check_columns(need, data, what="formula")
+    for c in need:
+        col = data[c]
+        if col.isna().any():
+            raise ValueError(
+                f"column {c!r} has {int(col.isna().sum())} missing value(s) (NaN/None); "
+                "drop or impute those rows first — nothing is dropped silently"
+            )
+        if pd.api.types.is_numeric_dtype(col) and not np.all(np.isfinite(col.to_numpy(dtype=float))):
+            raise ValueError(f"column {c!r} has infinite value(s)")
+
+
+def _is_builtin(name: str) -> bool:
+    return name in {"C", "np", "log", "exp", "center", "scale", "poly", "I", "Q", "bs"}
+
+
+@dataclass
+class FixedDesign:
+    endog: np.ndarray  # (n,) response
+    exog: np.ndarray  # (n, k_fep)
+    endog_name: str
+    exog_names: list[str]
+    spec: object  # formulaic ModelSpec of the right-hand side, to rebuild X for new data
+
+
+def build_fixed(formula: str, data: pd.DataFrame, extra_columns=()) -> FixedDesign:
+    """X and y from a two-sided formula; every column used is checked first."""
+    if "~" not in formula:
+        raise ValueError(f"formula {formula!r} needs a response: 'y ~ x'")
+    _check_data([formula], data, list(extra_columns))
+    mm = formulaic.model_matrix(formula, data, na_action="raise")
+    lhs, rhs = mm.lhs, mm.rhs
+    if lhs.shape[1] != 1:
+        raise ValueError(f"the left-hand side of {formula!r} must be one column, got {lhs.shape[1]}")
+    return FixedDesign(
+        endog=np.asarray(lhs, dtype=np.float64).ravel(),
+        exog=np.asarray(rhs, dtype=np.float64),
+        endog_name=str(lhs.columns[0]),
+        exog_names=[str(c) for c in rhs.columns],
+        spec=rhs.model_spec,
+    )
+
+
+@dataclass
+class VCTerm:
+    """How one variance-component formula maps rows to random-effect columns."""
+
+    name: str
+    formula: str
+    offset: int  # first column of this term in Z
+    size: int  # number of columns
+    factor: str | None = None  # fast path: the grouping column
+    slope: str | None = None  # fast path: the covariate multiplying the indicator
+    levels: list = field(default_factory=list)  # fast path: level of each column
+    spec: object = None  # general path: formulaic ModelSpec
+
+    def row_entries(self, data: pd.DataFrame, unseen: str = "zero"):
+        """(cols, vals) for new data; rows whose level was not seen get value 0."""
+        if self.factor is not None:
+            cat = pd.Categorical(data[self.factor], categories=self.levels)
+            codes = np.asarray(cat.codes, dtype=np.int64)
+            miss = codes < 0
+            if miss.any() and unseen == "raise":
+                bad = pd.unique(np.asarray(data[self.factor])[miss])[:5]
+                raise ValueError(f"levels of {self.factor!r} not seen in fitting: {list(bad)}")
+            vals = np.ones(len(data)) if self.slope is None else data[self.slope].to_numpy(float)
+            vals = np.where(miss, 0.0, vals)
+            return (np.where(miss, 0, codes) + self.offset)[:, None], vals[:, None]
+        mat = self.spec.get_model_matrix(data, output="sparse")
+        c, v, _ = sparse.from_scipy(mat)
+        return c + self.offset, v
+
+
+@dataclass
+class VCDesign:
+    cols: np.ndarray  # (n, m) int32
+    vals: np.ndarray  # (n, m)
+    k_vc: int
+    ident: np.ndarray  # (k_vc,)
+    vc_names: list[str]
+    vcp_names: list[str]
+    terms: list[VCTerm]
+
+
+def build_vc(vc_formulas: dict, data: pd.DataFrame) -> VCDesign:
+    """Sparse Z from ``{name: one-sided formula}``; one variance parameter per entry."""
+    if vc_formulas is None:
+        vc_formulas = {}
+    if not isinstance(vc_formulas, dict):
+        raise ValueError(
+            f"vc_formulas must be a dict {{name: formula}}, got {type(vc_formulas).__name__}"
+        )
+    _check_data(list(vc_formulas.values()), data)
+    n = len(data)
+    col_blocks, val_blocks, idents, names, terms = [], [], [], [], []
+    offset = 0
+    for j, (name, fml) in enumerate(vc_formulas.items()):
+        m = _FACTOR_TERM.match(fml)
+        if m:
+            factor, slope = m.group(1), m.group(2)
+            cat = pd.Categorical(data[factor])
+            levels = list(cat.categories)
+            codes = np.asarray(cat.codes, dtype=np.int32)
+            vals = np.ones(n) if slope is None else data[slope].to_numpy(dtype=np.float64)
+            c, v = codes[:, None] + offset, vals[:, None]
+            suffix = "" if slope is None else f":{slope}"
+            term_names = [f"C({factor})[{lv}]{suffix}" for lv in levels]
+            term = VCTerm(name, fml, offset, len(levels), factor=factor, slope=slope, levels=levels)
+        else:
+            mat = formulaic.model_matrix(fml, data, output="sparse", na_action="raise")
+            c, v, k = sparse.from_scipy(mat)
+            c = c + offset
+            term_names = [str(x) for x in mat.model_spec.column_names]
+            term = VCTerm(name, fml, offset, k, spec=mat.model_spec)
+        col_blocks.append(c.astype(np.int32))
+        val_blocks.append(v.astype(np.float64))
+        idents.append(np.full(term.size, j, dtype=np.int32))
+        names += term_names
+        terms.append(term)
+        offset += term.size
+    if col_blocks:
+        cols = np.concatenate(col_blocks, axis=1)
+        vals = np.concatenate(val_blocks, axis=1)
+        ident = np.concatenate(idents)
+    else:
+        cols = np.zeros((n, 1), np.int32)
+        vals = np.zeros((n, 1))
+        ident = np.zeros(0, np.int32)
+    return VCDesign(cols, vals, offset, ident, names, list(vc_formulas), terms)

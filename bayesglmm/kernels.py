@@ -1,0 +1,107 @@
+"""Pure log-density and ELBO kernels of the Bayesian mixed GLM (statsmodels' model).
+
+    log p(y, fe, vc, vcp) = Σ_i loglik(y_i | η_i) + const
+                            − ½ Σ_j vc_j² · exp(−2·vcp[ident_j]) − Σ_j vcp[ident_j]
+                            − ½ Σ_k vcp_k² / vcp_p² − ½ Σ fe² / fe_p²,
+    η = X·fe + Z·vc + offset.
+
+As in statsmodels the Gaussian normalising constants (−½ log 2π per term) are left out.  The
+family's factorial terms ``const`` (−Σ log y! for Poisson, Σ log C(n, y) for binomial with
+trials) are kept, so ``logposterior`` equals statsmodels' to rounding.
+
+The mean-field ELBO (statsmodels' ``vb_elbo``) uses q = Π N(mean, sd²) over all parameters:
+
+    ELBO = Σ_i E_q[loglik_i] − ½ Σ_j (m_vc² + s_vc²)·exp(2·s_vcp² − 2·m_vcp)[ident_j]
+           − Σ_j m_vcp[ident_j] − ½ Σ (m_vcp² + s_vcp²)/vcp_p² − ½ Σ (m_fe² + s_fe²)/fe_p²
+           + Σ log s  (entropy, constants dropped).
+
+Factories close over the static family (and quadrature rule); data and priors are arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .families import Family
+from .quadrature import Rule
+from .sparse import REDesign, matvec
+
+__all__ = ["Params", "Data", "Prior", "linear_predictor", "make_logposterior", "make_elbo"]
+
+
+class Params(NamedTuple):
+    fe: jax.Array  # (k_fep,) fixed effects
+    vcp: jax.Array  # (k_vcp,) log standard deviations of the variance components
+    vc: jax.Array  # (k_vc,) random-effect realisations
+
+
+class Data(NamedTuple):
+    y: jax.Array  # (n,) response: 0/1, successes out of n_trials, or counts
+    X: jax.Array  # (n, k_fep) fixed-effects design
+    Z: REDesign  # (n, m) ELLPACK random-effects design with k_vc columns
+    ident: jax.Array  # (k_vc,) int32: variance component of each random effect
+    n_trials: jax.Array  # (n,) binomial trials (ones for 0/1 data; unused by Poisson)
+    weights: jax.Array  # (n,) frequency weights (ones by default)
+    offset: jax.Array  # (n,) offset added to the linear predictor (zeros by default)
+    const: jax.Array  # () Σ w·log C(n, y) (binomial) or −Σ w·log y! (Poisson)
+
+
+class Prior(NamedTuple):
+    fe_p: jax.Array  # () prior SD of the fixed effects
+    vcp_p: jax.Array  # () prior SD of the log SDs
+
+
+def linear_predictor(params: Params, data: Data) -> jax.Array:
+    """η = X·fe + Z·vc + offset, shape (n,)."""
+    return data.X @ params.fe + matvec(data.Z, params.vc) + data.offset
+
+
+def make_logposterior(family: Family, noncentred: bool = False
+                      ) -> Callable[[Params, Data, Prior], jax.Array]:
+    """``logposterior(params, data, prior) -> scalar`` for ``family``.
+
+    With ``noncentred=True`` the ``vc`` field holds u with vc = exp(vcp[ident])·u: the same
+    function of the parameters written in other coordinates (no Jacobian), for the optimiser.
+    The prior term −½ vc²·exp(−2·vcp) is then −½ u², which stays finite where vcp → −∞.
+    """
+
+    def logposterior(params: Params, data: Data, prior: Prior) -> jax.Array:
+        s = params.vcp[data.ident]  # (k_vc,) log SD of each random effect
+        if noncentred:
+            u = params.vc
+            params = params._replace(vc=u * jnp.exp(s))
+        eta = linear_predictor(params, data)
+        ll = jnp.sum(family.loglik(data.y, eta, data.n_trials, data.weights)) + data.const
+        if noncentred:
+            ll -= 0.5 * jnp.sum(u**2) + jnp.sum(s)
+        else:
+            ll -= 0.5 * jnp.sum(params.vc**2 * jnp.exp(-2 * s)) + jnp.sum(s)
+        ll -= 0.5 * jnp.sum(params.vcp**2) / prior.vcp_p**2
+        ll -= 0.5 * jnp.sum(params.fe**2) / prior.fe_p**2
+        return ll
+
+    return logposterior
+
+
+def make_elbo(family: Family, rule: Rule) -> Callable[[Params, Params, Data, Prior], jax.Array]:
+    """``elbo(mean, sd, data, prior) -> scalar``: mean-field ELBO, E_q by ``rule``."""
+
+    def elbo(mean: Params, sd: Params, data: Data, prior: Prior) -> jax.Array:
+        X, Z = data.X, data.Z
+        # mean and variance of the linear predictor under q
+        tm = X @ mean.fe + matvec(Z, mean.vc) + data.offset
+        tv = (X**2) @ sd.fe**2 + matvec(REDesign(Z.cols, Z.vals**2), sd.vc**2)
+        iv = jnp.sum(family.expected_loglik(data.y, tm, tv, data.n_trials, data.weights, rule))
+        m = mean.vcp[data.ident]
+        s = sd.vcp[data.ident]
+        iv -= 0.5 * jnp.sum((mean.vc**2 + sd.vc**2) * jnp.exp(2 * (s**2 - m)))
+        iv -= jnp.sum(m)
+        iv -= 0.5 * jnp.sum(mean.vcp**2 + sd.vcp**2) / prior.vcp_p**2
+        iv -= 0.5 * jnp.sum(mean.fe**2 + sd.fe**2) / prior.fe_p**2
+        entropy = jnp.sum(jnp.log(sd.fe)) + jnp.sum(jnp.log(sd.vcp)) + jnp.sum(jnp.log(sd.vc))
+        return iv + entropy
+
+    return elbo

@@ -1,0 +1,141 @@
+"""Results of the Bayesian mixed GLM fits (statsmodels' ``BayesMixedGLMResults``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .summary import Summary
+
+__all__ = ["BayesMixedGLMResults"]
+
+
+class BayesMixedGLMResults:
+    """Posterior summaries of a ``fit_map`` (Laplace) or ``fit_vb`` (mean-field) fit.
+
+    Attributes
+    ----------
+    params : ndarray (k_fep + k_vcp + k_vc,)
+        Posterior mean (fit_vb) or mode (fit_map): fixed effects, log SDs, random effects.
+    fe_mean, fe_sd, vcp_mean, vcp_sd, vc_mean, vc_sd : ndarray
+        The posterior means and SDs of each block.
+    optim_retvals : scipy.optimize.OptimizeResult
+        The optimiser's report: ``x, fun, nit, success, status, message, grad_norm, method``.
+    method : str
+        ``"map"``, ``"vb"`` or ``"laplace"``.
+
+    Notes
+    -----
+    ``cov_params()`` is the full posterior covariance for a ``fit_map`` fit with at most
+    ``laplace.DENSE_COV_MAX`` parameters.  Above that size forming it would cost
+    O(k_vc²) memory, so it returns the covariance of the fixed effects and variance parameters
+    only; the random effects' posterior SDs are always in ``vc_sd``.  For ``fit_vb`` it is the
+    vector of posterior variances, as in statsmodels.
+    """
+
+    def __init__(self, model, params, cov_params, optim_retvals=None, *, variances=None,
+                 method: str = "map", extra: dict | None = None):
+        self.model = model
+        self.params = np.asarray(params, dtype=np.float64)
+        self._cov_params = np.asarray(cov_params, dtype=np.float64)
+        self.optim_retvals = optim_retvals
+        self.method = method
+        if variances is None:
+            cp = self._cov_params
+            variances = np.diag(cp) if cp.ndim == 2 else cp
+        variances = np.asarray(variances, dtype=np.float64)
+        self.fe_mean, self.vcp_mean, self.vc_mean = model._unpack(self.params)
+        sd = np.sqrt(np.maximum(variances, 0.0))
+        self.fe_sd, self.vcp_sd, self.vc_sd = model._unpack(sd)
+        for k, v in (extra or {}).items():
+            setattr(self, k, v)
+
+    # ------------------------------------------------------------------ tables
+    def _names(self, n: int) -> list[str] | None:
+        m = self.model
+        na = list(m.fep_names) + list(m.vcp_names) + list(m.vc_names or [])
+        return na[:n] if len(na) >= n else None
+
+    def cov_params(self):
+        """Posterior covariance (fit_map: a matrix) or variances (fit_vb: a vector).
+
+        Named (DataFrame / Series) when the model has parameter names (formula models).
+        For a large fit_map model (more than ``DENSE_COV_MAX`` parameters) the matrix covers the
+        fixed effects and variance parameters only; see the class notes.
+        """
+        cp = self._cov_params
+        names = self._names(cp.shape[0]) if self.model._named else None
+        if names is None:
+            return cp
+        if cp.ndim == 2:
+            return pd.DataFrame(cp, index=names, columns=names)
+        return pd.Series(cp, index=names)
+
+    def summary(self) -> Summary:
+        """A table of the fixed effects (Type M) and variance parameters (Type V)."""
+        m = self.model
+        k = m.k_fep + m.k_vcp
+        mean = np.concatenate([self.fe_mean, self.vcp_mean])
+        psd = np.concatenate([self.fe_sd, self.vcp_sd])
+        df = pd.DataFrame(
+            {
+                "Type": ["M"] * m.k_fep + ["V"] * m.k_vcp,
+                "Post. Mean": mean,
+                "Post. SD": psd,
+            },
+            index=list(m.fep_names) + list(m.vcp_names),
+        )
+        fmt = lambda x: f"{x:.3f}"  # noqa: E731
+        is_v = np.arange(k) >= m.k_fep
+        df["SD"] = np.where(is_v, [fmt(x) for x in np.exp(mean)], "")
+        df["SD (LB)"] = np.where(is_v, [fmt(x) for x in np.exp(mean - 2 * psd)], "")
+        df["SD (UB)"] = np.where(is_v, [fmt(x) for x in np.exp(mean + 2 * psd)], "")
+        label = {"map": "Laplace (joint mode)", "vb": "mean-field VB",
+                 "laplace": "marginal Laplace"}.get(self.method, self.method)
+        notes = [
+            "Parameter types are mean structure (M) and variance structure (V)",
+            "Variance parameters are modeled as log standard deviations",
+        ]
+        if getattr(self, "is_singular", False):
+            notes.append("A random-effect SD is estimated at (or near) zero: a singular fit.")
+        info = {"Method": label, "No. Observations": m.nobs, "Random effects": m.k_vc,
+                "Converged": bool(getattr(self.optim_retvals, "success", True))}
+        return Summary(f"{m.family.name} Mixed GLM Results", df, notes, info)
+
+    def random_effects(self, term=None) -> pd.DataFrame:
+        """Posterior mean and SD of the random effects, all or those of one term.
+
+        ``term`` is a variance-component name (a key of ``vc_formulas`` / ``vcp_names``) or its
+        position.
+        """
+        m = self.model
+        z, s = self.vc_mean, self.vc_sd
+        na = list(m.vc_names) if m.vc_names is not None else None
+        if term is not None:
+            if isinstance(term, (int, np.integer)):
+                termix = int(term)
+                if not 0 <= termix < m.k_vcp:
+                    raise ValueError(f"term index {term} out of range (0..{m.k_vcp - 1})")
+            else:
+                if term not in m.vcp_names:
+                    from .validation import suggest
+
+                    s_ = suggest(str(term), m.vcp_names)
+                    hint = f"; did you mean {s_!r}?" if s_ else ""
+                    raise ValueError(f"unknown term {term!r}{hint} Terms: {list(m.vcp_names)}")
+                termix = list(m.vcp_names).index(term)
+            ii = np.flatnonzero(m.ident == termix)
+            z, s = z[ii], s[ii]
+            if na is not None:
+                na = [na[i] for i in ii]
+        out = pd.DataFrame({"Mean": z, "SD": s})
+        if na is not None:
+            out.index = na
+        return out
+
+    def predict(self, exog=None, linear=False):
+        """Fitted mean of the fixed-effects part (statsmodels' meaning) at the posterior mean."""
+        return self.model.predict(self.params, exog=exog, linear=linear)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} ({self.method}) of {type(self.model).__name__}>"

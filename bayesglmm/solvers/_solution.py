@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+STATUS_MESSAGES = {
+    0: "converged",
+    1: "maximum number of iterations reached",
+    2: "line search failed to decrease the objective",
+    3: "non-finite objective or gradient",
+}
+
+
+class Solution(NamedTuple):
+    a: jax.Array  # (k_a,) small block at the optimum
+    v: jax.Array  # (k_vc, r) large block at the optimum
+    value: jax.Array  # () objective value
+    grad_norm: jax.Array  # () Euclidean norm of the gradient
+    n_iter: jax.Array  # () iterations taken
+    status: jax.Array  # () int: a key of STATUS_MESSAGES

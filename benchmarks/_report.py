@@ -1,0 +1,95 @@
+"""Shared helpers for the benchmark scripts: machine description and RESULTS.md sections.
+
+Each benchmark script owns one section of ``benchmarks/RESULTS.md``, delimited by
+``<!-- BEGIN name -->`` / ``<!-- END name -->`` markers, and rewrites only that section, so the
+scripts can be run independently without clobbering each other's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+HEADER = """# Benchmark results
+
+Each section below is written by one script in `benchmarks/`; rerun the script to refresh it.
+Times are wall-clock seconds, median of repeats after a warm-up call unless stated.
+"""
+
+
+def machine() -> str:
+    """One line describing the machine, the JAX backend and library versions."""
+    import jax
+    import numpy as np
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as fh:
+            kb = int(fh.readline().split()[1])
+            mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    parts = [
+        f"{cpu}, {os.cpu_count()} cores{mem}",
+        f"JAX {jax.__version__} on {jax.default_backend()} ({devices})",
+        f"numpy {np.__version__}",
+        f"Python {platform.python_version()}",
+    ]
+    try:
+        import statsmodels
+
+        parts.append(f"statsmodels {statsmodels.__version__}")
+    except ImportError:
+        pass
+    return "; ".join(parts)
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section ``name`` of RESULTS.md with ``body``."""
+    stamp = time.strftime("%Y-%m-%d")
+    block = f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n_Run {stamp} on: {machine()}_\n<!-- END {name} -->"
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    pat = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
+    if pat.search(text):
+        text = pat.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A markdown table from a list of dicts (missing cells are blank)."""
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c, "")
+            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def timeit(fn, repeat: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` calls."""
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[len(ts) // 2]

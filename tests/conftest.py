@@ -1,0 +1,17 @@
+"""Shared fixtures.  bayesglmm enables 64-bit JAX types only inside its own calls; tests that
+evaluate kernels directly wrap them in ``precision(np.float64)``."""
+
+import warnings
+
+import pytest
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="formulaic")
+
+
+@pytest.fixture
+def no_warnings():
+    """Turn every warning inside the test into an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        yield

@@ -1,0 +1,72 @@
+"""Simulated designs from statsmodels' own tests of BayesMixedGLM
+(statsmodels/genmod/tests/test_bayes_mixed_glm.py, BSD-3-Clause), reproduced here so that the
+parity tests use exactly statsmodels' designs."""
+
+import numpy as np
+
+
+def gen_simple_logit(nc, cs, s):
+    rs = np.random.RandomState(3799)
+    exog_vc = np.kron(np.eye(nc), np.ones((cs, 1)))
+    exog_fe = rs.normal(size=(nc * cs, 2))
+    vc = s * rs.normal(size=nc)
+    lp = np.dot(exog_fe, np.r_[1, -1]) + np.dot(exog_vc, vc)
+    pr = 1 / (1 + np.exp(-lp))
+    y = 1 * (rs.uniform(size=nc * cs) < pr)
+    ident = np.zeros(nc, dtype=int)
+    return y, exog_fe, exog_vc, ident
+
+
+def gen_simple_poisson(nc, cs, s):
+    rs = np.random.RandomState(3799)
+    exog_vc = np.kron(np.eye(nc), np.ones((cs, 1)))
+    exog_fe = rs.normal(size=(nc * cs, 2))
+    vc = s * rs.normal(size=nc)
+    lp = np.dot(exog_fe, np.r_[0.1, -0.1]) + np.dot(exog_vc, vc)
+    y = rs.poisson(np.exp(lp))
+    ident = np.zeros(nc, dtype=int)
+    return y, exog_fe, exog_vc, ident
+
+
+def _crossed(nc, cs, s1, s2, fe):
+    rs = np.random.RandomState(3799)
+    a = np.kron(np.eye(nc), np.ones((cs, 1)))
+    b = np.kron(np.ones((cs, 1)), np.eye(nc))
+    exog_vc = np.concatenate((a, b), axis=1)
+    exog_fe = rs.normal(size=(nc * cs, 1))
+    vc = s1 * rs.normal(size=2 * nc)
+    vc[nc:] *= s2 / s1
+    lp = np.dot(exog_fe, np.r_[fe]) + np.dot(exog_vc, vc)
+    ident = np.zeros(2 * nc, dtype=int)
+    ident[nc:] = 1
+    return rs, lp, exog_fe, exog_vc, ident
+
+
+def gen_crossed_logit(nc, cs, s1, s2):
+    rs, lp, exog_fe, exog_vc, ident = _crossed(nc, cs, s1, s2, -0.5)
+    y = 1 * (rs.uniform(size=nc * cs) < 1 / (1 + np.exp(-lp)))
+    return y, exog_fe, exog_vc, ident
+
+
+def gen_crossed_poisson(nc, cs, s1, s2):
+    rs, lp, exog_fe, exog_vc, ident = _crossed(nc, cs, s1, s2, -0.5)
+    return rs.poisson(np.exp(lp)), exog_fe, exog_vc, ident
+
+
+# (name, family, design) used across the parity tests
+DESIGNS = [
+    ("simple_logit", "Binomial", lambda: gen_simple_logit(10, 10, 2)),
+    ("simple_poisson", "Poisson", lambda: gen_simple_poisson(10, 10, 0.2)),
+    ("crossed_logit", "Binomial", lambda: gen_crossed_logit(10, 10, 1, 2)),
+    ("crossed_poisson", "Poisson", lambda: gen_crossed_poisson(10, 10, 1, 1)),
+]
+
+
+def central_diff(f, x, h=1e-6):
+    """Central-difference gradient of a scalar function of a vector."""
+    g = np.zeros_like(x)
+    for i in range(len(x)):
+        e = np.zeros_like(x)
+        e[i] = h
+        g[i] = (f(x + e) - f(x - e)) / (2 * h)
+    return g

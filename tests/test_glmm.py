@@ -1,0 +1,190 @@
+"""Fits: statsmodels parity (fit_map, fit_vb), formula vs matrix path, real data, options."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import bayesglmm as bg
+from bayesglmm import datasets
+from tests.helpers import DESIGNS, gen_crossed_logit
+
+sm_bmg = pytest.importorskip("statsmodels.genmod.bayes_mixed_glm")
+
+
+def _pair(family, design, **kw):
+    y, X, Z, ident = design()
+    ours = getattr(bg, family + "BayesMixedGLM")(y, X, sparse.csr_array(Z), ident, vcp_p=0.5, **kw)
+    theirs = getattr(sm_bmg, family + "BayesMixedGLM")(y, X, sparse.csr_array(Z), ident, vcp_p=0.5)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("name,family,design", DESIGNS, ids=[d[0] for d in DESIGNS])
+def test_fit_map_matches_statsmodels(name, family, design, no_warnings):
+    ours, theirs = _pair(family, design)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = theirs.fit_map(rng=0)
+    assert ref.optim_retvals.success
+    res = ours.fit_map(rng=0)
+    np.testing.assert_allclose(res.params, ref.params, atol=1e-4)
+    # Laplace SDs: our exact Hessian vs statsmodels' finite differences
+    np.testing.assert_allclose(np.sqrt(np.diag(res.cov_params())),
+                               np.sqrt(np.diag(ref.cov_params())), atol=1e-4)
+    assert res.optim_retvals.success and res.optim_retvals.grad_norm < 1e-6
+
+
+@pytest.mark.parametrize("name,family,design", DESIGNS, ids=[d[0] for d in DESIGNS])
+def test_fit_vb_matches_statsmodels(name, family, design, no_warnings):
+    """Same ELBO (statsmodels' rule), same start: the same optimum to 1e-3 (measured ~1e-6)."""
+    ours, theirs = _pair(family, design, vb_rule="statsmodels")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = theirs.fit_vb(rng=0)
+    res = ours.fit_vb(rng=0)
+    np.testing.assert_allclose(res.params, ref.params, atol=1e-3)
+    np.testing.assert_allclose(np.sqrt(res.cov_params()), np.sqrt(ref.cov_params()), atol=1e-3)
+    e_ours = theirs.vb_elbo(res.params, np.sqrt(res.cov_params()))
+    e_ref = theirs.vb_elbo(ref.params, np.sqrt(ref.cov_params()))
+    assert e_ours >= e_ref - 1e-6
+
+
+def test_fit_vb_lbfgs_reaches_newton_optimum():
+    y, X, Z, ident = gen_crossed_logit(10, 10, 1, 2)
+    model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
+    a = model.fit_vb(rng=1)
+    b = model.fit_vb(rng=1, fit_method="BFGS")
+    np.testing.assert_allclose(a.params, b.params, atol=1e-4)
+    c = model.fit_map(rng=1, method="lbfgs")
+    d = model.fit_map(rng=1)
+    np.testing.assert_allclose(c.params, d.params, atol=1e-4)
+
+
+def _village_data(seed=0, n_village=12, per=30):
+    rs = np.random.default_rng(seed)
+    village = np.repeat(np.arange(n_village), per)
+    year = rs.normal(size=village.size)
+    u = rs.normal(size=n_village) * 0.8
+    b = rs.normal(size=n_village) * 0.3
+    eta = -0.3 + 0.5 * year + u[village] + b[village] * year
+    y = (rs.uniform(size=village.size) < 1 / (1 + np.exp(-eta))).astype(int)
+    return pd.DataFrame({"y": y, "year_cen": year, "Village": [f"v{i:02d}" for i in village]})
+
+
+def test_formula_and_matrix_paths_agree():
+    df = _village_data()
+    vcf = {"a": "0 + C(Village)", "b": "0 + C(Village):year_cen"}
+    fm = bg.BinomialBayesMixedGLM.from_formula("y ~ year_cen", vcf, df)
+    ref = sm_bmg.BinomialBayesMixedGLM.from_formula("y ~ year_cen", vcf, df)
+    assert fm.fep_names == ref.fep_names and fm.vcp_names == ref.vcp_names
+    assert fm.vc_names == ref.vc_names
+    np.testing.assert_array_equal(fm.exog_vc.toarray(), ref.exog_vc.toarray())
+    mm = bg.BinomialBayesMixedGLM(ref.endog, ref.exog, ref.exog_vc, ref.ident)
+    r1, r2 = fm.fit_map(rng=3), mm.fit_map(rng=3)
+    np.testing.assert_allclose(r1.params, r2.params, atol=1e-8)
+    v1, v2 = fm.fit_vb(rng=3), mm.fit_vb(rng=3)
+    np.testing.assert_allclose(v1.params, v2.params, atol=1e-8)
+    # names reach the tables
+    s = str(r1.summary())
+    for name in ["Intercept", "year_cen", " a ", " b "]:
+        assert name.strip() in s
+    re_b = r1.random_effects("b")
+    assert list(re_b.index) == [n for n in fm.vc_names if n.endswith(":year_cen")]
+    assert list(re_b.columns) == ["Mean", "SD"]
+    cp = r1.cov_params()
+    assert isinstance(cp, pd.DataFrame) and list(cp.index) == fm.names
+    assert isinstance(v1.cov_params(), pd.Series) and list(v1.cov_params().index) == fm.names
+    assert isinstance(r2.cov_params(), np.ndarray)
+    with pytest.raises(ValueError, match="did you mean 'a'"):
+        r1.random_effects("A")
+
+
+def _nuts():
+    path = Path(__file__).parent / "reference" / "posterior_nuts_cbpp.json"
+    return json.loads(path.read_text())["fits"]
+
+
+def test_cbpp_expanded_fits_without_warnings_and_vb_matches_nuts(no_warnings):
+    long = datasets.expand_binomial(datasets.load("cbpp"), "incidence", "size")
+    model = bg.BinomialBayesMixedGLM.from_formula("y ~ C(period)", {"herd": "0 + C(herd)"}, long)
+    model.fit_map(rng=0)
+    res = model.fit_vb(rng=0)
+    ref = _nuts()["vcp_p=1.0,fe_p=2.0"]
+    mean = np.array(list(ref["fe_mean"].values()))
+    sd = np.array(list(ref["fe_sd"].values()))
+    assert np.all(np.abs(res.fe_mean - mean) <= 0.1 * sd)
+
+
+def test_cbpp_trials_equal_expanded_rows():
+    df = datasets.load("cbpp")
+    long = datasets.expand_binomial(df, "incidence", "size")
+    vcf = {"herd": "0 + C(herd)"}
+    short = bg.BinomialBayesMixedGLM.from_formula("incidence ~ C(period)", vcf, df, n_trials="size")
+    full = bg.BinomialBayesMixedGLM.from_formula("y ~ C(period)", vcf, long)
+    x = np.random.default_rng(0).normal(size=short.k_fep + short.k_vcp + short.k_vc) * 0.3
+    # same likelihood up to the constant Σ log C(n, y)
+    assert short.logposterior(x) - short._const == pytest.approx(full.logposterior(x), rel=1e-12)
+    np.testing.assert_allclose(short.fit_vb(rng=0).params, full.fit_vb(rng=0).params, atol=1e-7)
+
+
+def test_grouseticks_poisson_three_intercepts(no_warnings):
+    df = datasets.load("grouseticks")
+    vcf = {"BROOD": "0 + C(BROOD)", "INDEX": "0 + C(INDEX)", "LOCATION": "0 + C(LOCATION)"}
+    model = bg.PoissonBayesMixedGLM.from_formula("TICKS ~ YEAR + cHEIGHT", vcf, df)
+    assert model.k_vc == df.BROOD.nunique() + df.INDEX.nunique() + df.LOCATION.nunique()
+    r = model.fit_map(rng=0)
+    v = model.fit_vb(rng=0)
+    assert r.optim_retvals.success and v.optim_retvals.success
+    # year effects have the signs lme4 finds (1996 up, 1997 down)
+    names = model.fep_names
+    assert v.fe_mean[names.index("YEAR[T.96]")] > 0 > v.fe_mean[names.index("YEAR[T.97]")]
+
+
+def test_float32_agrees_with_float64():
+    y, X, Z, ident = gen_crossed_logit(10, 10, 1, 2)
+    m64 = bg.BinomialBayesMixedGLM(y, X, Z, ident)
+    m32 = bg.BinomialBayesMixedGLM(y, X, Z, ident, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bg.ConvergenceWarning)
+        r64, r32 = m64.fit_vb(rng=0), m32.fit_vb(rng=0)
+    np.testing.assert_allclose(r32.params, r64.params, atol=2e-3)
+    np.testing.assert_allclose(r32.vc_sd, r64.vc_sd, atol=2e-3)
+    p64, p32 = m64.fit_map(rng=0), m32.fit_map(rng=0)
+    np.testing.assert_allclose(p32.params, p64.params, atol=2e-3)
+
+
+def test_non_convergence_warns_with_gradient_norm():
+    y, X, Z, ident = gen_crossed_logit(10, 10, 1, 2)
+    model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
+    with pytest.warns(bg.ConvergenceWarning, match=r"\|gradient\|="):
+        r = model.fit_map(rng=0, minim_opts={"maxiter": 2})
+    assert not r.optim_retvals.success
+    with pytest.warns(bg.ConvergenceWarning, match=r"\|gradient\|="):
+        model.fit_vb(rng=0, minim_opts={"maxiter": 2})
+
+
+def test_scale_fe_gives_the_same_fit_up_to_the_prior():
+    y, X, Z, ident = gen_crossed_logit(10, 10, 1, 2)
+    X = np.column_stack([np.ones(len(y)), 3 * X[:, 0] + 1])
+    model = bg.BinomialBayesMixedGLM(y, X, Z, ident, fe_p=100.0)
+    a = model.fit_map(rng=0)
+    b = model.fit_map(rng=0, scale_fe=True)
+    # with a vague fe prior, rescaling the columns barely changes the posterior mode
+    np.testing.assert_allclose(a.fe_mean, b.fe_mean, atol=2e-3)
+    np.testing.assert_allclose(a.fe_sd, b.fe_sd, rtol=2e-2)
+
+
+def test_predict_matches_statsmodels_fixed_part():
+    name, family, design = DESIGNS[0]
+    ours, theirs = _pair(family, design)
+    r = ours.fit_map(rng=0)
+    for linear in (False, True):
+        np.testing.assert_allclose(r.predict(linear=linear),
+                                   theirs.predict(r.params, linear=linear), rtol=1e-12)
+        np.testing.assert_allclose(r.predict(exog=ours.exog[:5], linear=linear),
+                                   theirs.predict(r.params, exog=ours.exog[:5], linear=linear),
+                                   rtol=1e-12)
