@@ -20,7 +20,7 @@ from ._precision import precision, resolve_dtype
 from .exceptions import ConvergenceWarning
 from .families import Binomial, Family, Poisson
 from .kernels import Data, Params, Prior, make_elbo, make_logposterior
-from .laplace import DENSE_COV_MAX, DENSE_MAX, map_functions
+from .laplace import DENSE_COV_MAX, DENSE_MAX, DENSE_WORK_MAX, map_functions
 from .quadrature import get_rule
 from .results import BayesMixedGLMResults
 from .solvers import STATUS_MESSAGES, NewtonOptions
@@ -387,8 +387,10 @@ class _BayesMixedGLM:
         rng = check_random_state(rng)
         start_vc = rng.normal(size=self.k_vc)
         p = self.k_fep + self.k_vcp + self.k_vc
-        dense = p <= DENSE_MAX
-        full = p <= DENSE_COV_MAX
+        dense = p <= DENSE_MAX and p * self.nobs <= DENSE_WORK_MAX
+        # the full matrix: from the Schur complement (one colour) or, for crossed designs, from
+        # p Hessian-vector products — only while that stays cheap
+        full = p <= DENSE_COV_MAX and (self._n_colors == 1 or p * self.nobs <= 50 * DENSE_WORK_MAX)
         opts = self._options(minim_opts)
         solve, covariance, _ = map_functions(self.family, dense, self._n_colors, _method(method),
                                              opts, full)
@@ -470,7 +472,7 @@ class _BayesMixedGLM:
             # Var(η) ∝ x²): start each fixed effect's sd at the default over the column's RMS
             rms = np.sqrt(np.mean(model.exog**2, axis=0))
             s[:kf] -= np.log(np.maximum(rms, 1.0))
-        dense = 2 * p <= DENSE_MAX
+        dense = 2 * p <= DENSE_MAX and 2 * p * self.nobs <= DENSE_WORK_MAX
         opts = self._options(minim_opts)
         solve, _ = vb_functions(self.family, self.vb_rule, dense, self._n_colors,
                                 _method(fit_method), opts)

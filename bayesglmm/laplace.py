@@ -32,9 +32,10 @@ from .kernels import Params, make_logposterior
 from .solvers import NewtonOptions, lbfgs, newton
 from .solvers.newton import _pcg, structured_blocks
 
-__all__ = ["DENSE_MAX", "DENSE_COV_MAX", "map_functions", "LaplaceCov"]
+__all__ = ["DENSE_MAX", "DENSE_WORK_MAX", "DENSE_COV_MAX", "map_functions", "LaplaceCov"]
 
-DENSE_MAX = 300  # total parameters up to which Newton uses the full dense Hessian
+DENSE_MAX = 300  # total parameters up to which Newton uses the full dense Hessian ...
+DENSE_WORK_MAX = 2_000_000  # ... provided parameters × rows stays below this
 DENSE_COV_MAX = 2000  # total parameters up to which cov_params() is the full matrix
 
 

@@ -144,7 +144,9 @@ def check_ident(ident, k_vc: int) -> np.ndarray:
 
 def check_random_state(rng) -> np.random.Generator | np.random.RandomState:
     """``None`` or an int seed -> a new Generator; a Generator or RandomState is used as is."""
-    if rng is None or isinstance(rng, (int, np.integer, Sequence, np.ndarray)):
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (Sequence, np.ndarray)) and not isinstance(rng, str):
         return np.random.default_rng(rng)
     if isinstance(rng, (np.random.Generator, np.random.RandomState)):
         return rng

@@ -1,0 +1,354 @@
+"""Results of a linear mixed-model fit, with statsmodels' ``MixedLMResults`` names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+__all__ = ["MixedLMResults"]
+
+
+class MixedLMResults:
+    """Estimates of a :class:`~bayesglmm.lmm.MixedLM` fit.
+
+    Attributes
+    ----------
+    fe_params : Series (p,)
+        Fixed effects β̂.
+    bse_fe : Series (p,)
+        Standard errors of β̂: ``sqrt(diag(σ̂² (XᵀV̂⁻¹X)⁻¹))``, as lme4's ``vcov``.
+    bse : Series
+        ``bse_fe`` followed by standard errors of the random-effect covariance parameters on
+        statsmodels' scale (relative to ``scale``, from the inverse Hessian of the profiled
+        log-likelihood); NaN where the Hessian is singular (boundary fits).
+    cov_re : DataFrame (q, q)
+        Covariance of the random effects of ``groups`` (or of the first random term).
+    vcomp : ndarray
+        Variances of the variance components (``vc_formula``); for lme4-style formulas,
+        of the scalar random terms not shown in ``cov_re``.  Names in ``vcomp_names``.
+    scale : float
+        Residual variance σ̂² (REML: ``r²/(n−p)``, ML: ``r²/n``).
+    llf : float
+        Log-likelihood: ML, or the REML log-likelihood ``−d_R/2`` for REML fits (lme4's
+        ``logLik``).
+    aic, bic : float
+        ``−2 llf + 2k`` and ``−2 llf + k log n``, ``k`` = fixed effects + covariance
+        parameters + 1 (lme4's convention, also for REML fits; statsmodels returns NaN there).
+    is_singular : bool
+        Some variance is on the boundary (a diagonal θ below 1e-4).
+    random_effects : dict
+        Predicted random effects (BLUPs).  With ``groups``: ``{group: Series}`` as
+        statsmodels; with lme4-style terms only: ``{term: DataFrame}`` (levels × covariates).
+    """
+
+    def __init__(self, model, theta, fe, cov_fe, scale, deviance, reml, blups, fit,
+                 is_singular, dtype):
+        self.model = model
+        d = model.design
+        self.theta = theta
+        self.method = "REML" if reml else "ML"
+        self.reml = reml
+        self.nobs = model.nobs
+        self.k_fe = model.k_fe
+        self.fe_params = pd.Series(fe, index=d.xnames, name="fe_params")
+        self.cov_fe_ = pd.DataFrame(cov_fe, index=d.xnames, columns=d.xnames)
+        self.bse_fe = pd.Series(np.sqrt(np.diag(cov_fe)), index=d.xnames, name="bse_fe")
+        self.scale = scale
+        self.deviance = deviance
+        self.llf = -deviance / 2.0
+        self.k_params = model.k_fe + model.n_theta + 1
+        self.aic = deviance + 2 * self.k_params
+        self.bic = deviance + self.k_params * np.log(self.nobs)
+        self.converged = bool(fit.converged)
+        self.optim = fit
+        self.is_singular = is_singular
+        self.n_dropped = model.n_dropped
+        # covariance of each term: σ² λλᵀ
+        self.term_cov = []
+        for t, ti in zip(d.terms, model._theta_index):
+            lam = np.where(ti >= 0, theta[np.maximum(ti, 0)], 0.0)
+            self.term_cov.append(pd.DataFrame(scale * lam @ lam.T, index=t.cols, columns=t.cols))
+        ire = d.groups_term if d.groups_term is not None else (
+            0 if d.terms[0].kind != "vc" else None)
+        self._ire = ire
+        self.cov_re = self.term_cov[ire] if ire is not None else pd.DataFrame()
+        self.k_re = self.cov_re.shape[0]
+        names, vals, seen = [], [], set()
+        for i, t in enumerate(d.terms):
+            if i == ire or t.tkey in seen:
+                continue
+            if t.kind == "vc" or (d.groups_term is None and t.q == 1):
+                seen.add(t.tkey)
+                names.append(t.tkey[3:] if t.kind == "vc" else t.name)
+                vals.append(float(self.term_cov[i].iloc[0, 0]))
+        self.vcomp = np.asarray(vals)
+        self.vcomp_names = names
+        self.k_vc = len(vals)
+        # random effects
+        self.random_effects_by_term = {}
+        self._blups = blups
+        for t, b in zip(d.terms, blups):
+            self.random_effects_by_term[_unique_key(self.random_effects_by_term, t.name)] = (
+                pd.DataFrame(b, index=t.index, columns=t.cols))
+        self.fittedvalues = self._linear(d.X, [(t.codes, t.z) for t in d.terms])
+        self.resid = d.y - self.fittedvalues
+        self._dtype = dtype
+        self._vcov = "unset"
+        self._bse_re_names = self._re_param_names()
+
+    # ------------------------------------------------------------------ tables
+    def _re_param_names(self):
+        """statsmodels' names ("Subject Var", "Subject x Days Cov"); other lme4-style terms
+        are prefixed with their grouping factor ("sample Var", "g: x Var")."""
+        d = self.model.design
+        names, seen = [], set()
+        for i, t in enumerate(d.terms):
+            if t.tkey in seen:
+                continue
+            seen.add(t.tkey)
+            if t.kind == "vc":
+                names.append(f"{t.tkey[3:]} Var")
+                continue
+            if i == self._ire:
+                cols = [t.name if c == "Intercept" else c for c in t.cols]
+            else:
+                cols = [t.name if c == "Intercept" else f"{t.name}: {c}" for c in t.cols]
+            for j in range(t.q):
+                for k in range(j, t.q):
+                    if t.kind == "diag" and k != j:
+                        continue
+                    names.append(f"{cols[j]} Var" if k == j else f"{cols[j]} x {cols[k]} Cov")
+        return names
+
+    @property
+    def bse(self) -> pd.Series:
+        """``bse_fe`` then the standard errors of the relative covariance parameters."""
+        return pd.concat([self.bse_fe, self._bse_re()])
+
+    def _bse_re(self):
+        n = len(self._bse_re_names)
+        if isinstance(self._vcov, str):  # computed on first use (one Hessian, compiled)
+            self._vcov = self.model._theta_cov(self.theta, self.reml, self._dtype)
+        if self._vcov is None or self._vcov.shape != (n, n):
+            return pd.Series(np.full(n, np.nan), index=self._bse_re_names)
+        dg = np.diag(self._vcov)
+        with np.errstate(invalid="ignore"):
+            se = np.where(dg > 0, np.sqrt(np.abs(dg)), np.nan)
+        return pd.Series(se, index=self._bse_re_names)
+
+    @property
+    def params(self) -> pd.Series:
+        """``fe_params`` then the relative covariance parameters (``cov_re / scale``...)."""
+        rel, seen = [], set()
+        for t, c in zip(self.model.design.terms, self.term_cov):
+            if t.tkey in seen:
+                continue
+            seen.add(t.tkey)
+            v = c.to_numpy() / self.scale
+            for j in range(t.q if t.kind != "vc" else 1):
+                for k in range(j, t.q if t.kind != "vc" else 1):
+                    if t.kind == "diag" and k != j:
+                        continue
+                    rel.append(v[k, j])
+        return pd.concat([self.fe_params, pd.Series(rel, index=self._bse_re_names)])
+
+    @property
+    def tvalues(self) -> pd.Series:
+        return self.fe_params / self.bse_fe
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Two-sided p-values of the fixed effects, normal reference (as statsmodels)."""
+        return pd.Series(2 * scipy.stats.norm.sf(np.abs(self.tvalues)), index=self.fe_params.index)
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald confidence intervals of the fixed effects (normal quantiles)."""
+        z = scipy.stats.norm.ppf(1 - alpha / 2)
+        return pd.DataFrame({0: self.fe_params - z * self.bse_fe, 1: self.fe_params + z * self.bse_fe})
+
+    def cov_params(self) -> pd.DataFrame:
+        """Covariance of the fixed-effects estimates."""
+        return self.cov_fe_
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's ``VarCorr`` as a table: group, var1, var2, vcov, sdcor (Residual last)."""
+        rows, seen = [], set()
+        for t, c in zip(self.model.design.terms, self.term_cov):
+            if t.tkey in seen:
+                continue
+            seen.add(t.tkey)
+            v = c.to_numpy()
+            sd = np.sqrt(np.diag(v))
+            grp = t.tkey[3:] if t.kind == "vc" else t.group
+            for i in range(t.q if t.kind != "vc" else 1):
+                rows.append((grp, t.cols[i], None, v[i, i], sd[i]))
+            for j in range(t.q if t.kind == "re" else 0):
+                for i in range(j + 1, t.q):
+                    cor = v[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    rows.append((grp, t.cols[j], t.cols[i], v[i, j], cor))
+        rows.append(("Residual", None, None, self.scale, np.sqrt(self.scale)))
+        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
+    @property
+    def random_effects(self) -> dict:
+        d = self.model.design
+        if d.groups_term is None and not any(t.kind == "vc" for t in d.terms):
+            return dict(self.random_effects_by_term)
+        glevels = pd.Index(np.unique(d.group_labels)) if d.group_labels is not None else None
+        out = {}
+        per = []
+        for t, b in zip(d.terms, self._blups):
+            if t.group != (d.terms[d.groups_term].group if d.groups_term is not None else t.group):
+                continue
+            per.append((t, b))
+        for g in glevels:
+            vals, names = [], []
+            for t, b in per:
+                if isinstance(t.index, pd.MultiIndex):
+                    sel = np.flatnonzero(t.index.get_level_values(0) == g)
+                    vals += list(b[sel, 0])
+                    names += [f"{t.name}[{c}]" for c in t.index.get_level_values(1)[sel]]
+                else:
+                    k = t.index.get_indexer([g])[0]
+                    if k >= 0:
+                        vals += list(b[k])
+                        names += list(t.cols)
+            out[g] = pd.Series(vals, index=names, dtype=float)
+        return out
+
+    # ------------------------------------------------------------------ prediction
+    def _linear(self, X, rows):
+        eta = np.asarray(X, np.float64) @ self.fe_params.to_numpy()
+        for (codes, z), b in zip(rows, self._blups):
+            ok = codes >= 0
+            contrib = np.einsum("na,na->n", z, b[np.where(ok, codes, 0)])
+            eta = eta + np.where(ok, contrib, 0.0)
+        return eta
+
+    def predict(self, exog=None, include_random=False):
+        """Predictions: the fixed part ``Xβ̂`` (statsmodels), or with ``include_random=True``
+        and a DataFrame, plus each row's predicted random effects; levels not seen in fitting
+        get the population value (zero random effect).
+
+        Parameters
+        ----------
+        exog : DataFrame or (n, p) array, optional
+            New data (a DataFrame for formula models); default the fitting data.
+        include_random : bool
+        """
+        d = self.model.design
+        if exog is None:
+            if include_random:
+                return self.fittedvalues.copy()
+            return d.X @ self.fe_params.to_numpy()
+        if isinstance(exog, pd.DataFrame) and d.fixed_spec is not None:
+            X = d.fixed_spec.get_model_matrix(exog, na_action="ignore").to_numpy(dtype=np.float64)
+        else:
+            X = np.asarray(exog, np.float64)
+            if X.ndim == 1:
+                X = X[:, None]
+        if not include_random:
+            return X @ self.fe_params.to_numpy()
+        if not isinstance(exog, pd.DataFrame) or any(t.rows is None for t in d.terms):
+            raise ValueError("include_random=True needs a formula model and a DataFrame")
+        rows = []
+        for t in d.terms:
+            out = t.rows(exog)
+            keys, z = out[0], out[1]
+            codes = t.index.get_indexer(keys)
+            if len(out) > 2:
+                codes = np.where(out[2], codes, -1)
+            rows.append((codes, z))
+        return self._linear(X, rows)
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> "Summary":
+        """A statsmodels-like summary table (print it, or ``str()``)."""
+        d = self.model.design
+        if d.group_labels is not None:
+            _, counts = np.unique(np.asarray(d.group_labels).astype(str), return_counts=True)
+        else:
+            counts = np.bincount(d.terms[0].codes)
+        left = [
+            ("Model:", "MixedLM"),
+            ("No. Observations:", str(self.nobs)),
+            ("No. Groups:", str(len(counts))),
+            ("Min. group size:", str(int(counts.min()))),
+            ("Max. group size:", str(int(counts.max()))),
+            ("Mean group size:", f"{counts.mean():.1f}"),
+        ]
+        right = [
+            ("Dependent Variable:", d.yname),
+            ("Method:", self.method),
+            ("Scale:", f"{self.scale:.4f}"),
+            ("Log-Likelihood:", f"{self.llf:.4f}"),
+            ("Converged:", "Yes" if self.converged else "No"),
+            ("", ""),
+        ]
+        head = []
+        for (a, b), (c, e) in zip(left, right):
+            head.append(f"{a:<18}{b:<12}{c:<20}{e:<12}")
+        ci = self.conf_int()
+        tab = pd.DataFrame({
+            "Coef.": self.fe_params.map(lambda v: f"{v:.3f}"),
+            "Std.Err.": self.bse_fe.map(lambda v: f"{v:.3f}"),
+            "z": self.tvalues.map(lambda v: f"{v:.3f}"),
+            "P>|z|": self.pvalues.map(lambda v: f"{v:.3f}"),
+            "[0.025": ci[0].map(lambda v: f"{v:.3f}"),
+            "0.975]": ci[1].map(lambda v: f"{v:.3f}"),
+        })
+        re_rows = []
+        bse_re = self._bse_re()
+        pv = self.params.iloc[self.k_fe:]
+        for name in self._bse_re_names:
+            val = pv[name] * self.scale
+            se = bse_re[name] * np.sqrt(self.scale)
+            re_rows.append(pd.DataFrame({
+                "Coef.": [f"{val:.3f}"],
+                "Std.Err.": ["" if not np.isfinite(se) else f"{se:.3f}"],
+                "z": [""], "P>|z|": [""], "[0.025": [""], "0.975]": [""],
+            }, index=[name]))
+        tab = pd.concat([tab] + re_rows)
+        body = tab.to_string()
+        width = max(len(body.splitlines()[0]), max(len(h) for h in head))
+        lines = ["Mixed Linear Model Regression Results".center(width), "=" * width]
+        lines += head
+        lines += ["-" * width, body, "=" * width]
+        if self.is_singular:
+            lines.append("Note: boundary (singular) fit: a random-effect variance is estimated "
+                         "as zero (is_singular=True).")
+        if not self.converged:
+            lines.append(f"Warning: the optimiser did not converge ({self.optim.message}).")
+        if self.n_dropped:
+            lines.append(f"Note: {self.n_dropped} row(s) with missing values were dropped.")
+        return Summary("\n".join(lines), tab)
+
+    def __repr__(self):
+        return f"<MixedLMResults {self.method}: llf={self.llf:.4f}, nobs={self.nobs}>"
+
+
+class Summary:
+    """Printable summary; ``tables[0]`` holds the coefficient table as a DataFrame."""
+
+    def __init__(self, text, table):
+        self.text = text
+        self.tables = [table]
+
+    def __str__(self):
+        return self.text
+
+    __repr__ = __str__
+
+    def as_text(self) -> str:
+        return self.text
+
+
+def _unique_key(d, name):
+    if name not in d:
+        return name
+    k = 1
+    while f"{name}.{k}" in d:
+        k += 1
+    return f"{name}.{k}"

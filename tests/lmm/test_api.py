@@ -1,0 +1,158 @@
+"""The statsmodels-style API: seed example, results, prediction, validation."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesglmm.lmm as lmm
+from bayesglmm.exceptions import SingularFitWarning
+from bayesglmm.lmm import MixedLM, MixedLMResults, mixedlm
+from bayesglmm.lmm.terms import split_formula
+
+
+@pytest.fixture
+def seed():
+    return pd.DataFrame({
+        "Points": [10, 12, 9, 15, 11, 20, 22, 18, 25, 21],
+        "Minutes": [20, 25, 18, 30, 22, 35, 38, 30, 40, 36],
+        "Team": ["A"] * 5 + ["B"] * 5,
+    })
+
+
+def test_exports():
+    assert set(lmm.__all__) == {"MixedLM", "MixedLMResults", "mixedlm"}
+
+
+def test_seed_example_fits_and_summarises(seed):
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        res = mixedlm("Points ~ Minutes", seed, groups="Team").fit()
+    assert isinstance(res, MixedLMResults)
+    text = str(res.summary())
+    assert "Mixed Linear Model Regression Results" in text and "Minutes" in text
+    assert "Team Var" in text
+    assert np.isfinite(res.llf) and np.all(np.isfinite(res.fe_params))
+    if res.is_singular:
+        assert "singular" in text
+
+
+def test_seed_example_wrong_case_suggests_columns(seed):
+    with pytest.raises(ValueError) as err:
+        mixedlm("points ~ minutes", seed, groups="team")
+    msg = str(err.value)
+    for bad, good in [("points", "Points"), ("minutes", "Minutes"), ("team", "Team")]:
+        assert repr(bad) in msg and repr(good) in msg
+
+
+def test_singular_fit_is_a_result(seed):
+    df = seed.copy()
+    rng = np.random.default_rng(0)
+    df["y"] = rng.normal(size=len(df))  # no group signal: variance on the boundary
+    with pytest.warns(SingularFitWarning):
+        res = mixedlm("y ~ 1", df, groups="Team").fit()
+    assert res.is_singular
+    assert res.cov_re.iloc[0, 0] == 0.0
+    assert "singular" in str(res.summary())
+
+
+def test_results_attributes(sleep):
+    res = mixedlm("Reaction ~ Days", sleep, groups="Subject", re_formula="~Days").fit()
+    assert list(res.fe_params.index) == ["Intercept", "Days"]
+    np.testing.assert_allclose(res.tvalues, res.fe_params / res.bse_fe)
+    assert np.all(res.pvalues < 1e-6)
+    ci = res.conf_int()
+    assert np.all(ci[0] < res.fe_params) and np.all(res.fe_params < ci[1])
+    np.testing.assert_allclose(res.resid + res.fittedvalues, sleep["Reaction"])
+    assert set(res.random_effects) == set(sleep["Subject"])
+    assert list(res.random_effects["308"].index) == ["Subject", "Days"]
+    k = 2 + 3 + 1
+    np.testing.assert_allclose(res.aic, -2 * res.llf + 2 * k)
+    np.testing.assert_allclose(res.bic, -2 * res.llf + k * np.log(180))
+    assert res.converged and not res.is_singular
+    assert res.cov_params().shape == (2, 2)
+
+
+def test_predict_with_random_effects_and_unseen_groups(sleep):
+    res = mixedlm("Reaction ~ Days + (Days | Subject)", sleep).fit()
+    np.testing.assert_allclose(res.predict(sleep, include_random=True), res.fittedvalues)
+    np.testing.assert_allclose(res.predict(), res.model.exog @ res.fe_params.to_numpy())
+    new = pd.DataFrame({"Days": [0.0, 5.0], "Subject": ["308", "nobody"]})
+    pred = res.predict(new, include_random=True)
+    b = res.random_effects["Subject"].loc["308"]
+    fe = res.fe_params
+    np.testing.assert_allclose(pred[0], fe["Intercept"] + b["Intercept"])
+    np.testing.assert_allclose(pred[1], fe["Intercept"] + 5 * fe["Days"])  # population value
+
+
+def test_crossed_and_nested_terms(penicillin):
+    res = mixedlm("diameter ~ 1 + (1 | plate) + (1 | sample)", penicillin).fit()
+    assert set(res.random_effects) == {"plate", "sample"}
+    assert res.random_effects["plate"].shape == (24, 1)
+    assert res.vcomp_names == ["sample"]
+    fixed, terms = split_formula("y ~ x + (1 | a/b) + (x || g)")
+    assert fixed == "y ~ x"
+    assert [(t.name, t.kind) for t in terms] == [("a", "re"), ("a:b", "re"), ("g", "diag")]
+
+
+def test_nested_equals_explicit_interaction(dietox):
+    a = mixedlm("Weight ~ Time + (1 | Litter/Pig)", dietox).fit()
+    b = mixedlm("Weight ~ Time + (1 | Litter) + (1 | Litter:Pig)", dietox).fit()
+    c = mixedlm("Weight ~ Time", dietox, groups="Litter", re_formula="1",
+                vc_formula={"Pig": "0 + C(Pig)"}).fit()
+    np.testing.assert_allclose([a.llf, b.llf], c.llf, rtol=1e-8)
+
+
+# ---------------------------------------------------------------- validation
+def test_nan_raises_naming_column(dietox):
+    with pytest.raises(ValueError, match="'Feed'"):
+        mixedlm("Weight ~ Feed", dietox, groups="Pig")
+
+
+def test_nan_dropped_with_count(dietox):
+    with pytest.warns(UserWarning, match="dropped 72 row"):
+        model = mixedlm("Weight ~ Feed", dietox, groups="Pig", missing="drop")
+    assert model.n_dropped == 72 and model.nobs == len(dietox) - 72
+    res = model.fit()
+    assert res.n_dropped == 72
+    assert "72 row(s)" in str(res.summary())
+
+
+def test_one_level_grouping_raises(seed):
+    df = seed.assign(one="x")
+    with pytest.raises(ValueError, match="only 1 level"):
+        mixedlm("Points ~ Minutes", df, groups="one")
+
+
+def test_more_parameters_than_rows_raises():
+    df = pd.DataFrame({"y": [1.0, 2, 3, 4, 5], "a": [1.0, 2, 3, 5, 4], "b": [2.0, 1, 4, 3, 7],
+                       "c": [0.0, 1, 0, 1, 1], "g": list("aabbb")})
+    with pytest.raises(ValueError, match="parameters"):
+        mixedlm("y ~ a + b + c", df, groups="g")
+    with pytest.raises(ValueError, match="rows"):
+        mixedlm("y ~ a + b + c + C(g) + a:b", df.iloc[:4], groups="g")
+
+
+def test_collinear_fixed_effects_raise(sleep):
+    df = sleep.assign(Days2=2 * sleep["Days"])
+    with pytest.raises(ValueError, match="Days2"):
+        mixedlm("Reaction ~ Days + Days2", df, groups="Subject")
+
+
+def test_groups_needed():
+    df = pd.DataFrame({"y": [1.0, 2, 3], "x": [1.0, 2, 3]})
+    with pytest.raises(ValueError, match="groups"):
+        mixedlm("y ~ x", df)
+
+
+def test_arrays_api_validation(sleep):
+    X = np.column_stack([np.ones(180), sleep["Days"]])
+    with pytest.raises(ValueError, match="groups"):
+        MixedLM(sleep["Reaction"], X, sleep["Subject"][:10])
+    y = sleep["Reaction"].to_numpy().copy()
+    y[3] = np.nan
+    with pytest.raises(ValueError, match="endog"):
+        MixedLM(y, X, sleep["Subject"])
+    res = MixedLM(sleep["Reaction"], X, sleep["Subject"]).fit()
+    assert list(res.fe_params.index) == ["const", "x2"]
