@@ -3,6 +3,7 @@
 from . import datasets
 from .exceptions import ConvergenceWarning, SingularFitWarning
 from .glmm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
+from .lmm import MixedLM, MixedLMResults, mixedlm
 from .results import BayesMixedGLMResults
 
 __version__ = "0.1.0"
@@ -11,6 +12,9 @@ __all__ = [
     "BinomialBayesMixedGLM",
     "PoissonBayesMixedGLM",
     "BayesMixedGLMResults",
+    "mixedlm",
+    "MixedLM",
+    "MixedLMResults",
     "ConvergenceWarning",
     "SingularFitWarning",
     "datasets",

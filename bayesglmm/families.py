@@ -9,6 +9,7 @@ weight w counts as w identical rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -21,12 +22,75 @@ from .validation import check_binary, check_counts
 __all__ = ["Binomial", "Poisson", "Family"]
 
 
+@jax.custom_jvp
+def softplus(x):
+    """log(1 + eˣ) = max(x, 0) + log1p(e^{−|x|}): stable for any x, and on CPU several times
+    faster than ``jax.nn.softplus`` (whose logaddexp guards against infinities).  Its
+    derivative is the logistic sigmoid."""
+    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return softplus(x), (0.5 + 0.5 * jnp.tanh(0.5 * x)) * dx
+
+
 def _expect(h, tm, sd, rule: Rule):
     """E[h(tm + sd·z)], z ~ N(0, 1), by the quadrature ``rule``: one (n, k) broadcast that XLA
-    fuses with the weighted sum over the k nodes."""
+    fuses with the weighted sum over the k nodes (written as a sum, not ``@ w``: a dot is not
+    fused and costs ~5× more on CPU)."""
     x = jnp.asarray(rule.nodes, tm.dtype)
     w = jnp.asarray(rule.weights, tm.dtype)
-    return h(tm[:, None] + sd[:, None] * x) @ w
+    return jnp.sum(h(tm[:, None] + sd[:, None] * x) * w, axis=1)
+
+
+def _sigma_polys(K: int) -> list[np.ndarray]:
+    """Coefficients (in powers of σ) of the k-th derivative of softplus, k = 1..K:
+    h₁ = σ and h_{k+1} = h_k'(σ)·σ(1 − σ), since dσ/dx = σ(1 − σ)."""
+    P = np.polynomial.polynomial
+    polys = [np.array([0.0, 1.0])]
+    for _ in range(K - 1):
+        polys.append(P.polymul(P.polyder(polys[-1]), [0.0, 1.0, -1.0]))
+    return polys[:K]
+
+
+def _moments(K: int, rule: Rule, m, v):
+    """E[softplus⁽ᵏ⁾(m + √v·z)] for k = 0..K, shape (K + 1, n): softplus on the (n, nodes)
+    grid, and the derivatives as polynomials in σ."""
+    x = m[:, None] + jnp.sqrt(v)[:, None] * jnp.asarray(rule.nodes, m.dtype)
+    w = jnp.asarray(rule.weights, m.dtype)
+    out = [jnp.sum(softplus(x) * w, axis=-1)]
+    if K >= 1:
+        sig = 0.5 + 0.5 * jnp.tanh(0.5 * x)  # σ(x); tanh is the fastest stable form on CPU
+        for c in _sigma_polys(K):
+            h = jnp.zeros_like(sig) + c[-1]
+            for ci in c[-2::-1]:  # Horner, unrolled so that XLA fuses it into one loop
+                h = h * sig + ci
+            out.append(jnp.sum(h * w, axis=-1))
+    return jnp.stack(out)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def softplus_moments(K: int, rule: Rule, m, v):
+    """E[softplus⁽ᵏ⁾(m + √v·z)], k = 0..K, z ~ N(0, 1), by quadrature, as functions of the
+    mean m and variance v of the argument; shape (K + 1, n).
+
+    Derivatives follow the Gaussian (Stein/Price) identities ∂/∂m E[h] = E[h'] and
+    ∂/∂v E[h] = ½·E[h''], so the JVP of moments 0..K is moments 1..K+2 — again one pass over
+    the grid, shared by all tangents.  Differentiating through the rule instead would carry each
+    tangent through every node (k_a + 2 tangents × n × nodes in a Newton step) and is singular
+    at v = 0 through √v.
+    """
+    return _moments(K, rule, m, v)
+
+
+@softplus_moments.defjvp
+def _softplus_moments_jvp(K, rule, primals, tangents):
+    m, v = primals
+    dm, dv = tangents
+    ext = softplus_moments(K + 2, rule, m, v)
+    return ext[:K + 1], ext[1:K + 2] * dm + 0.5 * ext[2:K + 3] * dv
 
 
 @dataclass(frozen=True)
@@ -56,11 +120,16 @@ class Binomial(Family):
     name: str = "Binomial"
 
     def loglik(self, y, eta, n, w):
-        return w * (y * eta - n * jax.nn.softplus(eta))
+        return w * (y * eta - n * softplus(eta))
 
     def expected_loglik(self, y, tm, tv, n, w, rule):
-        """E[loglik] with η ~ N(tm, tv): y·tm − n·E[softplus(η)] by quadrature."""
-        return w * (y * tm - n * _expect(jax.nn.softplus, tm, jnp.sqrt(tv), rule))
+        """E[loglik] with η ~ N(tm, tv): y·tm − n·E[softplus(η)] by quadrature.
+
+        With statsmodels' rule the expectation is differentiated through the rule, as
+        statsmodels does; otherwise through the Gaussian identities (``softplus_moments``)."""
+        if rule.name == "statsmodels":
+            return w * (y * tm - n * _expect(softplus, tm, jnp.sqrt(tv), rule))
+        return w * (y * tm - n * softplus_moments(0, rule, tm, tv)[0])
 
     def mean(self, eta, n=1.0):
         return n * jax.nn.sigmoid(eta)

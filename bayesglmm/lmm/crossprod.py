@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Structure", "CrossProd", "cross_products"]
+__all__ = ["CrossProd", "Structure", "cross_products"]
 
 # largest m × m dense block we accept (float64: 8 bytes an entry)
 _MAX_DENSE = 12_000

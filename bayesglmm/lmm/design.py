@@ -8,8 +8,8 @@ random-effect vector (``z``), i.e. ``Z = [z ⊗ indicator(codes)]`` in Bates et 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import formulaic
 import numpy as np
@@ -19,7 +19,7 @@ import scipy.linalg
 from ..validation import check_columns
 from .terms import TermSpec
 
-__all__ = ["Term", "Design", "design_from_formula", "design_from_arrays", "check_fixed_rank"]
+__all__ = ["Design", "Term", "check_fixed_rank", "design_from_arrays", "design_from_formula"]
 
 
 @dataclass

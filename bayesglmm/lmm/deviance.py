@@ -29,7 +29,7 @@ from jax.scipy.linalg import solve_triangular
 
 from .crossprod import CrossProd, Structure
 
-__all__ = ["Factors", "lambdas", "factor", "deviance", "profiled", "conditional_modes"]
+__all__ = ["Factors", "conditional_modes", "deviance", "factor", "lambdas", "profiled"]
 
 
 class Factors(NamedTuple):
@@ -209,19 +209,13 @@ def deviance_and_grad(theta, cp: CrossProd, struct: Structure, reml: bool = True
     return jax.value_and_grad(deviance)(theta, cp, struct, reml)
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml"))
-def deviance_hessian(theta, cp: CrossProd, struct: Structure, reml: bool = True):
-    """∇²d(θ) (θ is small: forward over reverse)."""
-    return jax.hessian(deviance)(theta, cp, struct, reml)
-
-
 def conditional_modes(theta, beta, cp: CrossProd, struct: Structure):
     """Conditional modes b = Λu of the random effects (the BLUPs) at θ and β.
 
     Solves (ΛᵀZᵀZΛ + I) u = ΛᵀZᵀ(y − Xβ) blockwise.  Returns ``(b1, b2)``: ``(L₁, q₁)`` for
     the largest term and ``(m,)`` for the others, in crossprod order.
     """
-    lams, l11, g, w = _blocks(theta, cp, struct)
+    lams, l11, _g, w = _blocks(theta, cp, struct)
     lam1 = lams[0]
     coef = jnp.concatenate([-beta, jnp.ones((1,), beta.dtype)])
     rz1 = cp.b1 @ coef  # (L₁, q₁) Z₁ᵀ(y − Xβ)

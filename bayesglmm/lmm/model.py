@@ -10,8 +10,8 @@ import numpy as np
 from .._precision import precision, resolve_dtype
 from ..exceptions import ConvergenceWarning, SingularFitWarning
 from .crossprod import cross_products
-from .deviance import deviance, deviance_and_grad, estimates
 from .design import Design, design_from_arrays, design_from_formula
+from .deviance import deviance, deviance_and_grad, estimates
 from .optimize import minimise_theta
 from .terms import groups_terms, split_formula
 
@@ -175,7 +175,7 @@ class MixedLM:
         if method not in ("lbfgs", "lbfgs-only", "lbfgsb", "L-BFGS-B"):
             raise ValueError(f"method must be 'lbfgs' or 'lbfgs-only', got {method!r}")
         dt = resolve_dtype(dtype or self.dtype)
-        theta0 = self._theta0 if start_params is None else np.asarray(start_params, np.float64)
+        theta0 = self._start() if start_params is None else np.asarray(start_params, np.float64)
         if theta0.shape != (self.n_theta,):
             raise ValueError(f"start_params must have {self.n_theta} values, got {theta0.shape}")
         with precision(dt):
@@ -223,6 +223,39 @@ class MixedLM:
             scale=float(sigma2), deviance=float(dev), reml=reml, blups=blups, fit=fitres,
             is_singular=singular, dtype=dt,
         )
+
+    def _start(self):
+        """Starting θ: λ = I (lme4), with moment estimates for scalar terms.
+
+        For a scalar term, the spread of per-level means of the OLS residuals gives a rough
+        σ²_t; θ_t = σ_t / σ (clipped to [0.1, 10]).  A start nearer the optimum saves
+        evaluations on large crossed designs; the optimum itself does not depend on it.
+        """
+        d = self.design
+        theta = self._theta0.copy()
+        beta, *_ = np.linalg.lstsq(d.X, d.y, rcond=None)
+        r = d.y - d.X @ beta
+        v = r.var()
+        if v <= 0:
+            return theta
+        est = {}
+        for t, ti in zip(d.terms, self._theta_index):
+            if t.q != 1 or t.tkey in est:
+                continue
+            cnt = np.bincount(t.codes, minlength=t.n_levels).astype(float)
+            zr = np.bincount(t.codes, weights=t.z[:, 0] * r, minlength=t.n_levels)
+            zz = np.bincount(t.codes, weights=t.z[:, 0] ** 2, minlength=t.n_levels)
+            ok = zz > 0
+            means = zr[ok] / zz[ok]
+            between = np.average(means**2, weights=cnt[ok])
+            nbar = np.average(cnt[ok], weights=cnt[ok])
+            est[t.tkey] = (int(ti[0, 0]), max(between - v / max(nbar, 1.0), 0.0))
+        if not est:
+            return theta
+        s2 = max(v - sum(e for _, e in est.values()), 0.1 * v)
+        for k, e in est.values():
+            theta[k] = float(np.clip(np.sqrt(e / s2), 0.1, 10.0))
+        return theta
 
     def _theta_cov(self, theta, reml, dtype=None):
         """Inverse Hessian of the profiled log-likelihood over the relative covariances ψ.

@@ -7,7 +7,8 @@ well under 1e-4.  Nothing here warns: the caller reads :class:`ThetaFit` and dec
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import scipy.optimize
@@ -70,8 +71,11 @@ def minimise_theta(
                 h[i] = (fg(hi)[1] - fg(lo)[1]) / (hi[i] - lo[i])
             return 0.5 * (h + h.T)
 
-    # Newton polish on the coordinates not held at their bound
-    if polish:
+    # Newton polish on the coordinates not held at their bound, when L-BFGS-B left a
+    # gradient that matters (each polish step costs 2·len(θ) gradient calls)
+    free = ~((theta <= lower + 1e-8) & (g > 0))
+    g_free = float(np.max(np.abs(g[free]))) if free.any() else 0.0
+    if polish and g_free > 1e-8 * max(1.0, abs(fun)):
         for _ in range(newton_steps):
             free = ~((theta <= lower + 1e-8) & (g > 0))
             if not free.any():

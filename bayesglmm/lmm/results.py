@@ -264,7 +264,7 @@ class MixedLMResults:
         return self._linear(X, rows)
 
     # ------------------------------------------------------------------ summary
-    def summary(self) -> "Summary":
+    def summary(self) -> Summary:
         """A statsmodels-like summary table (print it, or ``str()``)."""
         d = self.model.design
         if d.group_labels is not None:

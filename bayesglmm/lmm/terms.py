@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["TermSpec", "split_formula", "split_top", "groups_terms"]
+__all__ = ["TermSpec", "groups_terms", "split_formula", "split_top"]
 
 
 class TermSpec(NamedTuple):
@@ -41,7 +41,7 @@ def split_top(text: str, sep: str) -> list[str]:
     return [s.strip() for s in out]
 
 
-_BAR = re.compile(r"^\((.*?)(\|\|?)(.*)\)$", re.S)
+_BAR = re.compile(r"^\((.*?)(\|\|?)(.*)\)$", re.DOTALL)
 
 
 def _bar_term(token: str) -> list[TermSpec] | None:

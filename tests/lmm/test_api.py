@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import bayesglmm.lmm as lmm
+from bayesglmm import lmm
 from bayesglmm.exceptions import SingularFitWarning
 from bayesglmm.lmm import MixedLM, MixedLMResults, mixedlm
 from bayesglmm.lmm.terms import split_formula
