@@ -9,13 +9,13 @@ from .results import BayesMixedGLMResults
 __version__ = "0.1.0"
 
 __all__ = [
-    "BinomialBayesMixedGLM",
-    "PoissonBayesMixedGLM",
     "BayesMixedGLMResults",
-    "mixedlm",
+    "BinomialBayesMixedGLM",
+    "ConvergenceWarning",
     "MixedLM",
     "MixedLMResults",
-    "ConvergenceWarning",
+    "PoissonBayesMixedGLM",
     "SingularFitWarning",
     "datasets",
+    "mixedlm",
 ]

@@ -12,7 +12,7 @@ import contextlib
 import jax
 import numpy as np
 
-__all__ = ["resolve_dtype", "precision"]
+__all__ = ["precision", "resolve_dtype"]
 
 
 def resolve_dtype(dtype=None) -> np.dtype:

@@ -19,7 +19,7 @@ from scipy.special import gammaln
 from .quadrature import Rule
 from .validation import check_binary, check_counts
 
-__all__ = ["Binomial", "Poisson", "Family"]
+__all__ = ["Binomial", "Family", "Poisson"]
 
 
 @jax.custom_jvp

@@ -20,7 +20,8 @@ Factories close over the static family (and quadrature rule); data and priors ar
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ from .families import Family
 from .quadrature import Rule
 from .sparse import REDesign, matvec
 
-__all__ = ["Params", "Data", "Prior", "linear_predictor", "make_logposterior", "make_elbo"]
+__all__ = ["Data", "Params", "Prior", "linear_predictor", "make_elbo", "make_logposterior"]
 
 
 class Params(NamedTuple):

@@ -32,7 +32,7 @@ from .kernels import Params, make_logposterior
 from .solvers import NewtonOptions, lbfgs, newton
 from .solvers.newton import _pcg, structured_blocks
 
-__all__ = ["DENSE_MAX", "DENSE_WORK_MAX", "DENSE_COV_MAX", "map_functions", "LaplaceCov"]
+__all__ = ["DENSE_COV_MAX", "DENSE_MAX", "DENSE_WORK_MAX", "LaplaceCov", "map_functions"]
 
 DENSE_MAX = 300  # total parameters up to which Newton uses the full dense Hessian ...
 DENSE_WORK_MAX = 2_000_000  # ... provided parameters × rows stays below this
@@ -75,7 +75,7 @@ def _jacobian(a, u, data):
     return J.at[ka + jnp.arange(k), ka + jnp.arange(k)].set(e)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def map_functions(family: Family, dense: bool, n_colors: int, method: str, opts: NewtonOptions,
                   full_cov: bool):
     """Jitted ``(solve, covariance, objective)`` for one static configuration.

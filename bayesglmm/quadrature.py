@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Rule", "gauss_hermite", "statsmodels_rule", "get_rule"]
+__all__ = ["Rule", "gauss_hermite", "get_rule", "statsmodels_rule"]
 
 
 class Rule(NamedTuple):

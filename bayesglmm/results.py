@@ -22,7 +22,10 @@ class BayesMixedGLMResults:
     optim_retvals : scipy.optimize.OptimizeResult
         The optimiser's report: ``x, fun, nit, success, status, message, grad_norm, method``.
     method : str
-        ``"map"``, ``"vb"`` or ``"laplace"``.
+        ``"map"``, ``"vb"``, ``"laplace"`` or ``"laplace-integrated"``.
+    llf, log_post, is_singular : float, float, bool
+        ``fit_laplace`` only: the Laplace log-likelihood (lme4's logLik), the log marginal
+        posterior (NaN without priors) and whether a variance is estimated at zero.
 
     Notes
     -----
@@ -85,13 +88,16 @@ class BayesMixedGLMResults:
             },
             index=list(m.fep_names) + list(m.vcp_names),
         )
-        fmt = lambda x: f"{x:.3f}"  # noqa: E731
+        fmt = lambda x: f"{x:.3f}"
         is_v = np.arange(k) >= m.k_fep
         df["SD"] = np.where(is_v, [fmt(x) for x in np.exp(mean)], "")
         df["SD (LB)"] = np.where(is_v, [fmt(x) for x in np.exp(mean - 2 * psd)], "")
         df["SD (UB)"] = np.where(is_v, [fmt(x) for x in np.exp(mean + 2 * psd)], "")
         label = {"map": "Laplace (joint mode)", "vb": "mean-field VB",
-                 "laplace": "marginal Laplace"}.get(self.method, self.method)
+                 "laplace": "marginal Laplace" + ("" if getattr(self, "priors", True)
+                                                  else " ML (lme4)"),
+                 "laplace-integrated": "marginal Laplace, integrated over vcp",
+                 }.get(self.method, self.method)
         notes = [
             "Parameter types are mean structure (M) and variance structure (V)",
             "Variance parameters are modeled as log standard deviations",
@@ -100,6 +106,8 @@ class BayesMixedGLMResults:
             notes.append("A random-effect SD is estimated at (or near) zero: a singular fit.")
         info = {"Method": label, "No. Observations": m.nobs, "Random effects": m.k_vc,
                 "Converged": bool(getattr(self.optim_retvals, "success", True))}
+        if hasattr(self, "llf"):
+            info["Log-likelihood (Laplace)"] = f"{self.llf:.4f}"
         return Summary(f"{m.family.name} Mixed GLM Results", df, notes, info)
 
     def random_effects(self, term=None) -> pd.DataFrame:

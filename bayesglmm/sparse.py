@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["REDesign", "from_scipy", "from_codes", "matvec", "rmatvec", "to_dense", "colors"]
+__all__ = ["REDesign", "colors", "from_codes", "from_scipy", "matvec", "rmatvec", "to_dense"]
 
 
 class REDesign(NamedTuple):

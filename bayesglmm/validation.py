@@ -13,16 +13,16 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "suggest",
-    "check_columns",
-    "check_finite",
     "check_1d",
     "check_2d",
-    "check_length",
     "check_binary",
+    "check_columns",
     "check_counts",
+    "check_finite",
     "check_ident",
+    "check_length",
     "check_random_state",
+    "suggest",
 ]
 
 

@@ -20,7 +20,7 @@ from .quadrature import Rule
 from .solvers import NewtonOptions, lbfgs, newton
 from .solvers.newton import structured_blocks
 
-__all__ = ["vb_functions", "split_vb"]
+__all__ = ["split_vb", "vb_functions"]
 
 
 def split_vb(a, v, k_fep: int):
@@ -31,7 +31,7 @@ def split_vb(a, v, k_fep: int):
     return mean, sd
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def vb_functions(family: Family, rule: Rule, dense: bool, n_colors: int, method: str,
                  opts: NewtonOptions):
     """Jitted ``(solve, objective)`` for one static configuration."""

@@ -64,7 +64,7 @@ def write_section(name: str, body: str) -> None:
     stamp = time.strftime("%Y-%m-%d")
     block = f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n_Run {stamp} on: {machine()}_\n<!-- END {name} -->"
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
-    pat = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
+    pat = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.DOTALL)
     if pat.search(text):
         text = pat.sub(lambda _: block, text)
     else:

@@ -188,3 +188,79 @@ def test_predict_matches_statsmodels_fixed_part():
         np.testing.assert_allclose(r.predict(exog=ours.exog[:5], linear=linear),
                                    theirs.predict(r.params, exog=ours.exog[:5], linear=linear),
                                    rtol=1e-12)
+
+
+def test_fit_laplace_api_matches_lme4_on_cbpp(no_warnings):
+    """fit_laplace(priors=False) is glmer(cbind(incidence, size - incidence) ~ period +
+    (1 | herd), family = binomial, data = cbpp) [lme4 1.1.31]; full checks in test_marginal."""
+    df = datasets.load("cbpp")
+    model = bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df, n_trials="size")
+    r = model.fit_laplace(priors=False)
+    np.testing.assert_allclose(r.fe_mean, [-1.3983428645, -0.99192497498, -1.1282162159,
+                                           -1.5797454136], rtol=1e-3)
+    assert np.exp(r.vcp_mean[0]) == pytest.approx(0.64206992773, rel=1e-3)
+    assert r.llf == pytest.approx(-92.0265663895, rel=1e-5)
+    assert "marginal Laplace" in str(r.summary()) and "-92.02" in str(r.summary())
+    assert r.cov_params().shape == (5, 5)
+    assert list(r.random_effects("herd").index) == model.vc_names
+    with pytest.raises(ValueError, match="integrate=True needs priors=True"):
+        model.fit_laplace(priors=False, integrate=True)
+
+
+def test_freq_weights_equal_replicated_rows():
+    y, X, Z, ident = DESIGNS[1][2]()
+    rs = np.random.default_rng(0)
+    w = rs.integers(1, 4, size=len(y))
+    rep = np.repeat(np.arange(len(y)), w)
+    Zs = sparse.csr_array(Z)
+    a = bg.PoissonBayesMixedGLM(y, X, Zs, ident, freq_weights=w)
+    b = bg.PoissonBayesMixedGLM(y[rep], X[rep], Zs[rep], ident)
+    x = rs.normal(size=a.k_fep + a.k_vcp + a.k_vc) * 0.3
+    assert a.logposterior(x) == pytest.approx(b.logposterior(x), rel=1e-12)
+    np.testing.assert_allclose(a.fit_map(rng=0).params, b.fit_map(rng=0).params, atol=1e-7)
+    np.testing.assert_allclose(a.fit_vb(rng=0).params, b.fit_vb(rng=0).params, atol=1e-7)
+    la, lb = a.fit_laplace(priors=False), b.fit_laplace(priors=False)
+    np.testing.assert_allclose(la.params, lb.params, atol=1e-6)
+    assert la.llf == pytest.approx(lb.llf, rel=1e-10)
+
+
+def test_offset_equals_shifted_intercept_and_exposure_is_log_offset():
+    y, X, Z, ident = DESIGNS[1][2]()
+    Xc = np.column_stack([np.ones(len(y)), X])
+    rs = np.random.default_rng(1)
+    x = rs.normal(size=Xc.shape[1] + 1 + Z.shape[1]) * 0.3
+    off = bg.PoissonBayesMixedGLM(y, Xc, Z, ident, offset=np.full(len(y), 0.7))
+    shifted = x.copy()
+    shifted[0] += 0.7
+    plain = bg.PoissonBayesMixedGLM(y, Xc, Z, ident)
+    # same likelihood; the priors differ only through the intercept
+    d_prior = -0.5 * (x[0] ** 2 - shifted[0] ** 2) / plain.fe_p**2
+    assert off.logposterior(x) == pytest.approx(plain.logposterior(shifted) + d_prior, rel=1e-12)
+    # with a vague intercept prior the fits agree up to the shift
+    off = bg.PoissonBayesMixedGLM(y, Xc, Z, ident, offset=np.full(len(y), 0.7), fe_p=1e4)
+    plain = bg.PoissonBayesMixedGLM(y, Xc, Z, ident, fe_p=1e4)
+    a, b = off.fit_laplace(priors=False), plain.fit_laplace(priors=False)
+    assert a.fe_mean[0] + 0.7 == pytest.approx(b.fe_mean[0], abs=1e-6)
+    np.testing.assert_allclose(a.fe_mean[1:], b.fe_mean[1:], atol=1e-6)
+    ex = bg.PoissonBayesMixedGLM(y, Xc, Z, ident, exposure=np.full(len(y), np.exp(0.7)), fe_p=1e4)
+    np.testing.assert_allclose(ex.fit_vb(rng=0).params, off.fit_vb(rng=0).params, atol=1e-8)
+
+
+def test_a_million_random_effect_levels_builds_and_evaluates():
+    """Z with 10^6 columns (10^6 x 10^6 dense would be 8 TB) in O(nnz) memory."""
+    n, k = 2_000_000, 1_000_000
+    rs = np.random.default_rng(0)
+    g = rs.integers(0, k, size=n)
+    Z = sparse.csr_array((np.ones(n), (np.arange(n), g)), shape=(n, k))
+    X = np.ones((n, 1))
+    y = (rs.uniform(size=n) < 0.3).astype(float)
+    model = bg.BinomialBayesMixedGLM(y, X, Z, np.zeros(k, dtype=int))
+    assert model._cols.nbytes + model._vals.nbytes <= 3 * 8 * n
+    x = np.zeros(1 + 1 + k)
+    x[0] = -0.8
+    lp = model.logposterior(x)
+    ref = np.sum(y * -0.8 - np.log1p(np.exp(-0.8))) - 0.5 * 0.8**2 / 4 - 0.5 * 0 - 0.0
+    assert lp == pytest.approx(ref, rel=1e-12)
+    g_ = model.logposterior_grad(x)
+    assert g_.shape == (k + 2,) and np.isfinite(g_).all()

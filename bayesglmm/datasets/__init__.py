@@ -13,7 +13,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-__all__ = ["load", "names", "expand_binomial"]
+__all__ = ["expand_binomial", "load", "names"]
 
 # name -> (columns read as categorical strings, read the first column as the index)
 _SPECS = {

@@ -11,4 +11,4 @@ from ._solution import STATUS_MESSAGES, Solution
 from .lbfgs import lbfgs
 from .newton import NewtonOptions, newton, structured_blocks
 
-__all__ = ["Solution", "STATUS_MESSAGES", "newton", "NewtonOptions", "structured_blocks", "lbfgs"]
+__all__ = ["STATUS_MESSAGES", "NewtonOptions", "Solution", "lbfgs", "newton", "structured_blocks"]

@@ -26,7 +26,8 @@ so the number of iterations does not grow with n.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ from jax import lax
 
 from ._solution import Solution
 
-__all__ = ["NewtonOptions", "newton", "structured_blocks", "dense_step", "structured_step"]
+__all__ = ["NewtonOptions", "dense_step", "newton", "structured_blocks", "structured_step"]
 
 
 class NewtonOptions(NamedTuple):
@@ -91,7 +92,7 @@ def _block_solve(blocks, x):
 def _pcg(hvp, blocks, b, tol, maxiter):
     """Batched preconditioned CG for H_vv·x = b, b of shape (k, r, B)."""
     A = jax.vmap(hvp, in_axes=-1, out_axes=-1)
-    M = lambda x: _block_solve(blocks, x)  # noqa: E731
+    M = lambda x: _block_solve(blocks, x)
     x = M(b)
     res = b - A(x)
     z = M(res)

@@ -3,10 +3,10 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize, sparse as sp
+from scipy import optimize
+from scipy import sparse as sp
 
 import bayesglmm as bg
-
 from bayesglmm._precision import precision
 from bayesglmm.laplace import map_functions
 from bayesglmm.solvers import NewtonOptions, newton
