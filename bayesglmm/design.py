@@ -104,8 +104,7 @@ class VCTerm:
     def row_entries(self, data: pd.DataFrame, unseen: str = "zero"):
         """(cols, vals) for new data; rows whose level was not seen get value 0."""
         if self.factor is not None:
-            cat = pd.Categorical(data[self.factor], categories=self.levels)
-            codes = np.asarray(cat.codes, dtype=np.int64)
+            codes = pd.Index(self.levels).get_indexer(data[self.factor]).astype(np.int64)
             miss = codes < 0
             if miss.any() and unseen == "raise":
                 bad = pd.unique(np.asarray(data[self.factor])[miss])[:5]
@@ -115,7 +114,7 @@ class VCTerm:
             return (np.where(miss, 0, codes) + self.offset)[:, None], vals[:, None]
         mat = self.spec.get_model_matrix(data, output="sparse")
         c, v, _ = sparse.from_scipy(mat)
-        return c + self.offset, v
+        return c + self.offset, v  # general formulas: formulaic maps unseen levels to zeros
 
 
 @dataclass
@@ -127,6 +126,42 @@ class VCDesign:
     vc_names: list[str]
     vcp_names: list[str]
     terms: list[VCTerm]
+
+
+def new_fixed(fixed: FixedDesign, data: pd.DataFrame) -> np.ndarray:
+    """X for new data from the fitted formula's right-hand side (same columns, same coding)."""
+    _check_data([], data, _spec_columns(fixed.spec))
+    mm = fixed.spec.get_model_matrix(data, na_action="raise")
+    return np.asarray(mm, dtype=np.float64)
+
+
+def _spec_columns(spec) -> list[str]:
+    try:
+        req = spec.required_variables
+    except AttributeError:  # pragma: no cover - older formulaic
+        req = formulaic.Formula(str(spec.formula)).required_variables
+    return sorted(str(v) for v in req)
+
+
+def new_vc(vc: VCDesign, data: pd.DataFrame, unseen: str = "population"):
+    """ELLPACK (cols, vals) of Z for new data: levels seen in fitting get their columns; rows
+    of unseen levels get value 0 there (the population value) or, with ``unseen="raise"``, an
+    error naming the levels."""
+    if unseen not in ("population", "raise"):
+        raise ValueError(f"unseen must be 'population' or 'raise', got {unseen!r}")
+    n = len(data)
+    if not vc.terms:
+        return np.zeros((n, 1), np.int32), np.zeros((n, 1))
+    need = []
+    for t in vc.terms:
+        need += [c for c in ([t.factor, t.slope] if t.factor else _spec_columns(t.spec)) if c]
+    _check_data([], data, sorted(set(need)))
+    cols, vals = [], []
+    for t in vc.terms:
+        c, v = t.row_entries(data, unseen="raise" if unseen == "raise" else "zero")
+        cols.append(c)
+        vals.append(v)
+    return np.concatenate(cols, axis=1).astype(np.int32), np.concatenate(vals, axis=1)
 
 
 def build_vc(vc_formulas: dict, data: pd.DataFrame) -> VCDesign:

@@ -141,9 +141,117 @@ class BayesMixedGLMResults:
             out.index = na
         return out
 
-    def predict(self, exog=None, linear=False):
-        """Fitted mean of the fixed-effects part (statsmodels' meaning) at the posterior mean."""
-        return self.model.predict(self.params, exog=exog, linear=linear)
+    def predict(self, exog=None, linear=False, *, include_random=None, unseen="population",
+                offset=None, exposure=None):
+        """Predicted means (or linear predictors with ``linear=True``).
+
+        Parameters
+        ----------
+        exog : array_like or DataFrame, optional
+            An array: the fixed-effects design, and the prediction is the fixed part only
+            (statsmodels' meaning).  A DataFrame (formula models): new data, from which the
+            fixed and random designs are rebuilt with the fitted coding.  Omitted: the model's
+            own rows.
+        linear : bool
+            Return the linear predictor rather than the mean.
+        include_random : bool, optional
+            Add the random effects' posterior means: levels seen in fitting get their own,
+            unseen levels the population value 0.  Default: True for a DataFrame, False for an
+            array or ``None`` (statsmodels' behaviour).
+        unseen : {"population", "raise"}
+            What to do with levels not seen in fitting.
+        offset, exposure : array_like, optional
+            Added to the linear predictor (exposure: its log; Poisson).
+
+        Examples
+        --------
+        >>> from bayesglmm import BinomialBayesMixedGLM, datasets
+        >>> df = datasets.load("cbpp")
+        >>> m = BinomialBayesMixedGLM.from_formula("incidence ~ C(period)",
+        ...                                        {"herd": "0 + C(herd)"}, df, n_trials="size")
+        >>> r = m.fit_vb(rng=0)
+        >>> new = df.head(2).assign(herd=["1", "99"])   # herd 99 is unseen: population value
+        >>> r.predict(new).round(3).tolist()
+        [0.302, 0.084]
+        """
+        return self._linear_and_var(exog, include_random, unseen, offset, exposure,
+                                    linear=linear, with_var=False)
+
+    def get_prediction(self, exog=None, *, alpha=0.05, include_random=None,
+                       unseen="population", offset=None, exposure=None) -> pd.DataFrame:
+        """Predictions with posterior credible intervals, as a DataFrame.
+
+        Columns: ``linear`` and ``linear_sd`` (posterior mean and SD of the linear predictor
+        under the fitted Gaussian approximation), ``mean`` (inverse link of ``linear``) and
+        ``mean_lower``/``mean_upper`` (the inverse link of the central 1 − alpha interval of
+        the linear predictor).  The variance uses the full posterior covariance when the fit
+        has one (fit_map/fit_laplace with few parameters); otherwise (fit_vb: mean-field;
+        large models: the (fe, vcp) block and the random effects' variances) the covariance
+        between fixed and random effects is taken as zero.
+        """
+        from scipy.stats import norm
+
+        lin, var = self._linear_and_var(exog, include_random, unseen, offset, exposure,
+                                        linear=True, with_var=True)
+        sd = np.sqrt(np.maximum(var, 0))
+        z = norm.ppf(1 - alpha / 2)
+        inv = lambda e: self.model.predict(np.ones(1), exog=np.asarray(e)[:, None],  # noqa: E731
+                                           linear=False)
+        return pd.DataFrame({"linear": lin, "linear_sd": sd, "mean": inv(lin),
+                             "mean_lower": inv(lin - z * sd), "mean_upper": inv(lin + z * sd)},
+                            index=exog.index if isinstance(exog, pd.DataFrame) else None)
+
+    def _linear_and_var(self, exog, include_random, unseen, offset, exposure, *, linear,
+                        with_var):
+        m = self.model
+        kf, kp = m.k_fep, m.k_vcp
+        if isinstance(exog, pd.DataFrame) and m._formula is not None:
+            from . import design
+
+            fixed, vc = m._formula[2], m._formula[3]
+            X = design.new_fixed(fixed, exog)
+            if include_random is None or include_random:
+                cols, vals = design.new_vc(vc, exog, unseen)
+            else:
+                cols = vals = None
+        else:
+            if include_random:
+                if exog is not None:
+                    raise ValueError("include_random=True needs new data as a DataFrame "
+                                     "(formula models) or exog=None")
+                cols, vals = m._cols, m._vals
+            else:
+                cols = vals = None
+            X = m.exog if exog is None else np.asarray(exog, dtype=np.float64)
+            if X.ndim == 1:
+                X = X[:, None]
+        n = X.shape[0]
+        lin = X @ self.fe_mean[:X.shape[1]]
+        if exog is None:
+            lin = lin + m.offset
+        if offset is not None:
+            lin = lin + np.asarray(offset, dtype=np.float64)
+        if exposure is not None:
+            lin = lin + np.log(np.asarray(exposure, dtype=np.float64))
+        if cols is not None and m.k_vc:
+            lin = lin + np.sum(vals * self.vc_mean[cols], axis=1)
+        if not with_var:
+            return lin if linear else m.predict(np.ones(1), exog=lin[:, None], linear=False)
+        cp = self._cov_params
+        full = cp.ndim == 2 and cp.shape[0] == kf + kp + m.k_vc
+        cov_fe = cp[:kf, :kf] if cp.ndim == 2 else np.diag(cp[:kf])
+        var = np.einsum("ij,jk,ik->i", X, cov_fe[:X.shape[1], :X.shape[1]], X)
+        if cols is not None and m.k_vc:
+            if full:
+                # zᵀΣ_vc z + 2 xᵀΣ_fe,vc z, row by row over the few non-zeros of z
+                C = cp[kf + kp:, kf + kp:]
+                var += np.einsum("is,it,ist->i", vals, vals, C[cols[:, :, None], cols[:, None, :]])
+                cross = cp[:X.shape[1], kf + kp:]  # (k_fe, k_vc)
+                var += 2 * np.einsum("ij,is,jis->i", X, vals, cross[:, cols])
+            else:
+                var += np.sum(vals**2 * (self.vc_sd[cols] ** 2), axis=1)
+        del n
+        return lin, var
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} ({self.method}) of {type(self.model).__name__}>"

@@ -264,3 +264,46 @@ def test_a_million_random_effect_levels_builds_and_evaluates():
     assert lp == pytest.approx(ref, rel=1e-12)
     g_ = model.logposterior_grad(x)
     assert g_.shape == (k + 2,) and np.isfinite(g_).all()
+
+
+def test_predict_new_data_seen_and_unseen_levels():
+    df = datasets.load("cbpp")
+    model = bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df, n_trials="size")
+    r = model.fit_vb(rng=0)
+    # the model's own rows through the new-data path equal the in-sample linear predictor
+    eta_in = r.predict(linear=True) + model.exog_vc @ r.vc_mean
+    np.testing.assert_allclose(r.predict(df, linear=True), eta_in, rtol=1e-12)
+    new = pd.DataFrame({"period": ["1", "4", "2"], "herd": ["3", "3", "unseen"]})
+    lin = r.predict(new, linear=True)
+    fe = dict(zip(model.fep_names, r.fe_mean))
+    h3 = r.random_effects("herd").loc["C(herd)[3]", "Mean"]
+    expect = [fe["Intercept"] + h3, fe["Intercept"] + fe["C(period)[T.4]"] + h3,
+              fe["Intercept"] + fe["C(period)[T.2]"]]  # unseen herd: population value
+    np.testing.assert_allclose(lin, expect, rtol=1e-12)
+    np.testing.assert_allclose(r.predict(new), 1 / (1 + np.exp(-np.asarray(expect))), rtol=1e-12)
+    np.testing.assert_allclose(r.predict(new, include_random=False, linear=True)[[0, 2]],
+                               [fe["Intercept"], expect[2]], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"levels of 'herd' not seen in fitting: \['unseen'\]"):
+        r.predict(new, unseen="raise")
+    with pytest.raises(ValueError, match=r"'period' \(did you mean 'Period'\?\)"):
+        r.predict(new.rename(columns={"period": "Period"}))
+    # intervals bracket the mean; under the mean-field posterior the variances add up
+    pr = r.get_prediction(new, alpha=0.1)
+    assert np.all(pr["mean_lower"] < pr["mean"]) and np.all(pr["mean"] < pr["mean_upper"])
+    sd_fe = np.sqrt(r.fe_sd[0] ** 2 + r.fe_sd[1] ** 2)  # mean-field: variances add
+    assert pr["linear_sd"].iloc[2] == pytest.approx(sd_fe, rel=1e-12)
+    sd3 = r.random_effects("herd").loc["C(herd)[3]", "SD"]
+    assert pr["linear_sd"].iloc[0] == pytest.approx(np.hypot(r.fe_sd[0], sd3), rel=1e-12)
+
+
+def test_prediction_interval_uses_full_laplace_covariance():
+    y, X, Z, ident = DESIGNS[0][2]()
+    df = pd.DataFrame({"y": y, "x1": X[:, 0], "x2": X[:, 1], "g": np.argmax(Z, axis=1).astype(str)})
+    model = bg.BinomialBayesMixedGLM.from_formula("y ~ 0 + x1 + x2", {"g": "0 + C(g)"}, df)
+    r = model.fit_map(rng=0)
+    pr = r.get_prediction(df.head(4))
+    C = r.cov_params().to_numpy()
+    Xd = np.column_stack([model.exog[:4], np.zeros((4, 1)), model.exog_vc.toarray()[:4]])
+    np.testing.assert_allclose(pr["linear_sd"], np.sqrt(np.einsum("ij,jk,ik->i", Xd, C, Xd)),
+                               rtol=1e-10)
