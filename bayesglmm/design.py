@@ -100,9 +100,25 @@ class VCTerm:
     slope: str | None = None  # fast path: the covariate multiplying the indicator
     levels: list = field(default_factory=list)  # fast path: level of each column
     spec: object = None  # general path: formulaic ModelSpec
+    bar: dict | None = None  # lme4-style term: factors, cov_spec, q, j (column) or corr
 
     def row_entries(self, data: pd.DataFrame, unseen: str = "zero"):
         """(cols, vals) for new data; rows whose level was not seen get value 0."""
+        if self.bar is not None:
+            b = self.bar
+            codes = pd.Index(self.levels).get_indexer(_group_keys(data, b["factors"]))
+            miss = codes < 0
+            if miss.any() and unseen == "raise":
+                bad = pd.unique(_group_keys(data, b["factors"])[miss])[:5]
+                raise ValueError(f"levels of {':'.join(b['factors'])!r} not seen in fitting: "
+                                 f"{list(bad)}")
+            Q = np.asarray(b["cov_spec"].get_model_matrix(data, na_action="raise"), float)
+            codes = np.where(miss, 0, codes)
+            if b["corr"]:
+                q = Q.shape[1]
+                cols = self.offset + codes[:, None] * q + np.arange(q)[None, :]
+                return cols, np.where(miss[:, None], 0.0, Q)
+            return (self.offset + codes)[:, None], np.where(miss, 0.0, Q[:, b["j"]])[:, None]
         if self.factor is not None:
             codes = pd.Index(self.levels).get_indexer(data[self.factor]).astype(np.int64)
             miss = codes < 0
@@ -154,7 +170,12 @@ def new_vc(vc: VCDesign, data: pd.DataFrame, unseen: str = "population"):
         return np.zeros((n, 1), np.int32), np.zeros((n, 1))
     need = []
     for t in vc.terms:
-        need += [c for c in ([t.factor, t.slope] if t.factor else _spec_columns(t.spec)) if c]
+        if t.bar is not None:
+            need += list(t.bar["factors"]) + _spec_columns(t.bar["cov_spec"])
+        elif t.factor is not None:
+            need += [c for c in (t.factor, t.slope) if c]
+        else:
+            need += _spec_columns(t.spec)
     _check_data([], data, sorted(set(need)))
     cols, vals = [], []
     for t in vc.terms:
@@ -162,6 +183,88 @@ def new_vc(vc: VCDesign, data: pd.DataFrame, unseen: str = "population"):
         cols.append(c)
         vals.append(v)
     return np.concatenate(cols, axis=1).astype(np.int32), np.concatenate(vals, axis=1)
+
+
+def _group_keys(data: pd.DataFrame, factors) -> np.ndarray:
+    """The grouping factor's level of each row: the column, or ``a:b`` for interactions."""
+    if len(factors) == 1:
+        return data[factors[0]].to_numpy()
+    return data[list(factors)].astype(str).agg(":".join, axis=1).to_numpy()
+
+
+@dataclass
+class BarDesign:
+    """lme4-style random terms ``(expr | g)`` of a GLMM formula."""
+
+    cols: np.ndarray  # (n, m) int32
+    vals: np.ndarray  # (n, m)
+    ident: np.ndarray  # (k,) log-SD parameter of each column (offset by the caller)
+    vc_names: list[str]
+    sd_names: list[str]  # one per log-SD parameter
+    corr: list[tuple]  # (cols (G, q), sd ids (q,), corr names) per correlated term
+    terms: list[VCTerm]
+
+
+def build_bar_terms(specs, data: pd.DataFrame, col0: int, id0: int) -> BarDesign:
+    """Random-effect columns for lme4-style terms: ``(1 | g)`` a random intercept,
+    ``(0 + x | g)`` a random slope, ``(1 + x | g)`` correlated intercept and slope (an
+    unstructured covariance per level, covstruct.py), ``(1 + x || g)`` uncorrelated."""
+    n = len(data)
+    need = sorted({f for t in specs for f in t.factors}
+                  | {v for t in specs for v in required_columns("~" + t.expr)})
+    _check_data([], data, need)
+    cols, vals, idents, vc_names, sd_names, corr, terms = [], [], [], [], [], [], []
+    off, ident = col0, id0
+    for t in specs:
+        if t.kind == "vc":  # pragma: no cover - produced only by statsmodels' vc_formula
+            raise ValueError("variance-component terms go in vc_formulas")
+        keys = _group_keys(data, t.factors)
+        cat = pd.Categorical(keys)
+        levels, codes = list(cat.categories), np.asarray(cat.codes, np.int64)
+        G = len(levels)
+        mm = formulaic.model_matrix(t.expr, data, na_action="raise")
+        Q = np.asarray(mm, dtype=np.float64)
+        cov_names = [str(c) for c in mm.columns]
+        q = Q.shape[1]
+        gname = ":".join(t.factors)
+
+        def sd_name(c):
+            return gname if c == "Intercept" else f"{gname}:{c}"
+
+        if t.kind == "re" and q >= 2:
+            c = off + codes[:, None] * q + np.arange(q)[None, :]
+            cols.append(c)
+            vals.append(Q)
+            ids = ident + np.arange(q)
+            idents.append(np.tile(ids, G))
+            vc_names += [f"{gname}[{lv}]:{cn}" for lv in levels for cn in cov_names]
+            sd_names += [sd_name(cn) for cn in cov_names]
+            znames = [f"{gname}:corr({cov_names[j]},{cov_names[i]})"
+                      for i in range(q) for j in range(i)]
+            corr.append((off + np.arange(G * q).reshape(G, q), ids, znames))
+            terms.append(VCTerm(t.name, t.expr, off, G * q, levels=levels,
+                                bar={"factors": t.factors, "cov_spec": mm.model_spec, "q": q,
+                                     "corr": True}))
+            off += G * q
+            ident += q
+        else:
+            for j in range(q):
+                cols.append((off + codes)[:, None])
+                vals.append(Q[:, j:j + 1])
+                idents.append(np.full(G, ident))
+                vc_names += [f"{gname}[{lv}]" + ("" if cov_names[j] == "Intercept"
+                                                 else f":{cov_names[j]}") for lv in levels]
+                sd_names.append(sd_name(cov_names[j]))
+                terms.append(VCTerm(t.name, t.expr, off, G, levels=levels,
+                                    bar={"factors": t.factors, "cov_spec": mm.model_spec,
+                                         "q": q, "j": j, "corr": False}))
+                off += G
+                ident += 1
+    if not cols:
+        return BarDesign(np.zeros((n, 0), np.int32), np.zeros((n, 0)), np.zeros(0, np.int32),
+                         [], [], [], [])
+    return BarDesign(np.concatenate(cols, axis=1).astype(np.int32), np.concatenate(vals, axis=1),
+                     np.concatenate(idents).astype(np.int32), vc_names, sd_names, corr, terms)
 
 
 def build_vc(vc_formulas: dict, data: pd.DataFrame) -> VCDesign:

@@ -19,6 +19,7 @@ from . import design, sparse
 from ._precision import precision, resolve_dtype
 from .exceptions import ConvergenceWarning, SingularFitWarning
 from .families import Binomial, Family, Poisson
+from .covstruct import CorrBlock
 from .kernels import Data, Params, Prior, make_elbo, make_logposterior
 from .laplace import DENSE_COV_MAX, DENSE_MAX, DENSE_WORK_MAX, map_functions
 from .quadrature import get_rule
@@ -105,14 +106,24 @@ class _BayesMixedGLM:
 
     # The formula path calls this directly with ELLPACK arrays built from factor codes.
     def _init_arrays(self, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_names, vcp_names,
-                     vc_names, n_trials, offset, exposure, freq_weights, dtype, vb_rule):
+                     vc_names, n_trials, offset, exposure, freq_weights, dtype, vb_rule,
+                     corr=()):
         n = len(y)
         if ident is None:
             if k_vc:
                 raise ValueError("ident is required when exog_vc is given")
             ident = np.zeros(0, np.int32)
         ident = check_ident(ident, k_vc)
-        k_vcp = int(ident.max()) + 1 if k_vc else 0
+        k_sd = int(ident.max()) + 1 if k_vc else 0
+        # correlated terms (from_formula's (1 + x | g)): their correlation parameters follow
+        # the log SDs in vcp
+        self._corr, z0 = [], k_sd
+        for bcols, sd_idx, znames in corr:
+            self._corr.append((np.asarray(bcols, np.int32), np.asarray(sd_idx, np.int32),
+                               np.arange(z0, z0 + len(znames), dtype=np.int32)))
+            z0 += len(znames)
+        k_vcp = z0
+        self._k_sd = k_sd
         if vcp_names is None:
             vcp_names = [f"VC_{k + 1}" for k in range(k_vcp)]
         elif len(vcp_names) != k_vcp:
@@ -156,6 +167,9 @@ class _BayesMixedGLM:
         self.vb_rule = get_rule(vb_rule)
         self._const = self.family.constant(y, 1.0 if trials is None else trials, w)
         self._color, self._n_colors = sparse.colors(cols, vals, ident, k_vc)
+        self._indep = np.ones(k_vc)
+        for bcols, _, _ in self._corr:
+            self._indep[bcols.ravel()] = 0.0
         self._data_cache = {}
         self._named = False
         self._formula = None
@@ -199,6 +213,9 @@ class _BayesMixedGLM:
                     weights=jnp.asarray(self.freq_weights, dt),
                     offset=jnp.asarray(self.offset, dt),
                     const=jnp.asarray(self._const, dt),
+                    corr=tuple(CorrBlock(jnp.asarray(c), jnp.asarray(si), jnp.asarray(zi))
+                               for c, si, zi in self._corr),
+                    indep=jnp.asarray(self._indep, dt) if self._corr else None,
                 )
         return self._data_cache[dt]
 
@@ -246,9 +263,28 @@ class _BayesMixedGLM:
         >>> model.k_fep, model.k_vcp, model.k_vc
         (4, 1, 15)
         """
+        from .lmm.terms import split_formula
+
         cols_named = [v for v in (n_trials, offset, exposure, freq_weights) if isinstance(v, str)]
-        fixed = design.build_fixed(formula, data, extra_columns=cols_named)
+        fixed_formula, bars = split_formula(formula) if "|" in formula else (formula, [])
+        fixed = design.build_fixed(fixed_formula, data, extra_columns=cols_named)
         vc = design.build_vc(vc_formulas, data)
+        corr = []
+        if bars:
+            k_sd0 = len(vc.vcp_names)
+            bar = design.build_bar_terms(bars, data, vc.k_vc, k_sd0)
+            if vc.k_vc:
+                vc.cols = np.concatenate([vc.cols, bar.cols], axis=1)
+                vc.vals = np.concatenate([vc.vals, bar.vals], axis=1)
+            else:
+                vc.cols, vc.vals = bar.cols, bar.vals
+            vc.ident = np.concatenate([vc.ident, bar.ident])
+            vc.k_vc += len(bar.ident)
+            vc.vc_names += bar.vc_names
+            vc.vcp_names += bar.sd_names
+            vc.terms += bar.terms
+            corr = bar.corr
+            vc.vcp_names += [zn for _, _, znames in corr for zn in znames]
 
         def col(v):
             return data[v].to_numpy(dtype=np.float64) if isinstance(v, str) else v
@@ -257,7 +293,7 @@ class _BayesMixedGLM:
         model._init_arrays(
             fixed.endog, fixed.exog, vc.cols, vc.vals, vc.k_vc, vc.ident, vcp_p, fe_p,
             fixed.exog_names, vc.vcp_names, vc.vc_names, col(n_trials), col(offset),
-            col(exposure), col(freq_weights), dtype, vb_rule)
+            col(exposure), col(freq_weights), dtype, vb_rule, corr)
         model._named = True
         model._formula = (formula, dict(vc_formulas or {}), fixed, vc)
         model.endog_name = fixed.endog_name
@@ -343,6 +379,14 @@ class _BayesMixedGLM:
         clone._data_cache = {}
         return clone, A
 
+    def _no_corr(self, what):
+        if self._corr:
+            raise ValueError(
+                f"{what} does not support correlated random effects such as (1 + x | g): the "
+                "joint mode drives their variances to zero and the mean-field family has no "
+                "closed-form expectation for them; use fit_laplace(), or uncorrelated terms "
+                "(1 | g) + (0 + x | g)")
+
     def _check_result(self, sol, what):
         status = int(sol.status)
         if status != 0:
@@ -383,6 +427,7 @@ class _BayesMixedGLM:
         BayesMixedGLMResults
             ``cov_params()`` is the inverse of the exact Hessian of −log p at the mode.
         """
+        self._no_corr("fit_map")
         model, A = self._scaled(scale_fe)
         rng = check_random_state(rng)
         start_vc = rng.normal(size=self.k_vc)
@@ -447,6 +492,7 @@ class _BayesMixedGLM:
         BayesMixedGLMResults
             ``cov_params()`` is the vector of posterior variances.
         """
+        self._no_corr("fit_vb")
         model, A = self._scaled(scale_fe)
         kf, kp, k = self.k_fep, self.k_vcp, self.k_vc
         p = kf + kp + k

@@ -5,7 +5,9 @@
                             − ½ Σ_k vcp_k² / vcp_p² − ½ Σ fe² / fe_p²,
     η = X·fe + Z·vc + offset.
 
-As in statsmodels the Gaussian normalising constants (−½ log 2π per term) are left out.  The
+As in statsmodels the Gaussian normalising constants (−½ log 2π per term) are left out.
+Correlated terms (covstruct.py) replace their columns' independent N(0, exp(vcp)²) terms by
+the multivariate normal N(0, D·R·D) per level.  The
 family's factorial terms ``const`` (−Σ log y! for Poisson, Σ log C(n, y) for binomial with
 trials) are kept, so ``logposterior`` equals statsmodels' to rounding.
 
@@ -26,6 +28,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .covstruct import log_prior_blocks
 from .families import Family
 from .quadrature import Rule
 from .sparse import REDesign, matvec
@@ -48,6 +51,8 @@ class Data(NamedTuple):
     weights: jax.Array  # (n,) frequency weights (ones by default)
     offset: jax.Array  # (n,) offset added to the linear predictor (zeros by default)
     const: jax.Array  # () Σ w·log C(n, y) (binomial) or −Σ w·log y! (Poisson)
+    corr: tuple = ()  # covstruct.CorrBlock per correlated term, e.g. (1 + x | g)
+    indep: jax.Array | None = None  # (k_vc,) 1 for independent columns, 0 in correlated terms
 
 
 class Prior(NamedTuple):
@@ -79,7 +84,9 @@ def make_logposterior(family: Family, noncentred: bool = False
         if noncentred:
             ll -= 0.5 * jnp.sum(u**2) + jnp.sum(s)
         else:
-            ll -= 0.5 * jnp.sum(params.vc**2 * jnp.exp(-2 * s)) + jnp.sum(s)
+            m = 1.0 if data.indep is None else data.indep  # correlated terms: below
+            ll -= 0.5 * jnp.sum(m * params.vc**2 * jnp.exp(-2 * s)) + jnp.sum(m * s)
+            ll += log_prior_blocks(params.vcp, params.vc, data.corr)
         ll -= 0.5 * jnp.sum(params.vcp**2) / prior.vcp_p**2
         ll -= 0.5 * jnp.sum(params.fe**2) / prior.fe_p**2
         return ll

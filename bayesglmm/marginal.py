@@ -68,6 +68,7 @@ from ._precision import precision
 from .families import Family
 from .kernels import Data, Prior
 from .solvers import STATUS_MESSAGES
+from .covstruct import lam_t, lam_u
 from .sparse import matvec, rmatvec
 
 __all__ = [
@@ -173,9 +174,22 @@ def _split(theta, data: Data):
 
 
 def _eta(theta, u, data: Data):
+    """η and vcp at spherical random effects u: vc = Λ(vcp)·u (covstruct.lam_u)."""
     fe, vcp = _split(theta, data)
-    e = jnp.exp(vcp[data.ident])
-    return data.X @ fe + matvec(data.Z, e * u) + data.offset, e
+    vc = lam_u(vcp, u, data.ident, data.corr)
+    return data.X @ fe + matvec(data.Z, vc) + data.offset, vcp
+
+
+def _var_vc(vcp, F, mode, data: Data):
+    """diag(Λ H_uu⁻¹ Λᵀ): the conditional variances of vc.  Independent terms only need
+    diag(H_uu⁻¹); correlated terms mix each level's q effects, so the dense inverse is formed
+    (k_vc ≤ DENSE_VC_MAX in the modes that allow correlated terms)."""
+    if not data.corr:
+        return jnp.exp(2 * vcp[data.ident]) * _inv_diag(F, mode)
+    k = data.ident.shape[0]
+    A = _solve(F, jnp.eye(k, dtype=vcp.dtype), mode)  # H_uu⁻¹
+    B = lam_u(vcp, A, data.ident, data.corr)  # Λ H⁻¹
+    return jnp.diag(lam_u(vcp, B.T, data.ident, data.corr))
 
 
 def _loglik_r_w(family: Family, eta, data: Data):
@@ -208,13 +222,15 @@ class _Schur(NamedTuple):
     idx_r: jax.Array  # (k_r,) the other columns
 
 
-def _h_uu(e, ztwz, mode, ident):
-    """Factorisation of H_uu = E·ZᵀWZ·E + I: its diagonal (k,) (``"diag"``), the Cholesky
+def _h_uu(vcp, ztwz, mode, data: Data):
+    """Factorisation of H_uu = Λᵀ·ZᵀWZ·Λ + I: its diagonal (k,) (``"diag"``), the Cholesky
     factor (``"dense"``) or a :class:`_Schur` (``("schur", c, k_c)``)."""
+    ident = data.ident
     if mode == "diag":
-        return e**2 * ztwz + 1.0
-    k = e.shape[0]
-    H = e[:, None] * ztwz * e[None, :] + jnp.eye(k, dtype=e.dtype)
+        return jnp.exp(2 * vcp[ident]) * ztwz + 1.0
+    k = ident.shape[0]
+    LtM = lam_t(vcp, ztwz, ident, data.corr)  # Λᵀ M
+    H = lam_t(vcp, LtM.T, ident, data.corr).T + jnp.eye(k, dtype=vcp.dtype)
     if mode == "dense":
         return jnp.linalg.cholesky(H)
     _, c, kc = mode
@@ -273,11 +289,11 @@ def _penalised(family: Family, mode: str):
     """``h(u; θ)``, its gradient and its Hessian H_uu at (θ, u)."""
 
     def terms(theta, u, data: Data):
-        eta, e = _eta(theta, u, data)
+        eta, vcp = _eta(theta, u, data)
         ll, r, w = _loglik_r_w(family, eta, data)
         h = -ll + 0.5 * jnp.sum(u**2)
-        g = -e * rmatvec(data.Z, r, u.shape[0]) + u
-        H = _h_uu(e, _ztwz(data, w, u.shape[0], mode), mode, data.ident)
+        g = -lam_t(vcp, rmatvec(data.Z, r, u.shape[0]), data.ident, data.corr) + u
+        H = _h_uu(vcp, _ztwz(data, w, u.shape[0], mode), mode, data)
         return h, g, H
 
     return terms
@@ -287,9 +303,9 @@ def _grad_u(family: Family):
     """∇_u h(u; θ) = −E·Zᵀr + u, differentiable in (θ, u, data)."""
 
     def grad_u(theta, u, data: Data):
-        eta, e = _eta(theta, u, data)
+        eta, vcp = _eta(theta, u, data)
         _, r, _ = _loglik_r_w(family, eta, data)
-        return -e * rmatvec(data.Z, r, u.shape[0]) + u
+        return -lam_t(vcp, rmatvec(data.Z, r, u.shape[0]), data.ident, data.corr) + u
 
     return grad_u
 
@@ -365,9 +381,9 @@ def conditional_mode(family: Family, mode: str, tol: float = 1e-11, maxiter: int
 
 def _laplace(family: Family, mode: str, theta, u, data: Data):
     """ℓ at (θ, u): log p(y | fe, vc) − ½‖u‖² − ½ log det H_uu (all constants included)."""
-    eta, e = _eta(theta, u, data)
+    eta, vcp = _eta(theta, u, data)
     ll, _, w = _loglik_r_w(family, eta, data)
-    H = _h_uu(e, _ztwz(data, w, u.shape[0], mode), mode, data.ident)
+    H = _h_uu(vcp, _ztwz(data, w, u.shape[0], mode), mode, data)
     return ll + data.const - 0.5 * jnp.sum(u**2) - 0.5 * _logdet(H, mode)
 
 
@@ -456,14 +472,13 @@ def _objective(family: Family, mode: str, priors: bool, opts: MarginalOptions):
         return f, g, H, u
 
     def jac_vc(theta, u, data):
-        """dvc*/dθ (k_vc, k_a) at u = u*(θ): vc = E·u, du*/dθ = −H_uu⁻¹ ∂_θG."""
+        """dvc*/dθ (k_vc, k_a) at u = u*(θ): vc = Λ(vcp)·u, du*/dθ = −H_uu⁻¹ ∂_θG."""
         kf = data.X.shape[1]
-        e = jnp.exp(theta[kf:][data.ident])
         dG = jax.jacfwd(lambda th: grad_u(th, u, data))(theta)
         _, _, H = terms(theta, u, data)
         du = -_solve(H, dG, mode)
-        onehot = jax.nn.one_hot(kf + data.ident, theta.shape[0], dtype=theta.dtype)
-        return e[:, None] * du + (e * u)[:, None] * onehot
+        dlam = jax.jacfwd(lambda th: lam_u(th[kf:], u, data.ident, data.corr))(theta)
+        return lam_u(theta[kf:], du, data.ident, data.corr) + dlam
 
     return value, grad, vgh, jac_vc
 
@@ -565,14 +580,17 @@ def marginal_functions(family: Family, mode: str, priors: bool, opts: MarginalOp
     @jax.jit
     def solve(theta0, u0, data, prior):
         kf = data.X.shape[1]
+        k_sd = theta0.shape[0] - kf - sum(b.z_idx.shape[0] for b in data.corr)
         lb = jnp.concatenate([jnp.full(kf, -jnp.inf, theta0.dtype),
-                              jnp.full(theta0.shape[0] - kf, LOG_SD_MIN, theta0.dtype)])
+                              jnp.full(k_sd, LOG_SD_MIN, theta0.dtype),
+                              jnp.full(theta0.shape[0] - kf - k_sd, -jnp.inf, theta0.dtype)])
         s = _newton_loop(lambda x, u: neg_vgh(x, u, data, prior),
                          lambda x, u: neg_value(x, u, data, prior), theta0, u0, lb, opts)
         theta, u, H = s.x, s.u, s.H
         # singular: at the bound with the gradient pushing outward, or a SD below
         # SINGULAR_SD where ℓ is flat to the optimiser's tolerance (lme4's isSingular, tol 1e-4)
-        is_vcp = jnp.arange(theta.shape[0]) >= kf
+        idx = jnp.arange(theta.shape[0])
+        is_vcp = (idx >= kf) & (idx < kf + k_sd)  # log SDs (not correlation parameters)
         active = ((theta <= lb + 1e-10) & (s.g > 0)) | (is_vcp & (theta < np.log(SINGULAR_SD)))
         free = ~active
         both = free[:, None] & free[None, :]
@@ -580,15 +598,15 @@ def marginal_functions(family: Family, mode: str, priors: bool, opts: MarginalOp
         cov = jnp.where(both, (Q / jnp.abs(w)) @ Q.T, 0.0)
         ginf = jnp.max(jnp.abs(jnp.where(free, s.g, 0.0)), initial=0.0)
         # random effects: vc* = E u*; Var = E² diag(H_uu⁻¹) (conditional) + J Cov(θ) Jᵀ
-        e = jnp.exp(theta[kf:][data.ident])
         _, _, Huu = _penalised(family, mode)(theta, u, data)
-        var_cond = e**2 * _inv_diag(Huu, mode)
+        var_cond = _var_vc(theta[kf:], Huu, mode, data)
         J = jac_vc(theta, u, data)
         var_tot = var_cond + jnp.einsum("kp,pq,kq->k", J, cov, J)
         cov = jnp.where(both, cov, jnp.nan)
         obj = -s.f
         llf = obj - _log_prior(theta, data, prior) if priors else obj
-        return (theta, u, obj, llf, ginf, s.it, s.status, active, cov, e * u,
+        return (theta, u, obj, llf, ginf, s.it, s.status, active, cov,
+                lam_u(theta[kf:], u, data.ident, data.corr),
                 jnp.sqrt(var_tot), jnp.sqrt(var_cond))
 
     return solve
@@ -641,7 +659,10 @@ def fit_marginal(family: Family, data: Data, prior: Prior, k_fep: int, *, priors
     cols, vals = np.asarray(data.Z.cols), np.asarray(data.Z.vals)
     k_vc = int(data.ident.shape[0])
     k_vcp = int(np.max(np.asarray(data.ident))) + 1 if k_vc else 0
+    k_vcp += sum(int(b.z_idx.shape[0]) for b in data.corr)  # correlation parameters
     mode = design_mode(cols, vals, np.asarray(data.ident))
+    if data.corr and mode == "diag":  # pragma: no cover - a correlated term has q ≥ 2 per row
+        raise ValueError("correlated terms need the dense or Schur factorisation")
     if mode != "diag" and k_vc > DENSE_VC_MAX:
         raise ValueError(f"fit_laplace with crossed random effects forms the dense {k_vc}×{k_vc}"
                          f" Hessian of the random effects; at most {DENSE_VC_MAX} supported")
@@ -732,11 +753,10 @@ def _node_functions(family: Family, mode: str, opts: MarginalOptions):
         logp = jnp.where(sign > 0, -s.f + 0.5 * kf * _LOG_2PI - 0.5 * logdet, -jnp.inf)
         # random effects at the node: vc* and Var(vc | vcp) = E² diag(H_uu⁻¹) + J_fe C J_feᵀ
         theta = full(fe)
-        e = jnp.exp(vcp[data.ident])
         _, _, Huu = terms(theta, u, data)
         Jfe = jac_vc(theta, u, data)[:, :kf]
-        var_vc = e**2 * _inv_diag(Huu, mode) + jnp.einsum("kp,pq,kq->k", Jfe, C, Jfe)
-        return fe, shift, C, logp, e * u, var_vc, s.status == 0
+        var_vc = _var_vc(vcp, Huu, mode, data) + jnp.einsum("kp,pq,kq->k", Jfe, C, Jfe)
+        return fe, shift, C, logp, lam_u(vcp, u, data.ident, data.corr), var_vc, s.status == 0
 
     return jax.jit(jax.vmap(at_node, in_axes=(0, 0, None, None, None)))
 
@@ -779,7 +799,8 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: MarginalFit, *,
                        np.asarray(data.ident))
     fn = _node_functions(family, mode, opts)
     with precision(dtype):
-        u0 = jnp.asarray(fit.vc * np.exp(-fit.vcp[np.asarray(data.ident)]), dtype)
+        u0 = (jnp.zeros(fit.vc.shape, dtype) if data.corr else
+              jnp.asarray(fit.vc * np.exp(-fit.vcp[np.asarray(data.ident)]), dtype))
         fe_k, shift_k, C_k, logp, vc_k, var_k, conv = fn(jnp.asarray(vcp_nodes, dtype),
                                                 jnp.asarray(fe_start, dtype), u0, data, prior)
         fe_k, shift_k, C_k, logp = (np.asarray(x, np.float64)

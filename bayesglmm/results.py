@@ -80,19 +80,22 @@ class BayesMixedGLMResults:
         k = m.k_fep + m.k_vcp
         mean = np.concatenate([self.fe_mean, self.vcp_mean])
         psd = np.concatenate([self.fe_sd, self.vcp_sd])
+        k_sd = getattr(m, "_k_sd", m.k_vcp)
         df = pd.DataFrame(
             {
-                "Type": ["M"] * m.k_fep + ["V"] * m.k_vcp,
+                "Type": ["M"] * m.k_fep + ["V"] * k_sd + ["R"] * (m.k_vcp - k_sd),
                 "Post. Mean": mean,
                 "Post. SD": psd,
             },
             index=list(m.fep_names) + list(m.vcp_names),
         )
         fmt = lambda x: f"{x:.3f}"
-        is_v = np.arange(k) >= m.k_fep
-        df["SD"] = np.where(is_v, [fmt(x) for x in np.exp(mean)], "")
-        df["SD (LB)"] = np.where(is_v, [fmt(x) for x in np.exp(mean - 2 * psd)], "")
-        df["SD (UB)"] = np.where(is_v, [fmt(x) for x in np.exp(mean + 2 * psd)], "")
+        idx = np.arange(k)
+        is_v = (idx >= m.k_fep) & (idx < m.k_fep + k_sd)
+        is_r = idx >= m.k_fep + k_sd
+        for col, x in (("SD", mean), ("SD (LB)", mean - 2 * psd), ("SD (UB)", mean + 2 * psd)):
+            df[col] = np.where(is_v, [fmt(v) for v in np.exp(x)],
+                               np.where(is_r, [fmt(v) for v in np.tanh(x)], ""))
         label = {"map": "Laplace (joint mode)", "vb": "mean-field VB",
                  "laplace": "marginal Laplace" + ("" if getattr(self, "priors", True)
                                                   else " ML (lme4)"),
@@ -102,6 +105,9 @@ class BayesMixedGLMResults:
             "Parameter types are mean structure (M) and variance structure (V)",
             "Variance parameters are modeled as log standard deviations",
         ]
+        if (m.k_vcp - k_sd) > 0:
+            notes.append("Type R: correlation parameters z = atanh(partial correlation); their "
+                         "SD columns show the correlation tanh(z)")
         if getattr(self, "is_singular", False):
             notes.append("A random-effect SD is estimated at (or near) zero: a singular fit.")
         info = {"Method": label, "No. Observations": m.nobs, "Random effects": m.k_vc,

@@ -1,0 +1,130 @@
+"""Correlated random effects, (1 + x | g): the kernels against dense multivariate normals,
+recovery of the covariance on simulated data, and the lme4-style formula terms."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+
+import bayesglmm as bg
+from bayesglmm import covstruct, datasets
+from bayesglmm._precision import precision
+
+
+def _sim(G=60, per=30, seed=1, sd=(0.8, 0.5), rho=0.5):
+    rs = np.random.default_rng(seed)
+    g = np.repeat(np.arange(G), per)
+    x = rs.normal(size=G * per)
+    S = np.array([[sd[0] ** 2, rho * sd[0] * sd[1]], [rho * sd[0] * sd[1], sd[1] ** 2]])
+    b = rs.multivariate_normal([0, 0], S, size=G)
+    y = rs.poisson(np.exp(-0.3 + 0.7 * x + b[g, 0] + b[g, 1] * x))
+    return pd.DataFrame({"y": y, "x": x, "g": [f"g{i:03d}" for i in g]})
+
+
+def test_corr_cholesky_is_a_correlation_factor():
+    with precision(np.float64):
+        for q in (2, 3, 4):
+            z = np.random.default_rng(q).normal(size=q * (q - 1) // 2)
+            R = covstruct.corr_matrix(z, q)
+            np.testing.assert_allclose(np.diag(R), 1.0, rtol=1e-12)
+            assert np.all(np.linalg.eigvalsh(R) > 0)
+        assert covstruct.corr_matrix(np.array([0.3]), 2)[0, 1] == pytest.approx(np.tanh(0.3))
+
+
+def _dense_logpost(model, df, x):
+    """numpy: Poisson log-likelihood + Σ_g log MVN(b_g; 0, D R D) (+ q·G/2·log 2π, the
+    constants the kernels omit) + the N(0, vcp_p²) and N(0, fe_p²) priors without constants."""
+    kf = model.k_fep
+    fe, vcp, vc = x[:kf], x[kf:kf + model.k_vcp], x[kf + model.k_vcp:]
+    Z = model.exog_vc.toarray()
+    eta = model.exog @ fe + Z @ vc
+    ll = np.sum(stats.poisson.logpmf(model.endog, np.exp(eta)))
+    s = np.exp(vcp[:2])
+    R = covstruct.corr_matrix(vcp[2:3], 2)
+    S = np.outer(s, s) * R
+    B = vc.reshape(-1, 2)
+    lp = np.sum(stats.multivariate_normal(np.zeros(2), S).logpdf(B)) + B.size / 2 * np.log(2 * np.pi)
+    return ll + lp - 0.5 * np.sum(vcp**2) / model.vcp_p**2 - 0.5 * np.sum(fe**2) / model.fe_p**2
+
+
+def test_logposterior_matches_dense_multivariate_normal():
+    df = _sim(G=8, per=5)
+    model = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 + x | g)", {}, df)
+    assert model.vcp_names == ["g", "g:x", "g:corr(Intercept,x)"]
+    assert model.vc_names[:2] == ["g[g000]:Intercept", "g[g000]:x"]
+    rs = np.random.default_rng(0)
+    for _ in range(3):
+        x = 0.4 * rs.normal(size=model.k_fep + model.k_vcp + model.k_vc)
+        assert model.logposterior(x) == pytest.approx(_dense_logpost(model, df, x), rel=1e-11)
+
+
+def test_marginal_laplace_matches_dense_reference():
+    """ℓ(θ) = max_b [log p(y|b) + log N(b; 0, Σ)] + (k/2) log 2π − ½ log det(ZᵀWZ + Σ⁻¹)."""
+    from bayesglmm.marginal import design_mode, marginal_loglik
+
+    df = _sim(G=6, per=8, seed=3)
+    model = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 + x | g)", {}, df)
+    theta = np.array([-0.2, 0.6, -0.3, -0.6, 0.4])
+    mode = design_mode(model._cols, model._vals, model.ident)
+    with precision(np.float64):
+        import jax.numpy as jnp
+
+        ell = float(marginal_loglik(jnp.asarray(theta), model._data(), family=model.family,
+                                    mode=mode))
+    X, Z, y = model.exog, model.exog_vc.toarray(), model.endog
+    s = np.exp(theta[2:4])
+    S = np.kron(np.eye(6), np.outer(s, s) * covstruct.corr_matrix(theta[4:5], 2))
+    Si = np.linalg.inv(S)
+
+    def negf(b):
+        eta = X @ theta[:2] + Z @ b
+        return -(np.sum(y * eta - np.exp(eta)) - 0.5 * b @ Si @ b)
+
+    b = optimize.minimize(negf, np.zeros(12), method="BFGS", options={"gtol": 1e-10}).x
+    eta = X @ theta[:2] + Z @ b
+    H = Z.T @ (np.exp(eta)[:, None] * Z) + Si
+    ref = (np.sum(stats.poisson.logpmf(y, np.exp(eta)))
+           + stats.multivariate_normal(np.zeros(12), S).logpdf(b)
+           + 6 * np.log(2 * np.pi) - 0.5 * np.linalg.slogdet(H)[1])
+    assert ell == pytest.approx(ref, rel=1e-8)
+
+
+def test_correlated_slopes_recovered_within_their_uncertainty():
+    df = _sim(G=100, per=30, seed=11)
+    model = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 + x | g)", {}, df)
+    r = model.fit_laplace(priors=False)
+    assert r.optim_retvals.success
+    truth = np.array([np.log(0.8), np.log(0.5), np.arctanh(0.5)])
+    z = (r.vcp_mean - truth) / r.vcp_sd
+    assert np.all(np.abs(z) < 3), z
+    np.testing.assert_allclose(r.fe_mean, [-0.3, 0.7], atol=3 * r.fe_sd.max())
+    s = str(r.summary())
+    assert "g:corr(Intercept,x)" in s and " R " in s
+    # predictions for seen levels use both random effects; unseen get the population value
+    new = pd.DataFrame({"x": [0.5, 0.5], "g": ["g000", "new"]})
+    eff = r.random_effects()
+    b0, b1 = eff.loc["g[g000]:Intercept", "Mean"], eff.loc["g[g000]:x", "Mean"]
+    lin = r.predict(new, linear=True)
+    assert lin[0] == pytest.approx(r.fe_mean[0] + 0.5 * r.fe_mean[1] + b0 + 0.5 * b1, rel=1e-12)
+    assert lin[1] == pytest.approx(r.fe_mean[0] + 0.5 * r.fe_mean[1], rel=1e-12)
+
+
+def test_correlated_terms_need_fit_laplace():
+    model = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 + x | g)", {}, _sim(G=5, per=4))
+    for fit in (model.fit_map, model.fit_vb):
+        with pytest.raises(ValueError, match=r"use fit_laplace\(\)"):
+            fit()
+
+
+def test_lme4_style_intercepts_equal_vc_formulas():
+    df = datasets.load("cbpp")
+    a = bg.BinomialBayesMixedGLM.from_formula("incidence ~ C(period) + (1 | herd)", {}, df,
+                                              n_trials="size")
+    b = bg.BinomialBayesMixedGLM.from_formula("incidence ~ C(period)", {"herd": "0 + C(herd)"},
+                                              df, n_trials="size")
+    assert a.vcp_names == ["herd"] and a.k_vc == b.k_vc == 15
+    x = np.random.default_rng(0).normal(size=a.k_fep + 1 + 15) * 0.3
+    # the same columns, possibly in another level order
+    pa = dict(zip(a.vc_names, x[5:]))
+    xb = np.r_[x[:5], [pa[n.replace("C(herd)", "herd")] for n in b.vc_names]]
+    assert a.logposterior(x) == pytest.approx(b.logposterior(xb), rel=1e-12)
