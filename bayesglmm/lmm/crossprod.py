@@ -6,8 +6,10 @@ blocks are
 
 * ``Z₁ᵀZ₁``: block diagonal, one ``q₁ × q₁`` block per level → stored ``(L₁, q₁, q₁)``;
 * ``Z₂ᵀZ₂``: dense ``(m, m)``;
-* ``Z₂ᵀZ₁``: sparse, stored as its non-zero ``(row, level)`` entries, plus the list of entry
-  pairs sharing a level, so that ``Z₂ᵀZ₁ W Z₁ᵀZ₂`` is one scatter-add (dense when that is
+* ``Z₂ᵀZ₁``: sparse, stored as its non-zero ``(row, level)`` entries, plus the entry pairs
+  sharing a level — lower triangle only, and summed over the levels of a *class* (levels with
+  equal ``Z₁ᵀZ₁`` blocks have equal ``W_l``; for scalar intercepts, equal row counts) — so that
+  the lower triangle of ``Z₂ᵀZ₁ W Z₁ᵀZ₂`` is one sorted scatter-add (dense when that is
   cheaper);
 * ``Zᵀ[X y]`` and ``[X y]ᵀ[X y]``.
 
@@ -51,15 +53,64 @@ class CrossProd(NamedTuple):
     c_lvl: np.ndarray  # (E,) level of Z₁
     c_val: np.ndarray  # (E, q₁) the entry
     c_dense: np.ndarray  # (m, L₁, q₁) dense Z₂ᵀZ₁ when not sparse, else (0, 0, q₁)
-    pair_idx: np.ndarray  # (P,) flat index i*m + j in (m, m) of each pair of entries
-    pair_lvl: np.ndarray  # (P,) their common level
-    pair_val: np.ndarray  # (P, q₁, q₁) outer product of the two entries
+    pair_idx: np.ndarray  # (P,) flat index i*m + j (i ≥ j, sorted) in (m, m)
+    pair_cls: np.ndarray  # (P,) class of levels of the pair
+    pair_val: np.ndarray  # (P, q₁, q₁) sum over the levels l of that class of c_il c_jlᵀ
+    cls_level: np.ndarray  # (K,) one level of each class (classes: levels with equal Z₁ᵀZ₁ blocks)
     xy: np.ndarray  # (k, k) [X y]ᵀ[X y]
     n: np.ndarray  # () number of rows
 
 
 def _bincount(idx, w, size):
     return np.bincount(idx, weights=w, minlength=size)[:size]
+
+
+def _unique_rows(a):
+    """Unique rows of a 2-d array: (rows, inverse, index of the first occurrence of each)."""
+    uniq, first, inv = np.unique(a, axis=0, return_index=True, return_inverse=True)
+    return uniq, inv.reshape(-1), first
+
+
+def _grouped_pairs(c_row, c_lvl, c_val, lvl_cls, n_cls, m):
+    """The entry pairs of ``Z₂ᵀZ₁ W Z₁ᵀZ₂``, lower triangle only, summed within classes.
+
+    Returns ``(idx, cls, val)``: for each distinct (i ≥ j, class k) the flat index ``i*m + j``
+    (sorted), ``k`` and ``Σ_{l in k} c_il c_jlᵀ`` (q₁ × q₁).
+    """
+    import scipy.sparse as sp
+
+    q1 = c_val.shape[1]
+    L1 = len(lvl_cls)
+    K = max(n_cls, 1)
+    ent_cls = lvl_cls[c_lvl]
+    if q1 == 1:
+        # one sparse product: (i, l) · (l, j*K + k) → (i, j*K + k), rows and columns sorted
+        a = sp.csr_matrix((c_val[:, 0], (c_row, c_lvl)), shape=(m, L1))
+        b = sp.csc_matrix((c_val[:, 0], (c_lvl, c_row.astype(np.int64) * K + ent_cls)),
+                          shape=(L1, m * K))
+        prod = (a @ b).tocsc().tocsr()  # two counting-sort transposes: sorted columns
+        i = np.repeat(np.arange(m, dtype=np.int64), np.diff(prod.indptr))
+        col = prod.indices.astype(np.int64)
+        j, k = col // K, col % K
+        keep = i >= j
+        return i[keep] * m + j[keep], k[keep], prod.data[keep][:, None, None]
+    # general q₁: every pair of entries sharing a level, then summed by (i, j, class)
+    order = np.argsort(c_lvl, kind="stable")
+    row_s, lvl_s, val_s = c_row[order], c_lvl[order], c_val[order]
+    sizes = np.bincount(c_lvl, minlength=L1)
+    start = np.cumsum(sizes) - sizes
+    rep = sizes[lvl_s]
+    first = np.repeat(np.arange(len(lvl_s)), rep)
+    within = np.arange(len(first)) - np.repeat(np.cumsum(rep) - rep, rep)
+    second = start[lvl_s[first]] + within
+    keep = row_s[first] >= row_s[second]
+    first, second = first[keep], second[keep]
+    key = (row_s[first].astype(np.int64) * m + row_s[second]) * K + lvl_cls[lvl_s[first]]
+    uk, inv = np.unique(key, return_inverse=True)
+    pv = val_s[first][:, :, None] * val_s[second][:, None, :]
+    val = np.stack([_bincount(inv, pv[:, a, b], len(uk)) for a in range(q1) for b in range(q1)],
+                   axis=1).reshape(len(uk), q1, q1)
+    return uk // K, uk % K, val
 
 
 def cross_products(X, y, codes, zs, theta_index, n_theta, dtype=np.float64, sparse=None):
@@ -127,26 +178,23 @@ def cross_products(X, y, codes, zs, theta_index, n_theta, dtype=np.float64, spar
     else:
         c_row = c_lvl = np.zeros(0, np.int64)
         c_val = np.zeros((0, q1))
+    # levels whose Z₁ᵀZ₁ blocks are equal have equal W_l: "classes" of levels (for scalar
+    # intercepts, the levels with the same number of rows), so that pairs of entries sharing
+    # a class and a position (i, j) are summed once here rather than at every evaluation
+    if L1:
+        _, lvl_cls, cls_first = _unique_rows(d11.reshape(L1, -1))
+    else:
+        lvl_cls, cls_first = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    n_cls = len(cls_first)
     sizes = np.bincount(c_lvl, minlength=L1)
-    n_pairs = int(np.sum(sizes.astype(np.int64) ** 2))
+    n_pairs = int(np.sum(sizes.astype(np.int64) ** 2))  # before grouping (an upper bound)
     if sparse is None:
         sparse = n_pairs * q1 <= 2 * m * L1 and n_pairs <= 60_000_000
     if sparse and m:
-        order = np.argsort(c_lvl, kind="stable")
-        row_s, lvl_s, val_s = c_row[order], c_lvl[order], c_val[order]
-        start = np.cumsum(sizes) - sizes
-        rep = sizes[lvl_s]
-        first = np.repeat(np.arange(len(lvl_s)), rep)
-        within = np.arange(len(first)) - np.repeat(np.cumsum(rep) - rep, rep)
-        second = start[lvl_s[first]] + within
-        pair_idx = row_s[first] * m + row_s[second]
-        pair_lvl = lvl_s[first]
-        pair_val = val_s[first][:, :, None] * val_s[second][:, None, :]
-        srt = np.argsort(pair_idx, kind="stable")  # sorted scatter is ~2x faster
-        pair_idx, pair_lvl, pair_val = pair_idx[srt], pair_lvl[srt], pair_val[srt]
+        pair_idx, pair_cls, pair_val = _grouped_pairs(c_row, c_lvl, c_val, lvl_cls, n_cls, m)
         c_dense = np.zeros((0, 0, q1))
     else:
-        pair_idx = pair_lvl = np.zeros(0, np.int64)
+        pair_idx = pair_cls = np.zeros(0, np.int64)
         pair_val = np.zeros((0, q1, q1))
         c_dense = np.zeros((m, L1, q1))
         if m:
@@ -169,7 +217,8 @@ def cross_products(X, y, codes, zs, theta_index, n_theta, dtype=np.float64, spar
         c_val=c_val.astype(f),
         c_dense=c_dense.astype(f),
         pair_idx=pair_idx.astype(np.int32 if m * m < 2**31 else np.int64),
-        pair_lvl=pair_lvl.astype(np.int32),
+        pair_cls=pair_cls.astype(np.int32),
+        cls_level=cls_first.astype(np.int32),
         pair_val=pair_val.astype(f),
         xy=(xy_mat.T @ xy_mat).astype(f),
         n=np.asarray(n, dtype=f),

@@ -86,6 +86,13 @@ def _keys(df: pd.DataFrame, factors: tuple):
 
 def _index_of(keys) -> tuple[pd.Index, np.ndarray]:
     """Sorted unique keys and the code of each row."""
+    try:  # hash-based: much faster than np.unique's sort for object (string) keys
+        codes, uniq = pd.factorize(np.asarray(keys), sort=True)
+        if len(codes) and codes.min() < 0:
+            raise TypeError("missing keys")
+        return pd.Index(uniq), codes.astype(np.int64)
+    except TypeError:
+        pass
     try:
         idx = pd.Index(np.unique(keys))
     except TypeError:  # mixed types: sort as strings
@@ -257,7 +264,8 @@ def design_from_formula(formula, data, groups, specs_fixed, specs, missing, grou
     yname = str(mm.lhs.columns[0])
     terms, gterm = [], None
     for s in specs:
-        rename = group_name if (groups is not None and s.kind == "re" and s.factors == (group_name,)) else None
+        is_group = groups is not None and s.kind == "re" and s.factors == (group_name,)
+        rename = group_name if is_group else None
         built = _build_term(s, df, rename)
         if rename and gterm is None:
             gterm = len(terms)

@@ -29,7 +29,10 @@ from jax.scipy.linalg import solve_triangular
 
 from .crossprod import CrossProd, Structure
 
-__all__ = ["Factors", "conditional_modes", "deviance", "factor", "lambdas", "profiled"]
+__all__ = [
+    "Factors", "conditional_modes", "deviance", "deviance_and_grad", "evaluate", "factor",
+    "lambdas", "logdet_quad", "logdet_solve", "profiled", "spd_inverse",
+]
 
 
 class Factors(NamedTuple):
@@ -51,31 +54,54 @@ def lambdas(theta, struct: Structure) -> list:
     return out
 
 
+def _scalar_rest(struct: Structure) -> bool:
+    """All terms after the largest are scalar: Λ₂ is diagonal."""
+    return all(q == 1 for q in struct.q[1:])
+
+
+def _lam2_diag(lams, struct: Structure):
+    """Diagonal of Λ₂ (m,) when every term after the largest is scalar."""
+    return jnp.concatenate(
+        [jnp.broadcast_to(lam[0, 0], (L,)) for lam, L in zip(lams[1:], struct.levels[1:])]
+    )
+
+
 def _lam_t_rows(a, lams, struct: Structure):
     """Λ₂ᵀ a for ``a`` with m rows: per term and level, λ_tᵀ times the q_t rows."""
+    if _scalar_rest(struct):  # elementwise: batched 1 × 1 products are slow on CPU
+        d = _lam2_diag(lams, struct)
+        return a * d.reshape((-1,) + (1,) * (a.ndim - 1))
     parts, off = [], 0
     for lam, L, q in zip(lams[1:], struct.levels[1:], struct.q[1:]):
         seg = a[off : off + L * q].reshape(L, q, -1)
         parts.append(jnp.einsum("ab,lak->lbk", lam, seg).reshape(L * q, -1))
         off += L * q
-    return jnp.concatenate(parts, axis=0)
+    return jnp.concatenate(parts, axis=0).reshape(a.shape)
 
 
 def _lam_rows(a, lams, struct: Structure):
     """Λ₂ a (m rows)."""
+    if _scalar_rest(struct):
+        d = _lam2_diag(lams, struct)
+        return a * d.reshape((-1,) + (1,) * (a.ndim - 1))
     parts, off = [], 0
     for lam, L, q in zip(lams[1:], struct.levels[1:], struct.q[1:]):
         seg = a[off : off + L * q].reshape(L, q, -1)
         parts.append(jnp.einsum("ab,lbk->lak", lam, seg).reshape(L * q, -1))
         off += L * q
-    return jnp.concatenate(parts, axis=0)
+    return jnp.concatenate(parts, axis=0).reshape(a.shape)
 
 
 def _blocks(theta, cp: CrossProd, struct: Structure):
-    """λ's, L₁₁ (batched), W and the Schur complement pieces."""
+    """λ's, L₁₁ (batched), L₁₁⁻¹λ₁ᵀ and W (batched, (L₁, q₁, q₁) each)."""
     lams = lambdas(theta, struct)
     lam1 = lams[0]
     q1 = struct.q[0]
+    if q1 == 1:  # scalar: elementwise (batched 1 × 1 factorisations are slow to compile)
+        a11 = lam1[0, 0] ** 2 * cp.d11 + 1.0
+        l11 = jnp.sqrt(a11)
+        g = lam1[0, 0] / l11
+        return lams, l11, g, g * g
     eye1 = jnp.eye(q1, dtype=cp.d11.dtype)
     a11 = jnp.einsum("ab,lac,cd->lbd", lam1, cp.d11, lam1) + eye1  # λ₁ᵀ D_l λ₁ + I
     l11 = jnp.linalg.cholesky(a11)  # (L₁, q₁, q₁)
@@ -84,129 +110,285 @@ def _blocks(theta, cp: CrossProd, struct: Structure):
     return lams, l11, g, w
 
 
+def _bmm(a, b):
+    """Batched ``(L, q, q) @ (L, q, k)``; elementwise when q = 1."""
+    if a.shape[-1] == 1 and a.shape[-2] == 1:
+        return a * b
+    return jnp.einsum("lab,lbk->lak", a, b)
+
+
 def _c_times(cp: CrossProd, struct: Structure, v):
     """Z₂ᵀZ₁ v for v of shape (L₁, q₁, k) → (m, k)."""
     m = struct.m
     if struct.sparse:
-        return jax.ops.segment_sum(
-            jnp.einsum("ea,eak->ek", cp.c_val, v[cp.c_lvl]), cp.c_row, num_segments=m
-        )
+        if struct.q[0] == 1:
+            prod = cp.c_val * v[cp.c_lvl][:, 0, :]
+        else:
+            prod = jnp.einsum("ea,eak->ek", cp.c_val, v[cp.c_lvl])
+        return jax.ops.segment_sum(prod, cp.c_row, num_segments=m)
     return jnp.einsum("ila,lak->ik", cp.c_dense, v)
 
 
 def _ct_times(cp: CrossProd, struct: Structure, v):
-    """Z₁ᵀZ₂ v for v of shape (m,) → (L₁, q₁)."""
+    """Z₁ᵀZ₂ v for v of shape (m,) → (L₁, q₁), or (m, k) → (L₁, q₁, k)."""
+    if v.ndim == 1:
+        return _ct_times(cp, struct, v[:, None])[..., 0]
     if struct.sparse:
         return jax.ops.segment_sum(
-            cp.c_val * v[cp.c_row][:, None], cp.c_lvl, num_segments=struct.levels[0]
+            cp.c_val[:, :, None] * v[cp.c_row][:, None, :], cp.c_lvl,
+            num_segments=struct.levels[0],
         )
-    return jnp.einsum("ila,i->la", cp.c_dense, v)
+    return jnp.einsum("ila,ik->lak", cp.c_dense, v)
 
 
-def tri_inv(chol, base: int = 128):
-    """Inverse of a lower-triangular matrix by 2 × 2 block recursion.
+def _lower_gram(u, blocks: int = 4):
+    """``UᵀU`` for lower-triangular ``U``, skipping the zero blocks (about 1/3 of a full product).
 
-    ``[[A, 0], [B, C]]⁻¹ = [[A⁻¹, 0], [−C⁻¹BA⁻¹, C⁻¹]]``: the work is in matrix products,
-    several times faster on CPU than one triangular solve against the identity.
+    Block row ``i`` of the lower block triangle is ``U[i:, i]ᵀ U[i:, :i+1]``; the upper
+    triangle is filled by symmetry.
     """
-    n = chol.shape[0]
-    if n <= base:
-        return solve_triangular(chol, jnp.eye(n, dtype=chol.dtype), lower=True)
-    h = n // 2
-    ai = tri_inv(chol[:h, :h], base)
-    ci = tri_inv(chol[h:, h:], base)
-    low = -(ci @ (chol[h:, :h] @ ai))
-    return jnp.block([[ai, jnp.zeros((h, n - h), chol.dtype)], [low, ci]])
+    n = u.shape[0]
+    cuts = [round(i * n / blocks) for i in range(blocks + 1)]
+    rows = []
+    for i in range(blocks):
+        a, b = cuts[i], cuts[i + 1]
+        rows.append(jnp.pad(u[a:, a:b].T @ u[a:, :b], ((0, 0), (0, n - b))))
+    z = jnp.concatenate(rows, axis=0)
+    ii = jnp.arange(n)
+    return jnp.where(ii[:, None] >= ii[None, :], z, z.T)
+
+
+def _potri_host(raw):
+    """LAPACK ``potri`` on the host: the lower triangle of S⁻¹ from the lower Cholesky factor.
+
+    Input and output travel as bytes, ``(m, m, itemsize)`` uint8: the callback runs on an XLA
+    thread, where the caller's (thread-local) 64-bit mode is off and JAX would silently
+    canonicalise float64 arrays to float32 on the way in and out.
+    """
+    import scipy.linalg.lapack as lapack
+
+    raw = np.asarray(raw)
+    dtype = np.float64 if raw.shape[-1] == 8 else np.float32
+    lt = np.ascontiguousarray(raw).view(dtype)[..., 0].T  # Lᵀ, Fortran-ordered: no copy
+    fn = lapack.dpotri if dtype == np.float64 else lapack.spotri
+    inv, info = fn(lt, lower=0)  # upper triangle of S⁻¹ (S = UᵀU with U = Lᵀ)
+    if info != 0:
+        inv = np.full_like(lt, np.nan)
+    low = np.tril(inv.T)  # C-ordered lower triangle
+    return np.ascontiguousarray(low, dtype=dtype).view(np.uint8).reshape(raw.shape)
+
+
+def _tril_mask(n):
+    ii = jnp.arange(n)
+    return ii[:, None] >= ii[None, :]
+
+
+def _host_lapack() -> bool:
+    """Whether S⁻¹ goes through LAPACK on the host (CPU backend)."""
+    return jax.default_backend() == "cpu"
+
+
+def spd_inverse_lower(chol):
+    """The lower triangle of ``S⁻¹`` (zeros above) from the lower Cholesky factor of ``S``.
+
+    On CPU one LAPACK ``potri`` call (through a host callback: ``2m³/3`` flops, nothing to
+    compile, several times faster than the XLA alternatives for ``m`` in the thousands);
+    elsewhere a triangular solve and :func:`_lower_gram`.  Not forward-differentiable.
+    """
+    if _host_lapack():
+        raw = jax.lax.bitcast_convert_type(chol, jnp.uint8)  # (m, m, itemsize)
+        out = jax.pure_callback(_potri_host, jax.ShapeDtypeStruct(raw.shape, jnp.uint8), raw)
+        return jax.lax.bitcast_convert_type(out, chol.dtype)
+    u = solve_triangular(chol, jnp.eye(chol.shape[0], dtype=chol.dtype), lower=True)
+    return jnp.where(_tril_mask(chol.shape[0]), _lower_gram(u), 0.0)
+
+
+def spd_inverse(chol):
+    """``S⁻¹`` (full, symmetric) from the lower Cholesky factor of ``S``."""
+    low = spd_inverse_lower(chol)
+    return jnp.where(_tril_mask(chol.shape[0]), low, low.T)
+
+
+def cholesky_lower(s):
+    """Cholesky factor of the symmetric ``s`` reading only its lower triangle.
+
+    The upper triangle of the result is unspecified: every consumer (triangular solves,
+    ``potri``, the diagonal) reads the lower one only, and masking it would be one more pass
+    over an m × m array per evaluation.
+    """
+    return jax.lax.linalg.cholesky(s, symmetrize_input=False)
 
 
 @jax.custom_vjp
-def logdet_quad(s, r):
-    """``(log|S|, Rᵀ S⁻¹ R)`` for symmetric positive definite ``S`` (m, m) and ``R`` (m, k).
+def logdet_solve(s, r):
+    """``(log|S|, Rᵀ S⁻¹ R, S⁻¹ R)`` for symmetric positive definite ``S`` (m, m), ``R`` (m, k).
 
-    The reverse rule is written out (``∂log|S| = S⁻¹``, ``∂(RᵀS⁻¹R) = …``): JAX's generic
-    Cholesky VJP is an order of magnitude slower on CPU for m in the thousands.
+    Only the lower triangle of ``s`` is read (and only it receives a cotangent): one Cholesky
+    factorisation.  The reverse rule is written out (``∂log|S| = S⁻¹``, …) with ``S⁻¹`` from
+    :func:`spd_inverse_lower`: JAX's generic Cholesky VJP is an order of magnitude slower on
+    CPU for m in the thousands.  Reverse mode only.
     """
-    chol = jnp.linalg.cholesky(s)
-    y = solve_triangular(chol, r, lower=True)
-    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), y.T @ y
+    return _logdet_solve_fwd(s, r)[0]
 
 
-def _logdet_quad_fwd(s, r):
-    chol = jnp.linalg.cholesky(s)
-    y = solve_triangular(chol, r, lower=True)
-    return (2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), y.T @ y), (chol, y)
+def _logdet_solve_fwd(s, r):
+    chol = cholesky_lower(s)
+    y = solve_triangular(chol, r, lower=True)  # L⁻¹R
+    x = solve_triangular(chol, y, lower=True, trans=1)  # S⁻¹R
+    return (2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), y.T @ y, x), (chol, x)
 
 
-def _logdet_quad_bwd(res, g):
-    chol, y = res
-    g_ld, g_q = g
+def _logdet_solve_bwd(res, g):
+    chol, x = res
+    g_ld, g_q, g_x = g
     m = chol.shape[0]
-    del m
-    linv = tri_inv(chol)  # L⁻¹
-    sinv = linv.T @ linv  # S⁻¹
-    x = linv.T @ y  # S⁻¹R
+    low = spd_inverse_lower(chol)
     gs = 0.5 * (g_q + g_q.T)
-    grad_s = g_ld * sinv - x @ gs @ x.T
-    grad_r = 2.0 * x @ gs
-    return grad_s, grad_r
+    z = jax.scipy.linalg.cho_solve((chol, True), g_x)  # S⁻¹ ḡ_x (zero unless x is used)
+    xg = x @ gs
+    grad_r = 2.0 * xg + z
+    # symmetric gradient G = g_ld S⁻¹ − x gs xᵀ − sym(z xᵀ), folded onto the lower triangle
+    # that s is read from: 2 G_ij below the diagonal, G_ii on it, 0 above
+    ii = jnp.arange(m)
+    fold = jnp.where(ii[:, None] > ii[None, :], 2.0, (ii[:, None] == ii[None, :]).astype(chol.dtype))
+    outer = jnp.concatenate([xg + 0.5 * z, 0.5 * x], axis=1) @ jnp.concatenate([x, z], axis=1).T
+    grad_s = fold * (g_ld * low - outer)
+    return grad_s.astype(chol.dtype), grad_r
 
 
-logdet_quad.defvjp(_logdet_quad_fwd, _logdet_quad_bwd)
+logdet_solve.defvjp(_logdet_solve_fwd, _logdet_solve_bwd)
+
+
+def logdet_solve_plain(s, r):
+    """:func:`logdet_solve` through JAX's own Cholesky rules: differentiable in forward and
+    reverse mode to any order (for exact Hessians), slower to differentiate once."""
+    low = jnp.tril(s)
+    chol = jnp.linalg.cholesky(low + jnp.tril(s, -1).T)
+    y = solve_triangular(chol, r, lower=True)
+    x = solve_triangular(chol, y, lower=True, trans=1)
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), y.T @ y, x
+
+
+def logdet_quad(s, r):
+    """``(log|S|, Rᵀ S⁻¹ R)`` (see :func:`logdet_solve`)."""
+    ld, q, _ = logdet_solve(s, r)
+    return ld, q
 
 
 def _schur(cp: CrossProd, struct: Structure, lams, w):
-    """S = Λ₂ᵀ (Z₂ᵀZ₂ − Z₂ᵀZ₁ W Z₁ᵀZ₂) Λ₂ + I."""
+    """S = Λ₂ᵀ (Z₂ᵀZ₂ − Z₂ᵀZ₁ W Z₁ᵀZ₂) Λ₂ + I; only its lower triangle is meaningful."""
     m = struct.m
+    scalar = _scalar_rest(struct)
     if struct.sparse:
-        contrib = jnp.einsum("pab,pab->p", cp.pair_val, w[cp.pair_lvl])
+        wc = w[cp.cls_level][cp.pair_cls]  # (P, q₁, q₁) W of each pair's class
+        if struct.q[0] == 1:
+            contrib = cp.pair_val[:, 0, 0] * wc[:, 0, 0]
+        else:
+            contrib = jnp.einsum("pab,pab->p", cp.pair_val, wc)
         mm = jax.ops.segment_sum(
             contrib, cp.pair_idx, num_segments=m * m, indices_are_sorted=True
-        ).reshape(m, m)
+        ).reshape(m, m)  # lower triangle
+        if not scalar:  # λ blocks mix the triangles: the full matrix
+            mm = mm + mm.T - jnp.diag(jnp.diagonal(mm))
     else:
         cw = jnp.einsum("ila,lab->ilb", cp.c_dense, w).reshape(m, -1)
         mm = cw @ cp.c_dense.reshape(m, -1).T
+    eye = jnp.eye(m, dtype=cp.a22.dtype)
+    if scalar:  # Λ₂ diagonal: one elementwise pass
+        d = _lam2_diag(lams, struct)
+        return (cp.a22 - mm) * (d[:, None] * d[None, :]) + eye
     half = _lam_t_rows(cp.a22 - mm, lams, struct)  # Λ₂ᵀ A
-    return _lam_t_rows(half.T, lams, struct) + jnp.eye(m, dtype=cp.a22.dtype)  # Λ₂ᵀ A Λ₂ + I
+    return _lam_t_rows(half.T, lams, struct) + eye  # Λ₂ᵀ A Λ₂ + I
 
 
-def factor(theta, cp: CrossProd, struct: Structure) -> Factors:
-    """Cholesky factorisation at θ: log-determinants, r²_θ and XᵀV⁻¹[X y]."""
+def _factor(theta, cp: CrossProd, struct: Structure, plain: bool = False):
+    """:func:`factor` plus the conditional modes as linear maps of ``[−β; 1]``.
+
+    Returns ``(Factors, t, B1, B2)`` with ``t = [X y]ᵀV⁻¹[X y]`` (k × k, V relative to σ²) and
+    ``b₁ = B1 [−β; 1]`` ``(L₁, q₁, k)``, ``b₂ = B2 [−β; 1]`` ``(m, k)``: the BLUPs at any β
+    come from one evaluation (b = ΛL_θ⁻ᵀL_θ⁻¹ΛᵀZᵀ(y − Xβ), Bates et al. 2015 eqn 22).
+    """
     lams, l11, g, w = _blocks(theta, cp, struct)
-    c1 = jnp.einsum("lab,lbk->lak", g, cp.b1)  # L₁₁⁻¹ λ₁ᵀ Z₁ᵀ[X y]
+    c1 = _bmm(g, cp.b1)  # L₁₁⁻¹ λ₁ᵀ Z₁ᵀ[X y]
     t = cp.xy - jnp.einsum("lak,laj->kj", c1, c1)
     logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(l11, axis1=1, axis2=2)))
+    rz1 = cp.b1
     if struct.m:
-        wb = jnp.einsum("lab,lbk->lak", w, cp.b1)
+        wb = _bmm(w, cp.b1)
         r2 = _lam_t_rows(cp.b2 - _c_times(cp, struct, wb), lams, struct)
-        logdet22, quad = logdet_quad(_schur(cp, struct, lams, w), r2)
+        solve = logdet_solve_plain if plain else logdet_solve
+        logdet22, quad, u2 = solve(_schur(cp, struct, lams, w), r2)
         t = t - quad
         logdet = logdet + logdet22
+        b2 = _lam_rows(u2, lams, struct)  # (m, k)
+        rz1 = rz1 - _ct_times(cp, struct, b2)
+    else:
+        b2 = jnp.zeros((0, cp.b1.shape[2]), cp.b1.dtype)
+    b1 = _bmm(w, rz1)  # W (Z₁ᵀ[X y] − Z₁ᵀZ₂ B2)
     p = t.shape[0] - 1
     r = jnp.linalg.cholesky(t)  # [[R_X, 0], [c_βᵀ, r_θ]]
     logdet_x = 2.0 * jnp.sum(jnp.log(jnp.diagonal(r)[:p]))
     pwrss = r[p, p] ** 2
-    return Factors(logdet, logdet_x, pwrss, t[:p, :p], t[:p, p])
+    return Factors(logdet, logdet_x, pwrss, t[:p, :p], t[:p, p]), t, b1, b2
 
 
-def profiled(f: Factors, n, p: int, reml: bool):
-    """Profiled deviance (−2 log-likelihood, σ² and β profiled out) from the factors."""
-    if reml:
-        nu = n - p
-        return f.logdet_l + f.logdet_x + nu * (1.0 + jnp.log(2.0 * jnp.pi * f.pwrss / nu))
-    return f.logdet_l + n * (1.0 + jnp.log(2.0 * jnp.pi * f.pwrss / n))
+def factor(theta, cp: CrossProd, struct: Structure) -> Factors:
+    """Cholesky factorisation at θ: log-determinants, r²_θ and XᵀV⁻¹[X y]."""
+    return _factor(theta, cp, struct)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml"))
+def profiled(f: Factors, n, p: int, reml):
+    """Profiled deviance (−2 log-likelihood, σ² and β profiled out) from the factors.
+
+    ``reml`` may be traced (a bool array): REML and ML share one compiled function.
+    """
+    nu = jnp.where(reml, n - p, n)
+    dev = f.logdet_l + nu * (1.0 + jnp.log(2.0 * jnp.pi * f.pwrss / nu))
+    return dev + jnp.where(reml, f.logdet_x, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("struct",))
 def deviance(theta, cp: CrossProd, struct: Structure, reml: bool = True):
     """Profiled deviance d(θ) (ML) or REML criterion d_R(θ); a scalar."""
     p = cp.xy.shape[0] - 1
     return profiled(factor(theta, cp, struct), cp.n, p, reml)
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml"))
+@functools.partial(jax.jit, static_argnames=("struct",))
 def deviance_and_grad(theta, cp: CrossProd, struct: Structure, reml: bool = True):
     """``(d(θ), ∇d(θ))`` by reverse-mode autodiff."""
     return jax.value_and_grad(deviance)(theta, cp, struct, reml)
+
+
+def deviance_plain(theta, cp: CrossProd, struct: Structure, reml=True):
+    """:func:`deviance` without the custom reverse rule (traceable, not jitted): the function
+    that exact Hessians are taken of."""
+    p = cp.xy.shape[0] - 1
+    return profiled(_factor(theta, cp, struct, plain=True)[0], cp.n, p, reml)
+
+
+@functools.partial(jax.jit, static_argnames=("struct",))
+def deviance_hessian(theta, cp: CrossProd, struct: Structure, reml=True):
+    """∇²d(θ): exact, by forward-over-reverse autodiff (no finite differences)."""
+    return jax.hessian(deviance_plain)(theta, cp, struct, reml)
+
+
+def _objective(theta, cp: CrossProd, struct: Structure, reml: bool):
+    f, t, b1, b2 = _factor(theta, cp, struct)
+    p = cp.xy.shape[0] - 1
+    return profiled(f, cp.n, p, reml), (t, b1, b2)
+
+
+@functools.partial(jax.jit, static_argnames=("struct",))
+def evaluate(theta, cp: CrossProd, struct: Structure, reml: bool = True):
+    """Everything a fit needs from one compiled function: ``(d(θ), ∇d(θ), (t, B1, B2))``.
+
+    ``t = [X y]ᵀV⁻¹[X y]`` gives β̂, (XᵀV⁻¹X)⁻¹ and r²_θ; ``B1``, ``B2`` give the BLUPs (see
+    :func:`_factor`).  One compilation per model structure serves the optimiser and the
+    final estimates.
+    """
+    (dev, aux), grad = jax.value_and_grad(_objective, has_aux=True)(theta, cp, struct, reml)
+    return dev, grad, aux
 
 
 def conditional_modes(theta, beta, cp: CrossProd, struct: Structure):
@@ -221,7 +403,7 @@ def conditional_modes(theta, beta, cp: CrossProd, struct: Structure):
     rz1 = cp.b1 @ coef  # (L₁, q₁) Z₁ᵀ(y − Xβ)
     if struct.m:
         rz2 = cp.b2 @ coef  # (m,)
-        l22 = jnp.linalg.cholesky(_schur(cp, struct, lams, w))
+        l22 = cholesky_lower(_schur(cp, struct, lams, w))
         wr = jnp.einsum("lab,lb->la", w, rz1)
         r2 = _lam_t_rows((rz2 - _c_times(cp, struct, wr[..., None])[:, 0])[:, None], lams, struct)
         u2 = jax.scipy.linalg.cho_solve((l22, True), r2)[:, 0]
@@ -235,7 +417,7 @@ def conditional_modes(theta, beta, cp: CrossProd, struct: Structure):
     return b1, b2
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml"))
+@functools.partial(jax.jit, static_argnames=("struct",))
 def estimates(theta, cp: CrossProd, struct: Structure, reml: bool = True):
     """β̂, (XᵀV⁻¹X)⁻¹, σ̂², the deviance and the conditional modes (b₁, b₂) at θ."""
     p = cp.xy.shape[0] - 1
@@ -243,6 +425,6 @@ def estimates(theta, cp: CrossProd, struct: Structure, reml: bool = True):
     chol = jnp.linalg.cholesky(f.txx)
     beta = jax.scipy.linalg.cho_solve((chol, True), f.txy)
     txx_inv = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(p, dtype=f.txx.dtype))
-    sigma2 = f.pwrss / (cp.n - p if reml else cp.n)
+    sigma2 = f.pwrss / jnp.where(reml, cp.n - p, cp.n)
     b1, b2 = conditional_modes(theta, beta, cp, struct)
     return beta, txx_inv, sigma2, profiled(f, cp.n, p, reml), b1, b2

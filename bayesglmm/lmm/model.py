@@ -6,16 +6,42 @@ import warnings
 
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 
 from .._precision import precision, resolve_dtype
 from ..exceptions import ConvergenceWarning, SingularFitWarning
 from .crossprod import cross_products
 from .design import Design, design_from_arrays, design_from_formula
-from .deviance import deviance, deviance_and_grad, estimates
+from ._blas import single_threaded_blas
+from .deviance import deviance, deviance_hessian, deviance_plain, evaluate
 from .optimize import minimise_theta
 from .terms import groups_terms, split_formula
 
 __all__ = ["MixedLM", "mixedlm"]
+
+
+class _EvalCache:
+    """``θ → (d, ∇d)`` for the optimiser through :func:`.deviance.evaluate`, remembering the
+    last few points (the optimiser re-evaluates its final θ, and the fit needs the auxiliary
+    outputs there)."""
+
+    def __init__(self, cp, struct, reml, dtype, size=4):
+        self.cp, self.struct, self.reml, self.dtype, self.size = cp, struct, reml, dtype, size
+        self.memo = {}
+
+    def full(self, theta):
+        x = np.asarray(theta, np.float64)
+        key = x.tobytes()
+        if key not in self.memo:
+            out = evaluate(jnp.asarray(x, self.dtype), self.cp, self.struct, self.reml)
+            if len(self.memo) >= self.size:
+                self.memo.pop(next(iter(self.memo)))
+            self.memo[key] = out
+        return self.memo[key]
+
+    def __call__(self, theta):
+        dev, grad, _ = self.full(theta)
+        return dev, grad
 
 # θ diagonal below this is "on the boundary" (lme4's isSingular tolerance)
 SINGULAR_TOL = 1e-4
@@ -178,24 +204,34 @@ class MixedLM:
         theta0 = self._start() if start_params is None else np.asarray(start_params, np.float64)
         if theta0.shape != (self.n_theta,):
             raise ValueError(f"start_params must have {self.n_theta} values, got {theta0.shape}")
-        with precision(dt):
+        with precision(dt), single_threaded_blas():
             cp, st = self._crossprod(dt)
             cpj = type(cp)(*[jnp.asarray(a) for a in cp])
+            vg = _EvalCache(cpj, st, reml, dt)
+            def hessian(th):
+                return np.asarray(deviance_hessian(jnp.asarray(th, dt), cpj, st, reml), np.float64)
 
-            def vg(th):
-                return deviance_and_grad(jnp.asarray(th, dt), cpj, st, reml)
-
-            fitres = minimise_theta(vg, None, theta0, self._lower, maxiter=maxiter,
+            fitres = minimise_theta(vg, hessian, theta0, self._lower, maxiter=maxiter,
                                     polish=method != "lbfgs-only",
                                     gtol=1e-5 if dt == np.float64 else 1e-2)
             theta = fitres.theta.copy()
             theta[self._diag] = np.where(theta[self._diag] < 1e-10, 0.0, theta[self._diag])
-            th = jnp.asarray(theta, dt)
-            beta, txx_inv, sigma2, dev, b1, b2 = estimates(th, cpj, st, reml)
-            beta = np.array(beta, np.float64)
-            if self._yshift:
-                j = int(np.flatnonzero(np.all(self.design.X == 1.0, axis=0))[0])
-                beta[j] += self._yshift
+            dev, _, (t, b1k, b2k) = vg.full(theta)
+        # β̂, (XᵀV⁻¹X)⁻¹, σ̂² and the BLUPs from t = [X y]ᵀV⁻¹[X y] and the BLUP maps
+        p = self.k_fe
+        t = np.asarray(t, np.float64)
+        r = np.linalg.cholesky(t)  # [[R_X, 0], [c_βᵀ, r_θ]]
+        rx_inv = scipy.linalg.solve_triangular(r[:p, :p], np.eye(p), lower=True)
+        txx_inv = rx_inv.T @ rx_inv
+        beta = rx_inv.T @ r[p, :p]
+        pwrss = float(r[p, p] ** 2)
+        sigma2 = pwrss / (self.nobs - p if reml else self.nobs)
+        coef = np.concatenate([-beta, [1.0]])
+        b1 = np.asarray(b1k, np.float64) @ coef
+        b2 = np.asarray(b2k, np.float64) @ coef
+        if self._yshift:
+            j = int(np.flatnonzero(np.all(self.design.X == 1.0, axis=0))[0])
+            beta[j] += self._yshift
         if not fitres.converged:
             warnings.warn(
                 f"the optimiser did not converge ({fitres.message}); largest gradient "
@@ -261,30 +297,47 @@ class MixedLM:
         """Inverse Hessian of the profiled log-likelihood over the relative covariances ψ.
 
         ψ holds, per parameter block, the lower triangle of λλᵀ (statsmodels' ``cov_re /
-        scale``); θ = chol(ψ).  Returns ``None`` where the Hessian cannot be inverted.
+        scale``); θ = chol(ψ).  The Hessian is exact: forward-over-reverse autodiff of
+        ψ ↦ ½·d(θ(ψ)) through :func:`.deviance.deviance_plain`.  Returns ``None`` where it
+        cannot be formed or inverted, e.g. with a variance on the boundary.
         """
         import jax
 
-        from .deviance import factor, profiled
-
         dt = resolve_dtype(dtype or self.dtype)
-        p = self.k_fe
-        with precision(dt):
+        with precision(dt), single_threaded_blas():
             cp, st = self._crossprod(dt)
             cpj = type(cp)(*[jnp.asarray(a) for a in cp])
+            psi0 = np.asarray(self._theta_to_psi(jnp.asarray(theta, dt)), np.float64)
+            _, is_var = self._psi_scale(psi0)
+            if not np.all(np.isfinite(psi0)) or np.any(psi0[is_var] <= 0):
+                return None
 
-            def half_dev(psi, cpj):
-                th = self._psi_to_theta(psi)
-                return 0.5 * profiled(factor(th, cpj, st), cpj.n, p, reml)
+            def half_dev(ps):
+                return 0.5 * deviance_plain(self._psi_to_theta(ps), cpj, st, reml)
 
-            psi0 = self._theta_to_psi(jnp.asarray(theta, dt))
-            h = np.asarray(jax.jit(jax.hessian(half_dev))(psi0, cpj), np.float64)
+            h = np.asarray(jax.jit(jax.hessian(half_dev))(jnp.asarray(psi0, dt)), np.float64)
+            h = 0.5 * (h + h.T)
         if not np.all(np.isfinite(h)):
             return None
         try:
             return np.linalg.inv(h)
         except np.linalg.LinAlgError:
             return None
+
+    def _psi_scale(self, psi):
+        """Per entry of ψ a natural scale (√(ψ_ii ψ_jj)) and whether it is a variance."""
+        scale, is_var, k = [], [], 0
+        for ti in self._blocks():
+            pos = self._positions(ti)
+            var = {i: psi[k + n] for n, (i, j) in enumerate(pos) if i == j}
+            for i, j in pos:
+                vi, vj = var.get(i, 0.0), var.get(j, 0.0)
+                scale.append(abs(psi[k]) if i == j else np.sqrt(max(vi * vj, 0.0)))
+                is_var.append(i == j)
+                k += 1
+        scale = np.asarray(scale, np.float64)
+        scale = np.where(scale > 0, scale, max(float(np.max(scale, initial=0.0)), 1.0) * 1e-3)
+        return scale, np.asarray(is_var, bool)
 
     def _blocks(self):
         """Distinct θ blocks: list of (theta index matrix) in first-appearance order."""

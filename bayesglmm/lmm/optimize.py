@@ -27,7 +27,7 @@ class ThetaFit(NamedTuple):
 
 def minimise_theta(
     value_and_grad: Callable,
-    hessian: Callable | None,
+    hessian: Callable,
     theta0: np.ndarray,
     lower: np.ndarray,
     maxiter: int = 1000,
@@ -37,8 +37,7 @@ def minimise_theta(
 ) -> ThetaFit:
     """Minimise ``d(θ)`` subject to ``θ ≥ lower`` (``-inf`` for unbounded coordinates).
 
-    ``hessian=None`` polishes with central differences of the (autodiff) gradient, which
-    reuses the compiled ``value_and_grad``: 2·len(θ) gradient calls per Newton step.
+    ``hessian(θ)`` is the exact (autodiff) Hessian used by the Newton polish.
     """
     count = [0]
 
@@ -58,19 +57,6 @@ def minimise_theta(
     )
     theta, fun = np.maximum(res.x, lower), float(res.fun)
     fun, g = fg(theta)
-    if hessian is None:
-
-        def hessian(x):
-            h = np.empty((len(x), len(x)))
-            for i in range(len(x)):
-                e = np.zeros(len(x))
-                e[i] = 1e-5 * max(1.0, abs(x[i]))
-                # one-sided where a central step would cross the bound
-                lo = x - e if x[i] - e[i] >= lower[i] else x
-                hi = x + e
-                h[i] = (fg(hi)[1] - fg(lo)[1]) / (hi[i] - lo[i])
-            return 0.5 * (h + h.T)
-
     # Newton polish on the coordinates not held at their bound, when L-BFGS-B left a
     # gradient that matters (each polish step costs 2·len(θ) gradient calls)
     free = ~((theta <= lower + 1e-8) & (g > 0))

@@ -55,23 +55,74 @@ def test_deviance_matches_dense_mvn(data, label, dname, formula, kw, reml):
         np.testing.assert_allclose(got, ref, rtol=1e-9, err_msg=f"sparse={sparse}")
 
 
-def test_gradient_matches_central_differences(data):
+@pytest.mark.parametrize("formula,sparse", [
+    ("y ~ x + (x | a) + (1 | b) + (1 | c)", None),  # scalar terms after the largest
+    ("y ~ x + (1 | a) + (x | b)", True),  # a correlated term inside the dense block
+    ("y ~ x + (1 | a) + (x | b)", False),  # dense cross block
+])
+def test_gradient_matches_central_differences(data, formula, sparse):
     import jax.numpy as jnp
 
     from bayesglmm._precision import precision
     from bayesglmm.lmm.deviance import deviance_and_grad
 
-    model = mixedlm("y ~ x + (x | a) + (1 | b) + (1 | c)", data["sim"])
+    model = mixedlm(formula, data["sim"])
     theta = model._theta0 + 0.2
     with precision(np.float64):
-        cp, st = model._crossprod(np.float64)
+        cp, st = model._crossprod(np.float64, sparse)
         _, g = deviance_and_grad(jnp.asarray(theta), cp, st, True)
     h = 1e-6
     fd = [
-        (model.deviance(theta + h * e) - model.deviance(theta - h * e)) / (2 * h)
+        (model.deviance(theta + h * e, sparse=sparse) - model.deviance(theta - h * e, sparse=sparse))
+        / (2 * h)
         for e in np.eye(len(theta))
     ]
     np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("host", [True, False])
+def test_logdet_solve_reverse_rule(host, monkeypatch):
+    """The hand-written VJP of (log|S|, RᵀS⁻¹R, S⁻¹R), reading S's lower triangle only, on
+    both routes to S⁻¹ (LAPACK potri on the host, and the XLA fallback used off CPU)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayesglmm._precision import precision
+    from bayesglmm.lmm import deviance as dv
+
+    monkeypatch.setattr(dv, "_host_lapack", lambda: host)
+    rng = np.random.default_rng(3)
+    m, k = 37, 3
+    a = rng.normal(size=(m, m))
+    s0 = a @ a.T / m + np.eye(m)
+    r0 = rng.normal(size=(m, k))
+    wq, wx = rng.normal(size=(k, k)), rng.normal(size=(m, k))
+
+    def f(s, r):  # a scalar using all three outputs
+        ld, q, x = dv.logdet_solve(s, r)  # reads the lower triangle of s only
+        return ld + jnp.sum(wq * q) + jnp.sum(wx * x)
+
+    def f_np(s, r):
+        s = np.tril(s) + np.tril(s, -1).T
+        x = np.linalg.solve(s, r)
+        return np.linalg.slogdet(s)[1] + np.sum(wq * (r.T @ x)) + np.sum(wx * x)
+
+    with precision(np.float64):
+        gs, gr = jax.jit(jax.grad(f, argnums=(0, 1)))(jnp.asarray(s0), jnp.asarray(r0))
+        inv = jax.jit(lambda s: dv.spd_inverse(jnp.linalg.cholesky(s)))(jnp.asarray(s0))
+        np.testing.assert_allclose(np.asarray(inv),
+                                   np.linalg.inv(s0), rtol=1e-10, atol=1e-12)
+    h = 1e-6
+    for i, j in [(0, 0), (5, 2), (36, 10), (20, 20)]:  # lower-triangle entries
+        e = np.zeros((m, m))
+        e[i, j] = h
+        fd = (f_np(s0 + e, r0) - f_np(s0 - e, r0)) / (2 * h)
+        np.testing.assert_allclose(np.asarray(gs)[i, j], fd, rtol=1e-6, atol=1e-8)
+    assert np.all(np.asarray(gs)[np.triu_indices(m, 1)] == 0)  # upper triangle is not read
+    e = np.zeros((m, k))
+    e[7, 1] = h
+    fd = (f_np(s0, r0 + e) - f_np(s0, r0 - e)) / (2 * h)
+    np.testing.assert_allclose(np.asarray(gr)[7, 1], fd, rtol=1e-6, atol=1e-8)
 
 
 def test_float32_fit_close_to_float64(sleep):
