@@ -228,7 +228,7 @@ def build_bar_terms(specs, data: pd.DataFrame, col0: int, id0: int) -> BarDesign
         q = Q.shape[1]
         gname = ":".join(t.factors)
 
-        def sd_name(c):
+        def sd_name(c, gname=gname):
             return gname if c == "Intercept" else f"{gname}:{c}"
 
         if t.kind == "re" and q >= 2:

@@ -14,6 +14,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from scipy.special import gammaln
 
 from .quadrature import Rule
@@ -56,19 +57,27 @@ def _sigma_polys(K: int) -> list[np.ndarray]:
 
 
 def _moments(K: int, rule: Rule, m, v):
-    """E[softplus⁽ᵏ⁾(m + √v·z)] for k = 0..K, shape (K + 1, n): softplus on the (n, nodes)
-    grid, and the derivatives as polynomials in σ."""
+    """E[softplus⁽ᵏ⁾(m + √v·z)] for k = 0..K, shape (K + 1, n): softplus and its derivatives
+    (polynomials in σ) on the (n, nodes) grid, summed over the nodes in one variadic reduce.
+
+    One exponential per grid point serves both: with e = exp(−|x|), softplus(x) =
+    max(x, 0) + log1p(e) and σ(x) = (1 if x ≥ 0 else e)/(1 + e).  Separate sums (one per
+    moment) would each recompute the grid (a transcendental per point and moment); this costs
+    about half as much for K = 2 and 4 on CPU and never materialises an (n, nodes) array."""
     x = m[:, None] + jnp.sqrt(v)[:, None] * jnp.asarray(rule.nodes, m.dtype)
     w = jnp.asarray(rule.weights, m.dtype)
-    out = [jnp.sum(softplus(x) * w, axis=-1)]
+    e = jnp.exp(-jnp.abs(x))
+    terms = [(jnp.maximum(x, 0) + jnp.log1p(e)) * w]
     if K >= 1:
-        sig = 0.5 + 0.5 * jnp.tanh(0.5 * x)  # σ(x); tanh is the fastest stable form on CPU
+        sig = jnp.where(x >= 0, 1.0, e) / (1.0 + e)
         for c in _sigma_polys(K):
             h = jnp.zeros_like(sig) + c[-1]
             for ci in c[-2::-1]:  # Horner, unrolled so that XLA fuses it into one loop
                 h = h * sig + ci
-            out.append(jnp.sum(h * w, axis=-1))
-    return jnp.stack(out)
+            terms.append(h * w)
+    zeros = tuple(jnp.zeros((), m.dtype) for _ in terms)
+    sums = lax.reduce(tuple(terms), zeros, lambda p, q: tuple(a + b for a, b in zip(p, q)), (1,))
+    return jnp.stack(sums)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1))

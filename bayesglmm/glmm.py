@@ -21,7 +21,7 @@ from .exceptions import ConvergenceWarning, SingularFitWarning
 from .families import Binomial, Family, Poisson
 from .covstruct import CorrBlock
 from .kernels import Data, Params, Prior, make_elbo, make_logposterior
-from .laplace import DENSE_COV_MAX, DENSE_MAX, DENSE_WORK_MAX, map_functions
+from .laplace import DENSE_COV_MAX, DENSE_COV_WORK_MAX, DENSE_MAX, DENSE_WORK_MAX, map_functions
 from .quadrature import get_rule
 from .results import BayesMixedGLMResults
 from .solvers import STATUS_MESSAGES, NewtonOptions
@@ -397,6 +397,7 @@ class _BayesMixedGLM:
         return OptimizeResult(
             success=status == 0, status=status, message=STATUS_MESSAGES[status],
             fun=float(sol.value), nit=int(sol.n_iter), grad_norm=float(sol.grad_norm),
+            n_warm=int(sol.n_warm), n_fev=int(sol.n_fev), n_cg=int(sol.n_cg),
         )
 
     # ------------------------------------------------------------------ fits
@@ -420,7 +421,9 @@ class _BayesMixedGLM:
             the scaled coefficients (as in statsmodels).
         rng : None, int, numpy Generator or RandomState
             For the random starting values of the random effects (as statsmodels: fe = 0,
-            vcp = 1, vc ~ N(0, 1)).
+            vcp = 1, vc ~ N(0, 1)).  The solver moves the random effects to their prior mode
+            (0) first when that has a higher posterior: far-out random starts in the flat
+            tails of the likelihood otherwise cost many damped Newton steps.
 
         Returns
         -------
@@ -435,7 +438,7 @@ class _BayesMixedGLM:
         dense = p <= DENSE_MAX and p * self.nobs <= DENSE_WORK_MAX
         # the full matrix: from the Schur complement (one colour) or, for crossed designs, from
         # p Hessian-vector products — only while that stays cheap
-        full = p <= DENSE_COV_MAX and (self._n_colors == 1 or p * self.nobs <= 50 * DENSE_WORK_MAX)
+        full = p <= DENSE_COV_MAX and (self._n_colors == 1 or p * self.nobs <= DENSE_COV_WORK_MAX)
         opts = self._options(minim_opts)
         solve, covariance, _ = map_functions(self.family, dense, self._n_colors, _method(method),
                                              opts, full)

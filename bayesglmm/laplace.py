@@ -32,11 +32,16 @@ from .kernels import Params, make_logposterior
 from .solvers import NewtonOptions, lbfgs, newton
 from .solvers.newton import _pcg, structured_blocks
 
-__all__ = ["DENSE_COV_MAX", "DENSE_MAX", "DENSE_WORK_MAX", "LaplaceCov", "map_functions"]
+__all__ = ["DENSE_COV_MAX", "DENSE_COV_WORK_MAX", "DENSE_MAX", "DENSE_WORK_MAX", "LaplaceCov",
+           "map_functions"]
 
 DENSE_MAX = 300  # total parameters up to which Newton uses the full dense Hessian ...
-DENSE_WORK_MAX = 2_000_000  # ... provided parameters × rows stays below this
+DENSE_WORK_MAX = 100_000  # ... provided parameters × rows stays below this
 DENSE_COV_MAX = 2000  # total parameters up to which cov_params() is the full matrix
+# ... and, for crossed designs (the full matrix from p Hessian-vector products), parameters ×
+# rows up to which that is done: the former 50 × DENSE_WORK_MAX, kept when the dense-Newton
+# threshold DENSE_WORK_MAX was lowered (dense Newton is slower than structured above ~10⁵)
+DENSE_COV_WORK_MAX = 100_000_000
 
 
 class LaplaceCov(NamedTuple):
@@ -93,6 +98,14 @@ def map_functions(family: Family, dense: bool, n_colors: int, method: str, opts:
     @jax.jit
     def solve(a0, v0, data, prior, color):
         u0 = v0 * jnp.exp(-a0[data.X.shape[1]:][data.ident])[:, None]
+        # Or u = 0, the prior mode, where that is better.  From a random start (statsmodels':
+        # vc ~ N(0, 1)) the random effects of many groups sit far out in the flat tails of the
+        # likelihood, where Newton overshoots and one line-search step length, shared by all
+        # groups, is cut for all of them: at 10⁶ rows / 10⁴ groups (logit), 47 Newton steps
+        # after 8 warm-up steps, against 9 after 3 from u = 0, to the same mode.
+        f_zero, f_u0 = jax.vmap(lambda u: objective(a0, u, data, prior))(
+            jnp.stack([jnp.zeros_like(u0), u0]))  # one trace of the objective, not two
+        u0 = jnp.where(f_zero < f_u0, jnp.zeros_like(u0), u0)
         if method == "lbfgs":
             sol = lbfgs(objective, a0, u0, (data, prior), maxiter=opts.maxiter * 50,
                         gtol=opts.gtol)

@@ -20,7 +20,10 @@ class BayesMixedGLMResults:
     fe_mean, fe_sd, vcp_mean, vcp_sd, vc_mean, vc_sd : ndarray
         The posterior means and SDs of each block.
     optim_retvals : scipy.optimize.OptimizeResult
-        The optimiser's report: ``x, fun, nit, success, status, message, grad_norm, method``.
+        The optimiser's report: ``x, fun, nit`` (all Newton steps, warm-up included),
+        ``success, status, message, grad_norm, method`` and, for fit_map/fit_vb, the work
+        counters ``n_warm`` (warm-up steps in the random effects alone), ``n_fev`` (line-search
+        evaluations) and ``n_cg`` (conjugate-gradient iterations, crossed designs).
     method : str
         ``"map"``, ``"vb"``, ``"laplace"`` or ``"laplace-integrated"``.
     llf, log_post, is_singular : float, float, bool

@@ -122,7 +122,8 @@ def check_counts(y: np.ndarray, name: str = "endog") -> np.ndarray:
     if np.any(y < 0):
         raise ValueError(f"{name} must be non-negative counts; found {int((y < 0).sum())} negative value(s)")
     if np.any(y != np.round(y)):
-        raise ValueError(f"{name} must be integer counts; found {int((y != np.round(y)).sum())} non-integer value(s)")
+        bad = int((y != np.round(y)).sum())
+        raise ValueError(f"{name} must be integer counts; found {bad} non-integer value(s)")
     return y
 
 

@@ -65,7 +65,7 @@ def bench_ours(model, method: str, repeat: int):
     t_first, res0 = _time(lambda: fit(rng=0))
     times, nits = [], [int(res0.optim_retvals.nit)]
     for i in range(repeat):
-        t, r = _time(lambda: fit(rng=np.random.default_rng(1000 + i)))
+        t, r = _time(lambda i=i: fit(rng=np.random.default_rng(1000 + i)))
         times.append(t)
         nits.append(int(r.optim_retvals.nit))
         if not r.optim_retvals.success:
@@ -103,7 +103,7 @@ def bench_size(n: int, k: int, repeat: int, run_sm: bool):
         for method in ("fit_map", "fit_vb"):
             with warnings.catch_warnings(record=True) as w:
                 warnings.simplefilter("always")
-                t, r = _time(lambda: getattr(sm_model, method)(rng=0))
+                t, r = _time(lambda method=method: getattr(sm_model, method)(rng=0))
             conv = [str(x.message) for x in w if "converge" in str(x.message)]
             out[method]["sm_time"] = t
             out[method]["sm_res"] = r

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import table, write_section
+from benchmarks._report import table, write_section  # noqa: E402
 
 FE = np.array([-0.5, 1.0, -1.0])
 FE_POISSON = np.array([0.2, 0.3, -0.3])
@@ -136,7 +136,8 @@ def run_worker(spec: dict, timeout: float | None) -> dict:
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
         tail = (p.stderr or p.stdout)[-2000:]
-        return dict(spec, error=f"exit {p.returncode}: {tail.strip().splitlines()[-1] if tail.strip() else ''}",
+        last = tail.strip().splitlines()[-1] if tail.strip() else ""
+        return dict(spec, error=f"exit {p.returncode}: {last}",
                     stderr=tail, wall_s=time.perf_counter() - t0)
     res = json.loads(lines[-1])
     res["wall_s"] = time.perf_counter() - t0
@@ -220,7 +221,8 @@ def report(results: list[dict], total: float | None, note_large: str = "", write
              "built from (row, code) pairs, never dense. Each fit runs in a fresh subprocess: "
              "one warm-up call (compile), then `repeats` timed calls with fresh `rng`s; "
              "steady = their median; compile = warm-up − (steady time per iteration × the "
-             "warm-up's iterations), since the iteration count varies with the start. Peak RSS is that process's "
+             "warm-up's iterations), since the iteration count varies with the start. "
+             "Peak RSS is that process's "
              "`ru_maxrss` (including the Python/JAX runtime, the simulated data and "
              "statsmodels/scipy copies); data = X + y + CSR arrays of `exog_vc`. `load` is the "
              f"1-minute load average (max of start/end of the fit; {os.cpu_count()} cores, the "

@@ -125,19 +125,19 @@ def test_cbpp_posterior_matches_nuts(vcp_p, nuts):
     model = _cbpp(vcp_p=vcp_p, fe_p=2)
     fit = _fit(model, priors=True, integrate=True)
     assert fit.success and np.isfinite(fit.log_post) and fit.log_post < fit.llf
-    I = fit.integrated
-    assert I.converged.all() and abs(I.weights.sum() - 1) < 1e-12
-    sd = np.sqrt(np.diag(I.cov))
+    integ = fit.integrated
+    assert integ.converged.all() and abs(integ.weights.sum() - 1) < 1e-12
+    sd = np.sqrt(np.diag(integ.cov))
     # recommended (integrated) fit: measured mean errors ≤ 0.022 SD, SD ratios 0.979–1.002
-    np.testing.assert_array_less(np.abs(I.fe_mean - fe_m) / fe_s, 0.1)
+    np.testing.assert_array_less(np.abs(integ.fe_mean - fe_m) / fe_s, 0.1)
     np.testing.assert_allclose(sd[:4], fe_s, rtol=0.1)
-    np.testing.assert_allclose(I.vcp_mean, ref["vcp_mean"]["herd"], atol=0.1 * ref["vcp_sd"]["herd"])
+    np.testing.assert_allclose(integ.vcp_mean, ref["vcp_mean"]["herd"], atol=0.1 * ref["vcp_sd"]["herd"])
     np.testing.assert_allclose(sd[4], ref["vcp_sd"]["herd"], rtol=0.1)
     names = [n.split("[")[-1].rstrip("]") for n in model.vc_names]
     vc_m = np.array([ref["vc_mean"]["herd"][k] for k in names])
     vc_s = np.array([ref["vc_sd"]["herd"][k] for k in names])
-    np.testing.assert_array_less(np.abs(I.vc_mean - vc_m) / vc_s, 0.15)
-    np.testing.assert_allclose(I.vc_sd, vc_s, rtol=0.1)
+    np.testing.assert_array_less(np.abs(integ.vc_mean - vc_m) / vc_s, 0.15)
+    np.testing.assert_allclose(integ.vc_sd, vc_s, rtol=0.1)
     # the plain marginal-posterior mode: intercept SD ~8% under NUTS, means within 0.11 SD
     mode_sd = np.sqrt(np.diag(fit.cov))[:4]
     np.testing.assert_allclose(mode_sd, fe_s, rtol=0.1)

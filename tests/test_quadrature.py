@@ -38,3 +38,37 @@ def test_rules_integrate_constants():
     assert get_rule("gh12").name == "gauss-hermite-12"
     with pytest.raises(ValueError, match="unknown quadrature"):
         get_rule("simpson")
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_softplus_moments_are_the_rule_applied_to_the_derivatives(dtype, tol):
+    """``softplus_moments`` (one fused pass, σ and softplus from one exponential) against the
+    rule applied node by node to softplus and its derivatives, taken by nested autodiff of
+    ``jax.nn.softplus``; and its custom JVP against the Stein identities."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayesglmm._precision import precision
+    from bayesglmm.families import softplus_moments
+
+    rule = gauss_hermite(20)
+    m = np.array([-40.0, -8.0, -1.0, 0.0, 0.3, 2.0, 9.0, 35.0])
+    v = np.array([0.0, 0.5, 2.0, 1.0, 0.01, 4.0, 0.2, 1.0])
+    derivs = [jax.nn.softplus]
+    for _ in range(4):
+        derivs.append(jax.grad(derivs[-1]))
+    ref = np.zeros((5, len(m)))
+    with precision(np.float64):
+        for x, w in zip(rule.nodes, rule.weights):
+            pts = jnp.asarray(m + np.sqrt(v) * x)
+            for k, h in enumerate(derivs):
+                ref[k] += w * np.asarray(jax.vmap(h)(pts))
+    with precision(dtype):
+        got = np.asarray(softplus_moments(4, rule, jnp.asarray(m, dtype), jnp.asarray(v, dtype)))
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+        # ∂E[h]/∂m = E[h'], ∂E[h]/∂v = ½E[h'']
+        mm, vv = jnp.asarray(m, dtype), jnp.asarray(v, dtype)
+        _, dm = jax.jvp(lambda a: softplus_moments(1, rule, a, vv), (mm,), (jnp.ones_like(mm),))
+        _, dv = jax.jvp(lambda b: softplus_moments(1, rule, mm, b), (vv,), (jnp.ones_like(vv),))
+        np.testing.assert_allclose(np.asarray(dm), ref[1:3], rtol=tol, atol=tol)
+        np.testing.assert_allclose(np.asarray(dv), 0.5 * ref[2:4], rtol=tol, atol=tol)

@@ -17,5 +17,8 @@ class Solution(NamedTuple):
     v: jax.Array  # (k_vc, r) large block at the optimum
     value: jax.Array  # () objective value
     grad_norm: jax.Array  # () Euclidean norm of the gradient
-    n_iter: jax.Array  # () iterations taken
+    n_iter: jax.Array  # () iterations taken (Newton: joint steps plus v-only warm-up steps)
     status: jax.Array  # () int: a key of STATUS_MESSAGES
+    n_warm: jax.Array | int = 0  # () of n_iter, the v-only warm-up steps (Newton only)
+    n_fev: jax.Array | int = 0  # () objective evaluations in line searches (Newton only)
+    n_cg: jax.Array | int = 0  # () CG iterations, each one batched H_vv product (Newton only)

@@ -22,6 +22,12 @@ log-concave in the variance parameters) S's eigenvalues are replaced by their ab
 after each heavily cut step and lowered after each full one; a backtracking (Armijo) line search
 globalises the iteration.  Near the optimum μ = 0, steps are full and convergence is quadratic,
 so the number of iterations does not grow with n.
+
+All products come from one linearisation of ∇f per iteration (``structured_blocks``).  With
+several colours the H_vv solves are inexact Newton (CG to a relative residual that shrinks with
+‖g‖, Eisenstat–Walker).  The :class:`Solution` counts all the work: ``n_iter`` includes the
+v-only warm-up steps (``n_warm`` of them), ``n_fev`` the line-search evaluations and ``n_cg``
+the CG iterations.
 """
 
 from __future__ import annotations
@@ -59,26 +65,43 @@ def _clip_solve(S, rhs, mu=0.0):
     return jnp.linalg.solve(Sc, rhs)
 
 
+def _diag_blocks(hvp, color, n_colors: int, k: int, r: int, dtype):
+    """The r × r diagonal blocks of H_vv, shape (k, r, r), from r Hessian-vector products per
+    colour: with unit tangents on the columns of one colour, row j of H·t is column s of
+    block j exactly, because no two columns of a colour share a row of Z."""
+
+    def body(c, blocks):
+        mask = (color == c).astype(dtype)
+        for s in range(r):
+            hv = hvp(jnp.zeros((k, r), dtype).at[:, s].set(mask))
+            blocks = blocks.at[:, :, s].add(hv * mask[:, None])
+        return blocks
+
+    return lax.fori_loop(0, n_colors, body, jnp.zeros((k, r, r), dtype))
+
+
 def structured_blocks(f, a, v, args, color, n_colors):
     """Gradient and Hessian blocks of f at (a, v).
 
     Returns ``(ga, gv, Haa, Hva, blocks, hvp)``: ga (k_a,), gv (k, r), Haa (k_a, k_a),
     Hva (k, r, k_a), blocks (k, r, r) the diagonal blocks of H_vv, and ``hvp(u)`` = H_vv·u.
+
+    One linearisation of ∇f at (a, v) (forward-over-reverse) serves every product: the
+    forward pass over the rows, and the family's higher moments, are computed once; each of
+    the k_a + r·n_colors products (and each later CG product) is then a linear pass.
     """
     k, r = v.shape
+    ka = a.shape[0]
     grad = jax.grad(f, argnums=(0, 1))
-    ga, gv = grad(a, v, *args)
-    Haa, Hva = jax.jacfwd(lambda a_: grad(a_, v, *args))(a)
-    _, hvp = jax.linearize(lambda v_: grad(a, v_, *args)[1], v)
+    (ga, gv), lin = jax.linearize(lambda a_, v_: grad(a_, v_, *args), a, v)
+    zero_a, zero_v = jnp.zeros_like(a), jnp.zeros_like(v)
+    eye = jnp.eye(ka, dtype=a.dtype)
+    Haa, Hva = jax.vmap(lambda e: lin(e, zero_v), out_axes=(1, 2))(eye)  # columns: H·e_p
 
-    def body(c, blocks):
-        mask = (color == c).astype(v.dtype)
-        for s in range(r):
-            hv = hvp(jnp.zeros_like(v).at[:, s].set(mask))  # column s of each block in colour c
-            blocks = blocks.at[:, :, s].add(hv * mask[:, None])
-        return blocks
+    def hvp(u):
+        return lin(zero_a, u)[1]
 
-    blocks = lax.fori_loop(0, n_colors, body, jnp.zeros((k, r, r), v.dtype))
+    blocks = _diag_blocks(hvp, color, n_colors, k, r, v.dtype)
     return ga, gv, Haa, Hva, blocks, hvp
 
 
@@ -89,11 +112,13 @@ def _block_solve(blocks, x):
     return jnp.linalg.solve(blocks, x)
 
 
-def _pcg(hvp, blocks, b, tol, maxiter):
-    """Batched preconditioned CG for H_vv·x = b, b of shape (k, r, B)."""
+def _pcg(hvp, blocks, b, tol, maxiter, return_iters=False, x0=None):
+    """Batched preconditioned CG for H_vv·x = b, b of shape (k, r, B), from ``x0`` (default
+    the block-Jacobi solution); with ``return_iters`` also the number of iterations (each one
+    batched product)."""
     A = jax.vmap(hvp, in_axes=-1, out_axes=-1)
     M = lambda x: _block_solve(blocks, x)
-    x = M(b)
+    x = M(b) if x0 is None else x0
     res = b - A(x)
     z = M(res)
     p = z
@@ -116,28 +141,57 @@ def _pcg(hvp, blocks, b, tol, maxiter):
         p = z + (rz_new / jnp.where(rz == 0, 1, rz)) * p
         return x, res, p, rz_new, it + 1
 
-    x, *_ = lax.while_loop(cond, body, (x, res, p, rz, 0))
-    return x
+    x, _, _, _, it = lax.while_loop(cond, body, (x, res, p, rz, 0))
+    return (x, it) if return_iters else x
 
 
-def structured_step(f, a, v, args, color, n_colors, opts: NewtonOptions, mu=0.0):
+def structured_step(f, a, v, args, color, n_colors, opts: NewtonOptions, mu=0.0, g_ref=None):
+    """Newton direction ``(da, dv, ga, gv)``: see :func:`_structured_step`."""
+    return _structured_step(f, a, v, args, color, n_colors, opts, mu, g_ref)[:4]
+
+
+def _structured_step(f, a, v, args, color, n_colors, opts: NewtonOptions, mu=0.0, g_ref=None,
+                     Ya0=None):
     """Newton direction (da, dv) and gradient by the Schur complement; ``mu`` ≥ 0 adds
-    Levenberg–Marquardt damping (H_vv's diagonal blocks scaled by 1 + μ, S̃ + μ·diag(S̃))."""
+    Levenberg–Marquardt damping (H_vv's diagonal blocks scaled by 1 + μ, S̃ + μ·diag(S̃)).
+
+    With several colours the H_vv solves are by CG.  Given ``g_ref`` (the gradient norm at
+    the start), they are inexact Newton solves (Eisenstat & Walker, SIAM J. Sci. Comput. 17,
+    1996): relative residual η = min(0.1, ‖g‖/g_ref), floored at ``opts.cg_tol`` — loose far
+    from the optimum, tight near it, where η = O(‖g‖) keeps the convergence quadratic.
+    ``Ya0 = (Y, use)``: where ``use``, CG for the columns H_vv⁻¹H_va starts from Y (k, r, k_a),
+    the previous iteration's; near the optimum they change little, unlike the column of g_v,
+    which goes to zero.
+
+    Returns ``(da, dv, ga, gv, n_cg, Ya)`` with Ya = H_vv⁻¹H_va (for the next ``Ya0``)."""
     ga, gv, Haa, Hva, blocks, hvp = structured_blocks(f, a, v, args, color, n_colors)
     ka = a.shape[0]
     rhs = jnp.concatenate([Hva, gv[:, :, None]], axis=2)  # (k, r, k_a + 1)
     if n_colors == 1:
         Y = _block_solve(blocks * (1 + mu), rhs)
+        n_cg = 0
     else:
+        x0 = None
+        if Ya0 is not None:
+            prev, use = Ya0
+            x0 = _block_solve(blocks * (1 + mu), rhs)  # the block-Jacobi start
+            x0 = x0.at[:, :, :ka].set(jnp.where(use, prev, x0[:, :, :ka]))
+        tol = opts.cg_tol
+        if g_ref is not None:
+            gnorm = jnp.sqrt(jnp.sum(ga**2) + jnp.sum(gv**2))
+            eta = jnp.minimum(0.1, gnorm / jnp.where(g_ref > 0, g_ref, jnp.inf))
+            tol = jnp.maximum(jnp.where(jnp.isfinite(eta), eta, 0.1), opts.cg_tol)
+
         def damped(x):
             return hvp(x) + mu * jnp.einsum("krs,ks->kr", blocks, x)
 
-        Y = _pcg(damped, blocks * (1 + mu), rhs, opts.cg_tol, opts.cg_maxiter)
+        Y, n_cg = _pcg(damped, blocks * (1 + mu), rhs, tol, opts.cg_maxiter, return_iters=True,
+                       x0=x0)
     S = Haa - jnp.einsum("krp,krq->pq", Hva, Y[:, :, :ka])
     ra = -ga + jnp.einsum("krp,kr->p", Hva, Y[:, :, ka])
     da = _clip_solve(S, ra, mu)
     dv = -(Y[:, :, ka] + Y[:, :, :ka] @ da)
-    return da, dv, ga, gv
+    return da, dv, ga, gv, n_cg, Y[:, :, :ka]
 
 
 def dense_step(f, a, v, args, mu=0.0):
@@ -155,6 +209,23 @@ def dense_step(f, a, v, args, mu=0.0):
     return d[:ka], d[ka:].reshape(shape), g[:ka], g[ka:].reshape(shape)
 
 
+def _backtrack(phi, f0, slope, max_ls):
+    """Armijo backtracking t = 1, ½, ¼, … on φ(t) = f(x + t·d) (at most 1 + ``max_ls``
+    evaluations).  Returns ``(t, φ(t), evaluations)``.  The loop starts from t = 2 with
+    φ = ∞, so that φ is traced once, inside the loop (one copy of the objective's graph)."""
+
+    def cond(s):
+        t, ft, i = s
+        return (ft > f0 + 1e-4 * t * slope) & (i <= max_ls)
+
+    def body(s):
+        t, _, i = s
+        return 0.5 * t, phi(0.5 * t), i + 1
+
+    init = (jnp.asarray(2.0, f0.dtype), jnp.asarray(jnp.inf, f0.dtype), 0)
+    return lax.while_loop(cond, body, init)
+
+
 def _warm_v(f, value, a, v, fx, args, color, n_colors, opts):
     """Newton steps in v alone with a fixed: f is convex in v, its diagonal Hessian blocks
     (block-Jacobi for several colours) give a descent direction, and each step costs a gradient
@@ -165,42 +236,25 @@ def _warm_v(f, value, a, v, fx, args, color, n_colors, opts):
     g_v = jax.grad(f, argnums=1)
 
     def cond(s):
-        v, fx, it, done = s
+        v, fx, it, nfev, done = s
         return (it < opts.warm_v) & ~done
 
     def body(s):
-        v, fx, it, _ = s
-        gv = g_v(a, v, *args)
-        _, hvp = jax.linearize(lambda v_: g_v(a, v_, *args), v)
-
-        def blk(c, blocks):
-            mask = (color == c).astype(v.dtype)
-            for j in range(r):
-                hv = hvp(jnp.zeros_like(v).at[:, j].set(mask))
-                blocks = blocks.at[:, :, j].add(hv * mask[:, None])
-            return blocks
-
-        blocks = lax.fori_loop(0, n_colors, blk, jnp.zeros((k, r, r), v.dtype))
+        v, fx, it, nfev, _ = s
+        gv, hvp = jax.linearize(lambda v_: g_v(a, v_, *args), v)
+        blocks = _diag_blocks(hvp, color, n_colors, k, r, v.dtype)
         dv = -_block_solve(blocks, gv[:, :, None])[:, :, 0]
         slope = jnp.sum(gv * dv)
 
-        def ls_cond(t_ft_i):
-            t, ft, i = t_ft_i
-            return (ft > fx + 1e-4 * t * slope) & (i < opts.max_ls)
-
-        def ls_body(t_ft_i):
-            t, _, i = t_ft_i
-            return 0.5 * t, value(a, v + 0.5 * t * dv), i + 1
-
-        t, ft, _ = lax.while_loop(ls_cond, ls_body, (1.0, value(a, v + dv), 0))
+        t, ft, nls = _backtrack(lambda t: value(a, v + t * dv), fx, slope, opts.max_ls)
         ok = ft <= fx + 1e-4 * t * slope
         v = jnp.where(ok, v + t * dv, v)
         fx = jnp.where(ok, ft, fx)
         small = -0.5 * slope <= 1e-3 * (1 + jnp.abs(fx))  # good enough for a start
-        return v, fx, it + 1, small | ~ok
+        return v, fx, it + 1, nfev + nls, small | ~ok
 
-    v, fx, _, _ = lax.while_loop(cond, body, (v, fx, 0, jnp.asarray(False)))
-    return v, fx
+    v, fx, it, nfev, _ = lax.while_loop(cond, body, (v, fx, 0, 0, jnp.asarray(False)))
+    return v, fx, it, nfev
 
 
 def newton(f: Callable, a0, v0, args=(), *, color=None, n_colors: int = 1, dense: bool = False,
@@ -214,32 +268,26 @@ def newton(f: Callable, a0, v0, args=(), *, color=None, n_colors: int = 1, dense
     if color is None:
         color = jnp.zeros(v0.shape[0], jnp.int32)
 
-    def step(a, v, mu):
+    def step(a, v, mu, g_ref, Ya):
         if dense:
-            return dense_step(f, a, v, args, mu)
-        return structured_step(f, a, v, args, color, n_colors, opts, mu)
+            return (*dense_step(f, a, v, args, mu), 0, Ya)
+        # CG for H_vv⁻¹H_va starts from the previous iteration's solution (not at the first)
+        Ya0 = None if n_colors == 1 else (Ya, g_ref > 0)
+        return _structured_step(f, a, v, args, color, n_colors, opts, mu, g_ref, Ya0)
 
     def cond(s):
         return ~s[-1]
 
     def body(s):
-        a, v, fx, _, it, _, mu, _ = s
-        da, dv, ga, gv = step(a, v, mu)
+        a, v, fx, _, it, _, mu, g_ref, nfev, ncg, Ya, _ = s
+        da, dv, ga, gv, n_cg, Ya = step(a, v, mu, g_ref, Ya)
         gnorm = jnp.sqrt(jnp.sum(ga**2) + jnp.sum(gv**2))
+        g_ref = jnp.where(it == 0, gnorm, g_ref)
         ginf = jnp.maximum(jnp.max(jnp.abs(ga), initial=0.0), jnp.max(jnp.abs(gv), initial=0.0))
         slope = jnp.sum(ga * da) + jnp.sum(gv * dv)  # gᵀd < 0
         small = (-0.5 * slope <= opts.ftol * (1 + jnp.abs(fx))) | (ginf <= opts.gtol)
 
-        def ls_cond(t_ft_i):
-            t, ft, i = t_ft_i
-            return (ft > fx + 1e-4 * t * slope) & (i < opts.max_ls)
-
-        def ls_body(t_ft_i):
-            t, _, i = t_ft_i
-            t = 0.5 * t
-            return t, value(a + t * da, v + t * dv), i + 1
-
-        t, ft, nls = lax.while_loop(ls_cond, ls_body, (1.0, value(a + da, v + dv), 0))
+        t, ft, nls = _backtrack(lambda t: value(a + t * da, v + t * dv), fx, slope, opts.max_ls)
         ok = ft <= fx + 1e-4 * t * slope
         # accept the step if it satisfied Armijo, or at least did not increase f at convergence
         accept = ok | (small & (ft <= fx))
@@ -252,15 +300,18 @@ def newton(f: Callable, a0, v0, args=(), *, color=None, n_colors: int = 1, dense
         # Levenberg–Marquardt: damp more after a heavily cut step, less after a full one
         mu = jnp.where(t >= 1.0, 0.25 * mu, jnp.where(t < 0.25, jnp.maximum(4 * mu, 1e-3), mu))
         mu = jnp.where(mu < 1e-8, 0.0, mu)
-        return a, v, fx, gnorm, it + 1, status, mu, done
+        return a, v, fx, gnorm, it + 1, status, mu, g_ref, nfev + nls, ncg + n_cg, Ya, done
 
     f0 = value(a0, v0)
+    n_warm, nfev0 = 0, 0
     if opts.warm_v > 0:
-        v0, f0 = _warm_v(f, value, a0, v0, f0, args, color, n_colors, opts)
-    init = (a0, v0, f0, jnp.asarray(jnp.inf, f0.dtype), 0, 1, jnp.asarray(0.0, f0.dtype),
+        v0, f0, n_warm, nfev0 = _warm_v(f, value, a0, v0, f0, args, color, n_colors, opts)
+    zero = jnp.asarray(0.0, f0.dtype)
+    Ya = jnp.zeros((v0.shape[0], v0.shape[1], a0.shape[0]) if not dense else (0,), f0.dtype)
+    init = (a0, v0, f0, jnp.asarray(jnp.inf, f0.dtype), 0, 1, zero, zero, nfev0, 0, Ya,
             jnp.asarray(False))
-    a, v, fx, gnorm, it, status, _, _ = lax.while_loop(cond, body, init)
+    a, v, fx, gnorm, it, status, _, _, nfev, ncg, _, _ = lax.while_loop(cond, body, init)
     # the gradient norm reported is that at the final point
     ga, gv = jax.grad(f, argnums=(0, 1))(a, v, *args)
     gnorm = jnp.sqrt(jnp.sum(ga**2) + jnp.sum(gv**2))
-    return Solution(a, v, fx, gnorm, it, status)
+    return Solution(a, v, fx, gnorm, it + n_warm, status, n_warm, nfev, ncg)

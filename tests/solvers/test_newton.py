@@ -110,3 +110,74 @@ def test_dense_and_structured_fits_agree(monkeypatch):
     np.testing.assert_allclose(a.params, b.params, atol=1e-7)
     np.testing.assert_allclose(a.cov_params(), b.cov_params(), atol=1e-7)
     np.testing.assert_allclose(v.params, w.params, atol=1e-7)
+
+
+@pytest.mark.parametrize("vb", [False, True])
+def test_structured_blocks_are_the_dense_hessian_blocks(vb):
+    """Every block from the one linearisation of ∇f (crossed design: two colours) against
+    ``jax.hessian`` of the flattened objective."""
+    import jax
+
+    from bayesglmm.solvers.newton import structured_blocks
+
+    model, f = _setup(gen_crossed_logit(6, 5, 1, 2), vb)
+    rs = np.random.default_rng(1)
+    r = 2 if vb else 1
+    ka = (model.k_fep + model.k_vcp) * r
+    k = model.k_vc
+    with precision(np.float64):
+        a = jnp.asarray(0.3 * rs.normal(size=ka))
+        v = jnp.asarray(0.3 * rs.normal(size=(k, r)))
+        args = (model._data(), model._prior())
+        ga, gv, Haa, Hva, blocks, hvp = structured_blocks(f, a, v, args,
+                                                          jnp.asarray(model._color),
+                                                          model._n_colors)
+        H = jax.hessian(lambda x: f(x[:ka], x[ka:].reshape(k, r), *args))(
+            jnp.concatenate([a, v.ravel()]))
+        u = jnp.asarray(rs.normal(size=(k, r)))
+        hu = hvp(u)
+    H = np.asarray(H)
+    Hvv = H[ka:, ka:].reshape(k, r, k, r)
+    np.testing.assert_allclose(Haa, H[:ka, :ka], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(Hva, H[ka:, :ka].reshape(k, r, ka), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(blocks, Hvv[np.arange(k), :, np.arange(k), :], rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(hu, np.einsum("jrks,ks->jr", Hvv, u), rtol=1e-10, atol=1e-10)
+
+
+def test_solution_counts_all_the_work():
+    """n_iter includes the v-only warm-up steps; line-search evaluations and CG iterations
+    are counted too (crossed design: inexact Newton with CG)."""
+    y, X, Z, ident = gen_crossed_logit(8, 8, 1, 2)
+    model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
+    solve, _, _ = map_functions(model.family, False, model._n_colors, "newton",
+                                NewtonOptions(), False)
+    with precision(np.float64):
+        a0 = jnp.concatenate([jnp.zeros(model.k_fep), jnp.ones(model.k_vcp)])
+        v0 = jnp.asarray(np.random.default_rng(0).normal(size=(model.k_vc, 1)))
+        sol, _ = solve(a0, v0, model._data(), model._prior(), jnp.asarray(model._color))
+    assert int(sol.status) == 0
+    assert 1 <= int(sol.n_warm) <= NewtonOptions().warm_v
+    assert int(sol.n_iter) > int(sol.n_warm)
+    assert int(sol.n_fev) >= int(sol.n_iter)  # at least one evaluation per step
+    assert int(sol.n_cg) >= 1
+
+
+def test_a_second_fit_does_not_recompile(monkeypatch):
+    """The jitted solve (structured path) is traced once per static configuration: a new
+    random start reuses the compiled graph."""
+    import bayesglmm.glmm as glmm_mod
+
+    monkeypatch.setattr(glmm_mod, "DENSE_MAX", 0)
+    y, X, Z, ident = gen_crossed_logit(8, 8, 1, 2)
+    model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
+    model.fit_map(rng=0)
+    model.fit_vb(rng=0)
+    solve, _, _ = map_functions(model.family, False, model._n_colors, "newton",
+                                model._options(None), True)
+    solve_vb, _ = vb_functions(model.family, model.vb_rule, False, model._n_colors, "newton",
+                               model._options(None))
+    before = solve._cache_size(), solve_vb._cache_size()
+    model.fit_map(rng=1)
+    model.fit_vb(rng=1)
+    assert (solve._cache_size(), solve_vb._cache_size()) == before
