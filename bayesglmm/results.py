@@ -234,7 +234,6 @@ class BayesMixedGLMResults:
             X = m.exog if exog is None else np.asarray(exog, dtype=np.float64)
             if X.ndim == 1:
                 X = X[:, None]
-        n = X.shape[0]
         lin = X @ self.fe_mean[:X.shape[1]]
         if exog is None:
             lin = lin + m.offset
@@ -259,7 +258,6 @@ class BayesMixedGLMResults:
                 var += 2 * np.einsum("ij,is,jis->i", X, vals, cross[:, cols])
             else:
                 var += np.sum(vals**2 * (self.vc_sd[cols] ** 2), axis=1)
-        del n
         return lin, var
 
     def __repr__(self) -> str:

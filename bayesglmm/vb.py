@@ -46,7 +46,6 @@ def vb_functions(family: Family, rule: Rule, dense: bool, n_colors: int, method:
         with H_jj the curvature of −ELBO in mean j (exact for a Gaussian likelihood).  Newton
         in log-sd from far above its optimum moves by only ≈ −½ per step (the objective grows
         like e^{2s}), so starting the log-SDs here saves many iterations at large n."""
-        kf = data.X.shape[1]
         km = a.shape[0] // 2  # number of fe and vcp means
         _, _, Haa, _, blocks, _ = structured_blocks(objective, a, v, (data, prior), color,
                                                     n_colors)
@@ -54,7 +53,6 @@ def vb_functions(family: Family, rule: Rule, dense: bool, n_colors: int, method:
         hv = blocks[:, 0, 0]
         s_a = jnp.where((ha > 0) & jnp.isfinite(ha), -0.5 * jnp.log(ha), a[km:])
         s_v = jnp.where((hv > 0) & jnp.isfinite(hv), -0.5 * jnp.log(hv), v[:, 1])
-        del kf
         return a.at[km:].set(s_a), v.at[:, 1].set(s_v)
 
     @jax.jit
