@@ -2,9 +2,10 @@
 
 from . import datasets
 from .exceptions import ConvergenceWarning, SingularFitWarning
-from .glmm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
-from .lmm import MixedLM, MixedLMResults, mixedlm
-from .results import BayesMixedGLMResults
+from .models.glmm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
+from .models.lmm import MixedLM, mixedlm
+from .results.glmm import BayesMixedGLMResults
+from .results.lmm import MixedLMResults
 
 __version__ = "0.1.0"
 

@@ -94,9 +94,9 @@ def ours(df, formula, **kw):
     import jax.numpy as jnp
 
     from bayesglmm._precision import precision
-    from bayesglmm.lmm import mixedlm
-    from bayesglmm.lmm._blas import single_threaded_blas
-    from bayesglmm.lmm.deviance import evaluate
+    from bayesglmm import mixedlm
+    from bayesglmm.linalg._blas import single_threaded_blas
+    from bayesglmm.kernels.lmm import evaluate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -5,6 +5,8 @@ import warnings
 
 import pytest
 
+from bayesglmm import datasets
+
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="formulaic")
 
 
@@ -15,3 +17,19 @@ def no_warnings():
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         yield
+
+
+
+@pytest.fixture(scope="session")
+def sleep():
+    return datasets.load("sleepstudy")
+
+
+@pytest.fixture(scope="session")
+def dietox():
+    return datasets.load("dietox")
+
+
+@pytest.fixture(scope="session")
+def penicillin():
+    return datasets.load("penicillin")

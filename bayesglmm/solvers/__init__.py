@@ -7,7 +7,7 @@ r = 1 for the joint mode, r = 2 for mean and log-SD in variational Bayes), entir
 decide whether to warn.
 """
 
-from ._solution import STATUS_MESSAGES, Solution
+from .solution import STATUS_MESSAGES, Solution
 from .lbfgs import lbfgs
 from .newton import NewtonOptions, newton, structured_blocks
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from ._solution import Solution
+from .solution import Solution
 
 __all__ = ["lbfgs"]
 

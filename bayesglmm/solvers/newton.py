@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._solution import Solution
+from .solution import Solution
 
 __all__ = ["NewtonOptions", "dense_step", "newton", "structured_blocks", "structured_step"]
 

@@ -8,10 +8,10 @@ from scipy import sparse as sp
 
 import bayesglmm as bg
 from bayesglmm._precision import precision
-from bayesglmm.laplace import map_functions
+from bayesglmm.fits.map import map_functions
 from bayesglmm.solvers import NewtonOptions, newton
 from bayesglmm.solvers.newton import dense_step, structured_step
-from bayesglmm.vb import vb_functions
+from bayesglmm.fits.vb import vb_functions
 from tests.helpers import gen_crossed_logit, gen_simple_poisson
 
 
@@ -102,7 +102,7 @@ def test_dense_and_structured_fits_agree(monkeypatch):
     model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
     a = model.fit_map(rng=0)
     v = model.fit_vb(rng=0)
-    import bayesglmm.glmm as glmm_mod
+    import bayesglmm.models.glmm as glmm_mod
 
     monkeypatch.setattr(glmm_mod, "DENSE_MAX", 0)
     b = model.fit_map(rng=0)
@@ -166,7 +166,7 @@ def test_solution_counts_all_the_work():
 def test_a_second_fit_does_not_recompile(monkeypatch):
     """The jitted solve (structured path) is traced once per static configuration: a new
     random start reuses the compiled graph."""
-    import bayesglmm.glmm as glmm_mod
+    import bayesglmm.models.glmm as glmm_mod
 
     monkeypatch.setattr(glmm_mod, "DENSE_MAX", 0)
     y, X, Z, ident = gen_crossed_logit(8, 8, 1, 2)

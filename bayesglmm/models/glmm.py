@@ -15,17 +15,18 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import OptimizeResult
 
-from . import design, sparse
-from ._precision import precision, resolve_dtype
-from .exceptions import ConvergenceWarning, SingularFitWarning
-from .families import Binomial, Family, Poisson
-from .covstruct import CorrBlock
-from .kernels import Data, Params, Prior, make_elbo, make_logposterior
-from .laplace import DENSE_COV_MAX, DENSE_COV_WORK_MAX, DENSE_MAX, DENSE_WORK_MAX, map_functions
-from .quadrature import get_rule
-from .results import BayesMixedGLMResults
-from .solvers import STATUS_MESSAGES, NewtonOptions
-from .validation import (
+from ..design import ellpack as sparse
+from ..formula import glmm_design as design
+from .._precision import precision, resolve_dtype
+from ..exceptions import ConvergenceWarning, SingularFitWarning
+from ..families import Binomial, Family, Poisson
+from ..covariance import CorrBlock
+from ..kernels.glmm import Data, Params, Prior, make_elbo, make_logposterior
+from ..fits.map import DENSE_COV_MAX, DENSE_COV_WORK_MAX, DENSE_MAX, DENSE_WORK_MAX, map_functions
+from ..quadrature import get_rule
+from ..results.glmm import BayesMixedGLMResults
+from ..solvers import STATUS_MESSAGES, NewtonOptions
+from ..validation import (
     check_1d,
     check_2d,
     check_finite,
@@ -33,7 +34,7 @@ from .validation import (
     check_length,
     check_random_state,
 )
-from .vb import split_vb, vb_functions
+from ..fits.vb import split_vb, vb_functions
 
 __all__ = ["BinomialBayesMixedGLM", "PoissonBayesMixedGLM"]
 
@@ -263,7 +264,7 @@ class _BayesMixedGLM:
         >>> model.k_fep, model.k_vcp, model.k_vc
         (4, 1, 15)
         """
-        from .lmm.terms import split_formula
+        from ..formula.terms import split_formula
 
         cols_named = [v for v in (n_trials, offset, exposure, freq_weights) if isinstance(v, str)]
         fixed_formula, bars = split_formula(formula) if "|" in formula else (formula, [])
@@ -578,7 +579,7 @@ class _BayesMixedGLM:
             extra attributes ``llf`` (the Laplace log-likelihood, lme4's logLik),
             ``log_post`` (log marginal posterior, priors only), ``is_singular``.
         """
-        from .marginal import MarginalOptions, fit_marginal
+        from ..fits.laplace import MarginalOptions, fit_marginal
 
         if integrate and not priors:
             raise ValueError("integrate=True needs priors=True (it integrates over the prior)")

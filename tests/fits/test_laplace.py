@@ -14,7 +14,7 @@ from scipy import sparse
 import bayesglmm as bg
 from bayesglmm import datasets
 from bayesglmm._precision import precision
-from bayesglmm.marginal import (
+from bayesglmm.fits.laplace import (
     LOG_SD_MIN,
     SINGULAR_SD,
     MarginalOptions,
@@ -26,7 +26,7 @@ from bayesglmm.marginal import (
 )
 from tests.helpers import gen_crossed_logit
 
-REF = Path(__file__).parent / "reference"
+REF = Path(__file__).parents[1] / "reference"
 
 
 def _cbpp(**kw):

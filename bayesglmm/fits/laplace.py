@@ -64,12 +64,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._precision import precision
-from .families import Family
-from .kernels import Data, Prior
-from .solvers import STATUS_MESSAGES
-from .covstruct import lam_t, lam_u
-from .sparse import matvec, rmatvec
+from .._precision import precision
+from ..families import Family
+from ..kernels.glmm import Data, Prior
+from ..solvers import STATUS_MESSAGES
+from ..covariance import lam_t, lam_u
+from ..design.ellpack import matvec, rmatvec
 
 __all__ = [
     "DENSE_VC_MAX",

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from bayesglmm.lmm import mixedlm
+from bayesglmm import mixedlm
 
 RTOL = 1e-4
 

@@ -135,7 +135,7 @@ class BayesMixedGLMResults:
                     raise ValueError(f"term index {term} out of range (0..{m.k_vcp - 1})")
             else:
                 if term not in m.vcp_names:
-                    from .validation import suggest
+                    from ..validation import suggest
 
                     s_ = suggest(str(term), m.vcp_names)
                     hint = f"; did you mean {s_!r}?" if s_ else ""
@@ -215,7 +215,7 @@ class BayesMixedGLMResults:
         m = self.model
         kf, kp = m.k_fep, m.k_vcp
         if isinstance(exog, pd.DataFrame) and m._formula is not None:
-            from . import design
+            from ..formula import glmm_design as design
 
             fixed, vc = m._formula[2], m._formula[3]
             X = design.new_fixed(fixed, exog)

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesglmm import lmm
+import bayesglmm
 from bayesglmm.exceptions import SingularFitWarning
-from bayesglmm.lmm import MixedLM, MixedLMResults, mixedlm
-from bayesglmm.lmm.terms import split_formula
+from bayesglmm import MixedLM, MixedLMResults, mixedlm
+from bayesglmm.formula.terms import split_formula
 
 
 @pytest.fixture
@@ -22,7 +22,13 @@ def seed():
 
 
 def test_exports():
-    assert set(lmm.__all__) == {"MixedLM", "MixedLMResults", "mixedlm"}
+    assert {"MixedLM", "MixedLMResults", "mixedlm"} <= set(bayesglmm.__all__)
+    with pytest.warns(DeprecationWarning, match="bayesglmm.lmm is deprecated"):
+        import importlib
+        import sys
+        sys.modules.pop("bayesglmm.lmm", None)
+        old = importlib.import_module("bayesglmm.lmm")
+    assert old.mixedlm is mixedlm and old.MixedLMResults is MixedLMResults
 
 
 def test_seed_example_fits_and_summarises(seed):

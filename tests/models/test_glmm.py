@@ -104,7 +104,7 @@ def test_formula_and_matrix_paths_agree():
 
 
 def _nuts():
-    path = Path(__file__).parent / "reference" / "posterior_nuts_cbpp.json"
+    path = Path(__file__).parents[1] / "reference" / "posterior_nuts_cbpp.json"
     return json.loads(path.read_text())["fits"]
 
 

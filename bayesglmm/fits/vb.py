@@ -14,11 +14,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .families import Family
-from .kernels import Params, make_elbo
-from .quadrature import Rule
-from .solvers import NewtonOptions, lbfgs, newton
-from .solvers.newton import structured_blocks
+from ..families import Family
+from ..kernels.glmm import Params, make_elbo
+from ..quadrature import Rule
+from ..solvers import NewtonOptions, lbfgs, newton
+from ..solvers.newton import structured_blocks
 
 __all__ = ["split_vb", "vb_functions"]
 

@@ -28,10 +28,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .covstruct import log_prior_blocks
-from .families import Family
-from .quadrature import Rule
-from .sparse import REDesign, matvec
+from ..covariance import log_prior_blocks
+from ..families import Family
+from ..quadrature import Rule
+from ..design.ellpack import REDesign, matvec
 
 __all__ = ["Data", "Params", "Prior", "linear_predictor", "make_elbo", "make_logposterior"]
 

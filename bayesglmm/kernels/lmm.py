@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from .crossprod import CrossProd, Structure
+from ..design.crossprod import CrossProd, Structure
 
 __all__ = [
     "Factors", "conditional_modes", "deviance", "deviance_and_grad", "evaluate", "factor",

@@ -16,8 +16,8 @@ import formulaic
 import numpy as np
 import pandas as pd
 
-from . import sparse
-from .validation import check_columns
+from ..design import ellpack as sparse
+from ..validation import check_columns
 
 __all__ = ["FixedDesign", "VCDesign", "VCTerm", "build_fixed", "build_vc", "required_columns"]
 

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from bayesglmm.lmm import mixedlm
+from bayesglmm import mixedlm
 
 smf = pytest.importorskip("statsmodels.formula.api")
 
@@ -76,7 +76,7 @@ def test_arrays_api_matches_statsmodels(dietox):
         ref = model.fit(method="lbfgs")
         ref = model.fit(start_params=ref.params_object, method="powell", maxiter=20000,
                         xtol=1e-12, ftol=1e-14)
-    from bayesglmm.lmm import MixedLM
+    from bayesglmm import MixedLM
 
     res = MixedLM(dietox["Weight"], exog, dietox["Pig"], exog_re=exog_re).fit()
     np.testing.assert_allclose(res.fe_params, ref.fe_params, rtol=RTOL)

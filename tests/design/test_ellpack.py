@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import sparse as sp
 
-from bayesglmm import sparse
+from bayesglmm.design import ellpack as sparse
 from bayesglmm._precision import precision
 
 

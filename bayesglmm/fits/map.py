@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .families import Family
-from .kernels import Params, make_logposterior
-from .solvers import NewtonOptions, lbfgs, newton
-from .solvers.newton import _pcg, structured_blocks
+from ..families import Family
+from ..kernels.glmm import Params, make_logposterior
+from ..solvers import NewtonOptions, lbfgs, newton
+from ..solvers.newton import _pcg, structured_blocks
 
 __all__ = ["DENSE_COV_MAX", "DENSE_COV_WORK_MAX", "DENSE_MAX", "DENSE_WORK_MAX", "LaplaceCov",
            "map_functions"]

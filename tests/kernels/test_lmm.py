@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesglmm.lmm import mixedlm
+from bayesglmm import mixedlm
 
-from .conftest import dense_deviance
+from tests.helpers import dense_deviance
 
 
 def _crossed(seed=0, n=150):
@@ -64,7 +64,7 @@ def test_gradient_matches_central_differences(data, formula, sparse):
     import jax.numpy as jnp
 
     from bayesglmm._precision import precision
-    from bayesglmm.lmm.deviance import deviance_and_grad
+    from bayesglmm.kernels.lmm import deviance_and_grad
 
     model = mixedlm(formula, data["sim"])
     theta = model._theta0 + 0.2
@@ -88,7 +88,7 @@ def test_logdet_solve_reverse_rule(host, monkeypatch):
     import jax.numpy as jnp
 
     from bayesglmm._precision import precision
-    from bayesglmm.lmm import deviance as dv
+    from bayesglmm.kernels import lmm as dv
 
     monkeypatch.setattr(dv, "_host_lapack", lambda: host)
     rng = np.random.default_rng(3)

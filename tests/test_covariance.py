@@ -7,7 +7,7 @@ import pytest
 from scipy import optimize, stats
 
 import bayesglmm as bg
-from bayesglmm import covstruct, datasets
+from bayesglmm import covariance as covstruct, datasets
 from bayesglmm._precision import precision
 
 
@@ -60,7 +60,7 @@ def test_logposterior_matches_dense_multivariate_normal():
 
 def test_marginal_laplace_matches_dense_reference():
     """ℓ(θ) = max_b [log p(y|b) + log N(b; 0, Σ)] + (k/2) log 2π − ½ log det(ZᵀWZ + Σ⁻¹)."""
-    from bayesglmm.marginal import design_mode, marginal_loglik
+    from bayesglmm.fits.laplace import design_mode, marginal_loglik
 
     df = _sim(G=6, per=8, seed=3)
     model = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 + x | g)", {}, df)

@@ -10,12 +10,12 @@ import scipy.linalg
 
 from .._precision import precision, resolve_dtype
 from ..exceptions import ConvergenceWarning, SingularFitWarning
-from .crossprod import cross_products
-from .design import Design, design_from_arrays, design_from_formula
-from ._blas import single_threaded_blas
-from .deviance import deviance, deviance_hessian, deviance_plain, evaluate
-from .optimize import minimise_theta
-from .terms import groups_terms, split_formula
+from ..design.crossprod import cross_products
+from ..formula.lmm_design import Design, design_from_arrays, design_from_formula
+from ..linalg._blas import single_threaded_blas
+from ..kernels.lmm import deviance, deviance_hessian, deviance_plain, evaluate
+from ..fits.lmm import minimise_theta
+from ..formula.terms import groups_terms, split_formula
 
 __all__ = ["MixedLM", "mixedlm"]
 
@@ -196,7 +196,7 @@ class MixedLM:
         -------
         MixedLMResults
         """
-        from .results import MixedLMResults
+        from ..results.lmm import MixedLMResults
 
         if method not in ("lbfgs", "lbfgs-only", "lbfgsb", "L-BFGS-B"):
             raise ValueError(f"method must be 'lbfgs' or 'lbfgs-only', got {method!r}")

@@ -1,0 +1,1 @@
+"""Design matrices kept sparse: ELLPACK random-effects designs and LMM cross-products."""

@@ -1,0 +1,1 @@
+"""Fit drivers: one module per fit, each returning a Solution-bearing record."""

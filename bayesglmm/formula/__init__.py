@@ -1,0 +1,1 @@
+"""Formulas and data frames → designs: one front end for both model kinds."""

@@ -1,0 +1,1 @@
+"""Pure log-density, ELBO, marginal-Laplace and profiled-deviance kernels."""

@@ -1,0 +1,1 @@
+"""The statsmodels-style model classes: validate, dispatch, name."""

@@ -1,0 +1,1 @@
+"""Result classes and the printable Summary."""
