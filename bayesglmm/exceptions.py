@@ -1,6 +1,10 @@
-"""Warnings raised by bayesglmm."""
+"""Warnings raised by bayesglmm, and the tolerance that decides a singular fit."""
 
-__all__ = ["ConvergenceWarning", "SingularFitWarning"]
+__all__ = ["SINGULAR_TOL", "ConvergenceWarning", "SingularFitWarning"]
+
+# A fitted random-effect SD (relative to the residual SD in a linear mixed model) below this is
+# reported as zero: a "boundary (singular) fit", lme4's ``isSingular(tol = 1e-4)``.
+SINGULAR_TOL = 1e-4
 
 
 class ConvergenceWarning(UserWarning):
