@@ -1,13 +1,29 @@
-"""bayesglmm: mixed-effects models on JAX with statsmodels' API."""
+"""bayesglmm: mixed-effects models on JAX with statsmodels' API.
 
-from . import datasets
-from .exceptions import ConvergenceWarning, SingularFitWarning
-from .models.glmm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
-from .models.lmm import MixedLM, mixedlm
-from .results.glmm import BayesMixedGLMResults
-from .results.lmm import MixedLMResults
+The names below are imported on first use (PEP 562), so ``import bayesglmm`` does not load JAX,
+scipy.stats, formulaic or pandas; ``from bayesglmm import X`` and ``bayesglmm.X`` work as usual.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# public name -> module (relative to this package) that defines it
+_LAZY = {
+    "BayesMixedGLMResults": ".results.glmm",
+    "BinomialBayesMixedGLM": ".models.glmm",
+    "ConvergenceWarning": ".exceptions",
+    "MixedLM": ".models.lmm",
+    "MixedLMResults": ".results.lmm",
+    "PoissonBayesMixedGLM": ".models.glmm",
+    "SingularFitWarning": ".exceptions",
+    "clear_cache": "._cache",
+    "mixedlm": ".models.lmm",
+}
+_SUBMODULES = {"datasets"}
 
 __all__ = [
     "BayesMixedGLMResults",
@@ -17,6 +33,31 @@ __all__ = [
     "MixedLMResults",
     "PoissonBayesMixedGLM",
     "SingularFitWarning",
+    "clear_cache",
     "datasets",
     "mixedlm",
 ]
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from . import datasets
+    from ._cache import clear_cache
+    from .exceptions import ConvergenceWarning, SingularFitWarning
+    from .models.glmm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
+    from .models.lmm import MixedLM, mixedlm
+    from .results.glmm import BayesMixedGLMResults
+    from .results.lmm import MixedLMResults
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

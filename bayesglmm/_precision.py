@@ -2,7 +2,9 @@
 
 JAX runs in float32 unless ``jax_enable_x64`` is set.  Rather than flip that global switch for
 the user's whole program at import, every public entry point that runs JAX code wraps itself in
-``precision(dtype)``, a context that enables 64-bit types only while bayesglmm computes.
+``precision(dtype)``, a context that enables 64-bit types only while bayesglmm computes.  The
+same context enables bayesglmm's persistent compilation cache (``_cache``), also only while
+bayesglmm computes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 
 import jax
 import numpy as np
+
+from ._cache import cache_scope
 
 __all__ = ["precision", "resolve_dtype"]
 
@@ -27,6 +31,7 @@ def resolve_dtype(dtype=None) -> np.dtype:
 
 @contextlib.contextmanager
 def precision(dtype):
-    """Run the enclosed JAX code with 64-bit types on iff ``dtype`` is float64."""
-    with jax.enable_x64(np.dtype(dtype) == np.float64):
+    """Run the enclosed JAX code with 64-bit types on iff ``dtype`` is float64, and with
+    bayesglmm's persistent compilation cache (see ``bayesglmm._cache``)."""
+    with jax.enable_x64(np.dtype(dtype) == np.float64), cache_scope():
         yield

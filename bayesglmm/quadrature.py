@@ -3,6 +3,8 @@
 * ``gauss_hermite(k)``: probabilists' Gauss–Hermite; exact for polynomials of degree 2k − 1.
   For the logistic ELBO term E[log(1 + exp(m + s z))] the 20-node rule used by default has
   absolute error below 1e-9 for |m| ≤ 15, s ≤ 3 (see tests/test_quadrature.py).
+* ``product_rule(rule, dim)``: the tensor-product rule for E[h(z)], z ~ N(0, I_dim) (the
+  integrated Laplace fit's grid over the variance parameters).
 * ``statsmodels_rule()``: the rule statsmodels' BayesMixedGLM uses — 10-point Gauss–Legendre on
   [−5, 5] applied to h(z)·φ(z) — kept so that ``vb_elbo`` can match statsmodels exactly.
 """
@@ -11,9 +13,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import itertools
+
 import numpy as np
 
-__all__ = ["Rule", "gauss_hermite", "get_rule", "statsmodels_rule"]
+__all__ = ["Rule", "gauss_hermite", "get_rule", "product_rule", "statsmodels_rule"]
 
 
 class Rule(NamedTuple):
@@ -26,6 +30,14 @@ def gauss_hermite(k: int = 20) -> Rule:
     x, w = np.polynomial.hermite_e.hermegauss(k)
     w = w / np.sqrt(2 * np.pi)
     return Rule(tuple(x.tolist()), tuple(w.tolist()), f"gauss-hermite-{k}")
+
+
+def product_rule(rule: Rule, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes (N, dim) and weights (N,) of the product of ``dim`` copies of ``rule``,
+    N = len(rule.nodes)**dim: E[h(z)] ≈ Σ_k w_k h(x_k) for z ~ N(0, I_dim)."""
+    nodes = np.array(list(itertools.product(rule.nodes, repeat=dim))).reshape(-1, dim)
+    weights = np.array([np.prod(c) for c in itertools.product(rule.weights, repeat=dim)])
+    return nodes, weights
 
 
 def statsmodels_rule() -> Rule:

@@ -1,6 +1,8 @@
 """Shared fixtures.  bayesglmm enables 64-bit JAX types only inside its own calls; tests that
 evaluate kernels directly wrap them in ``precision(np.float64)``."""
 
+import os
+import tempfile
 import warnings
 
 import pytest
@@ -8,6 +10,10 @@ import pytest
 from bayesglmm import datasets
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="formulaic")
+
+# The suite never touches the user's compilation cache (~/.cache/bayesglmm): it gets its own,
+# fresh per session, so the cache code still runs and no test depends on an earlier run.
+os.environ["BAYESGLMM_CACHE_DIR"] = tempfile.mkdtemp(prefix="bayesglmm-test-cache-")
 
 
 @pytest.fixture
@@ -17,7 +23,6 @@ def no_warnings():
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         yield
-
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,45 @@
 """Simulated designs from statsmodels' own tests of BayesMixedGLM
 (statsmodels/genmod/tests/test_bayes_mixed_glm.py, BSD-3-Clause), reproduced here so that the
-parity tests use exactly statsmodels' designs."""
+parity tests use exactly statsmodels' designs; and the loader of the R reference fits in
+tests/reference/lme4.json."""
+
+import json
+import re
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+
+REFERENCE = Path(__file__).parent / "reference"
+
+
+class Lme4Fit(NamedTuple):
+    """One lme4 fit from tests/reference/lme4.json, in our names: lme4's "(Intercept)" is
+    "Intercept", and the ".1" lme4 appends to a repeated group ("Subject.1") is dropped."""
+
+    formula: str  # lme4 formula
+    reml: bool  # method == "REML"
+    fixef: dict  # {name: estimate}, lme4's order
+    fixef_se: dict  # {name: standard error}
+    vcov: dict  # {(group, var1, var2): variance or covariance}; var2 None for a variance
+    sd: dict  # {(group, var1, var2): standard deviation or correlation}
+    loglik: float  # logLik(m)
+
+
+def lme4_reference(name: str) -> Lme4Fit:
+    """The fit ``name`` (a key of tests/reference/lme4.json, e.g. ``"sleepstudy_reml"``)."""
+    ref = json.loads((REFERENCE / "lme4.json").read_text())[name]
+    rename = lambda s: "Intercept" if s == "(Intercept)" else s
+    key = lambda r: (re.sub(r"\.\d+$", "", r["group"]), rename(r["var1"]), rename(r["var2"]))
+    return Lme4Fit(
+        formula=ref["formula"],
+        reml=ref["method"] == "REML",
+        fixef={rename(k): v for k, v in ref["fixef"].items()},
+        fixef_se={rename(k): v for k, v in ref["fixef_se"].items()},
+        vcov={key(r): r["variance_or_cov"] for r in ref["varcorr"]},
+        sd={key(r): r["sd_or_cor"] for r in ref["varcorr"]},
+        loglik=ref["logLik"],
+    )
 
 
 def gen_simple_logit(nc, cs, s):

@@ -58,9 +58,11 @@ def test_logposterior_matches_dense_multivariate_normal():
         assert model.logposterior(x) == pytest.approx(_dense_logpost(model, df, x), rel=1e-11)
 
 
+@pytest.mark.slow
 def test_marginal_laplace_matches_dense_reference():
     """ℓ(θ) = max_b [log p(y|b) + log N(b; 0, Σ)] + (k/2) log 2π − ½ log det(ZᵀWZ + Σ⁻¹)."""
-    from bayesglmm.fits.laplace import design_mode, marginal_loglik
+    from bayesglmm.design.ellpack import design_mode
+    from bayesglmm.kernels.marginal import marginal_loglik
 
     df = _sim(G=6, per=8, seed=3)
     model = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 + x | g)", {}, df)
@@ -89,6 +91,7 @@ def test_marginal_laplace_matches_dense_reference():
     assert ell == pytest.approx(ref, rel=1e-8)
 
 
+@pytest.mark.slow
 def test_correlated_slopes_recovered_within_their_uncertainty():
     df = _sim(G=100, per=30, seed=11)
     model = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 + x | g)", {}, df)
@@ -114,6 +117,26 @@ def test_correlated_terms_need_fit_laplace():
     for fit in (model.fit_map, model.fit_vb):
         with pytest.raises(ValueError, match=r"use fit_laplace\(\)"):
             fit()
+
+
+def test_the_elbo_is_refused_for_correlated_terms():
+    """The mean-field ELBO has no closed form for (1 + x | g): the public vb_elbo and its
+    gradient raise as fit_vb does (the kernel refuses too), while the uncorrelated
+    (1 | g) + (0 + x | g) model evaluates."""
+    from bayesglmm.kernels.glmm import jitted_kernels
+
+    df = _sim(G=5, per=4)
+    model = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 + x | g)", {}, df)
+    p = model.k_fep + model.k_vcp + model.k_vc
+    m, s = np.zeros(p), np.full(p, 0.5)
+    for f in (model.vb_elbo, model.vb_elbo_grad):
+        with pytest.raises(ValueError, match=r"use fit_laplace\(\)"):
+            f(m, s)
+    el = jitted_kernels(model.family, model.vb_rule).elbo
+    with precision(np.float64), pytest.raises(ValueError, match="correlated"):
+        el(model._params(m), model._params(s), model._data(), model._prior())
+    indep = bg.PoissonBayesMixedGLM.from_formula("y ~ x + (1 | g) + (0 + x | g)", {}, df)
+    assert np.isfinite(indep.vb_elbo(m[:p - 1], s[:p - 1]))
 
 
 def test_lme4_style_intercepts_equal_vc_formulas():

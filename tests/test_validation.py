@@ -99,6 +99,25 @@ def test_formula_nan_in_used_column_is_an_error_not_a_drop():
                                               n_trials="size")
 
 
+def test_formula_missing_drop_subsets_rows_and_array_arguments():
+    df = datasets.load("cbpp").astype({"size": float})
+    df.loc[[4, 9], "size"] = np.nan
+    off = np.linspace(-1, 1, len(df))
+    with pytest.warns(UserWarning, match="dropped 2 row"):
+        m = bg.BinomialBayesMixedGLM.from_formula("incidence ~ C(period)", {"h": "0 + C(herd)"},
+                                                  df, n_trials="size", offset=off, missing="drop")
+    keep = df["size"].notna().to_numpy()
+    ref = bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"h": "0 + C(herd)"}, df[keep].reset_index(drop=True),
+        n_trials="size", offset=off[keep])
+    assert m.nobs == 54
+    for a in ("endog", "exog", "n_trials", "offset", "_cols", "_vals"):
+        np.testing.assert_array_equal(getattr(m, a), getattr(ref, a))
+    assert m.vc_names == ref.vc_names
+    with pytest.raises(ValueError, match="missing must be 'none', 'raise' or 'drop'"):
+        bg.BinomialBayesMixedGLM.from_formula("incidence ~ 1", {}, df, missing="skip")
+
+
 def test_trials_and_exposure_checks(data):
     y, X, Z, ident = data
     with pytest.raises(ValueError, match="exceeds n_trials"):

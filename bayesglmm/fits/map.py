@@ -25,15 +25,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from .._precision import precision
 from ..families import Family
-from ..kernels.glmm import Params, make_logposterior
-from ..solvers import NewtonOptions, lbfgs, newton
-from ..solvers.newton import _pcg, structured_blocks
+from ..kernels.glmm import Data, Params, Prior, make_logposterior
+from ..linalg.psd import abs_inv, pcg
+from ..solvers import NewtonOptions, Solution, lbfgs, newton
+from ..solvers.newton import default_options, structured_blocks
 
 __all__ = ["DENSE_COV_MAX", "DENSE_COV_WORK_MAX", "DENSE_MAX", "DENSE_WORK_MAX", "LaplaceCov",
-           "map_functions"]
+           "MapFit", "fit_map", "map_functions", "scale_columns", "use_dense"]
 
 DENSE_MAX = 300  # total parameters up to which Newton uses the full dense Hessian ...
 DENSE_WORK_MAX = 100_000  # ... provided parameters × rows stays below this
@@ -44,17 +47,32 @@ DENSE_COV_MAX = 2000  # total parameters up to which cov_params() is the full ma
 DENSE_COV_WORK_MAX = 100_000_000
 
 
+def use_dense(n_params: int, nobs: int) -> bool:
+    """Newton with the full dense Hessian (rather than the structured one) for this size."""
+    return n_params <= DENSE_MAX and n_params * nobs <= DENSE_WORK_MAX
+
+
+def scale_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(X_s, A)``: X's columns centred (when X has a constant column, which absorbs the
+    centring) and scaled to unit variance; fe = A·fe_s maps coefficients of X_s back to X's."""
+    mn, sc = X.mean(0), X.std(0)
+    ixs = np.flatnonzero(sc > 1e-8)
+    const = np.flatnonzero((sc <= 1e-8) & (np.abs(mn) > 0))
+    A = np.eye(X.shape[1])  # fe_original = A @ fe_scaled
+    Xs = X.copy()
+    if len(const) > 0:
+        Xs[:, ixs] -= mn[ixs]
+        A[const[0], ixs] = -mn[ixs] / sc[ixs] / mn[const[0]]
+    Xs[:, ixs] /= sc[ixs]
+    A[ixs, ixs] = 1 / sc[ixs]
+    return Xs, A
+
+
 class LaplaceCov(NamedTuple):
     cov_a: jax.Array  # (k_a, k_a) covariance of (fe, vcp)
     var_v: jax.Array  # (k_vc,) posterior variances of the random effects
     full: jax.Array  # (p, p) full covariance, or (0, 0) when p > DENSE_COV_MAX
     exact: jax.Array  # () bool: False when var_v uses the block-Jacobi approximation
-
-
-def _inv_psd(H):
-    """Inverse of a symmetric matrix through its eigendecomposition (|λ| if indefinite)."""
-    w, Q = jnp.linalg.eigh(0.5 * (H + H.T))
-    return (Q / jnp.abs(w)) @ Q.T
 
 
 def _dense_hessian(F, x, batch: int = 32):
@@ -122,7 +140,7 @@ def map_functions(family: Family, dense: bool, n_colors: int, method: str, opts:
             def F(x):
                 return objective(x[:ka], x[ka:, None], data, prior)
 
-            cov_u = _inv_psd(_dense_hessian(F, jnp.concatenate([a, u[:, 0]])))
+            cov_u = abs_inv(_dense_hessian(F, jnp.concatenate([a, u[:, 0]])))
             J = _jacobian(a, u, data)
             cov = J @ cov_u @ J.T
             return LaplaceCov(cov[:ka, :ka], jnp.diag(cov)[ka:], cov, jnp.asarray(True))
@@ -132,8 +150,8 @@ def map_functions(family: Family, dense: bool, n_colors: int, method: str, opts:
         if n_colors == 1:
             Y = Hva[:, 0, :] / d[:, None]  # H_uu⁻¹ H_ua, (k, k_a)
         else:
-            Y = _pcg(hvp, blocks, Hva, opts.cg_tol, opts.cg_maxiter)[:, 0, :]
-        cov_a = _inv_psd(Haa - Hva[:, 0, :].T @ Y)
+            Y = pcg(hvp, blocks, Hva, opts.cg_tol, opts.cg_maxiter)[:, 0, :]
+        cov_a = abs_inv(Haa - Hva[:, 0, :].T @ Y)
         cov_au = -cov_a @ Y.T  # (k_a, k)
         var_u = 1.0 / d + jnp.einsum("kp,pq,kq->k", Y, cov_a, Y)
         # delta method for vc_j = exp(s_j)·u_j with s_j = vcp[ident_j]
@@ -152,3 +170,63 @@ def map_functions(family: Family, dense: bool, n_colors: int, method: str, opts:
         return LaplaceCov(cov_a, var_v, full, jnp.asarray(n_colors == 1))
 
     return solve, covariance, objective
+
+
+class MapFit(NamedTuple):
+    """Result of :func:`fit_map` (numpy arrays)."""
+
+    solution: Solution  # host; a = (fe, vcp), v = vc (k_vc, 1), fe on the fitted scale
+    params: np.ndarray  # (p,) (fe, vcp, vc) at the mode, fe on the original scale
+    cov: np.ndarray  # (p, p) when p ≤ DENSE_COV_MAX (see map_functions), else (k_a, k_a)
+    variances: np.ndarray  # (p,) posterior variances
+    cov_exact: bool  # False where Var(vc) uses the block-Jacobi approximation
+
+
+def fit_map(family: Family, data: Data, prior: Prior, *, color, n_colors: int,
+            method: str = "newton", opts: NewtonOptions | None = None, rng,
+            fe_transform: np.ndarray | None = None) -> MapFit:
+    """The joint posterior mode of (fe, vcp, vc) and the Laplace covariance there.
+
+    Parameters
+    ----------
+    family : families.Family
+    data, prior : kernels.glmm.Data and Prior (data's dtype is the fit's)
+    color, n_colors : design.ellpack.colors of the random-effects design
+    method : ``"newton"`` or ``"lbfgs"``
+    opts : NewtonOptions, default ``solvers.newton.default_options`` for the dtype
+    rng : numpy Generator or RandomState
+        Draws the start as statsmodels: fe = 0, vcp = 1, vc ~ N(0, 1).
+    fe_transform : (k_fep, k_fep), optional
+        A of :func:`scale_columns` when data.X holds the scaled columns: the results are
+        mapped back to the original coefficients fe = A·fe_s.
+    """
+    dt = np.dtype(data.y.dtype)
+    opts = default_options(dt) if opts is None else opts
+    kf, k, n = data.X.shape[1], data.ident.shape[0], data.y.shape[0]
+    kp = int(np.max(np.asarray(data.ident))) + 1 if k else 0
+    start_vc = rng.normal(size=k)
+    p = kf + kp + k
+    # the full matrix: from the Schur complement (one colour) or, for crossed designs, from
+    # p Hessian-vector products — only while that stays cheap
+    full = p <= DENSE_COV_MAX and (n_colors == 1 or p * n <= DENSE_COV_WORK_MAX)
+    solve, covariance, _ = map_functions(family, use_dense(p, n), n_colors, method, opts, full)
+    with precision(dt):
+        a0 = jnp.concatenate([jnp.zeros(kf, dt), jnp.ones(kp, dt)])
+        v0 = jnp.asarray(start_vc, dt)[:, None]
+        color = jnp.asarray(color)
+        sol, u = solve(a0, v0, data, prior, color)
+        cov = covariance(sol.a, u, data, prior, color)
+        sol = sol.host()
+        cov_a, var_v = np.asarray(cov.cov_a, np.float64), np.asarray(cov.var_v, np.float64)
+        cov_full = np.asarray(cov.full, np.float64) if full else None
+    params = np.concatenate([sol.a, sol.v[:, 0]])
+    if fe_transform is not None:  # back to the original fe scale: fe = A fe_scaled
+        T = np.eye(p)
+        T[:kf, :kf] = fe_transform
+        params = T @ params
+        ka = kf + kp
+        cov_a = T[:ka, :ka] @ cov_a @ T[:ka, :ka].T
+        if cov_full is not None:
+            cov_full = T @ cov_full @ T.T
+    return MapFit(sol, params, cov_full if cov_full is not None else cov_a,
+                  np.concatenate([np.diag(cov_a), var_v]), bool(cov.exact))

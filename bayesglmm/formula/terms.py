@@ -1,9 +1,11 @@
-"""Random-effect term specifications, from lme4-style formulas and statsmodels' arguments.
+"""Random-effect term specifications: one parser for both model kinds.
 
 A term is one grouping factor with a ``q``-vector of covariates per row (``b ~ N(0, σ² λλᵀ)``
 per level, Bates et al. 2015 §2).  This module only handles *text*: it splits
 ``"y ~ x + (x | g) + (1 | a/b)"`` into the fixed-effects formula and a list of
-:class:`TermSpec`, and turns ``re_formula`` / ``vc_formula`` into the same specs.
+:class:`TermSpec`, and turns statsmodels' ``re_formula`` / ``vc_formula`` (MixedLM) and
+``vc_formulas`` (the Bayesian mixed GLMs) into the same specs.  :func:`glmm_specs` and
+:func:`lmm_specs` give each model kind its fixed formula and its terms in table order.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["TermSpec", "groups_terms", "split_formula", "split_top"]
+__all__ = ["TermSpec", "glmm_specs", "groups_terms", "lmm_specs", "split_formula", "split_top"]
 
 
 class TermSpec(NamedTuple):
@@ -20,7 +22,8 @@ class TermSpec(NamedTuple):
     expr: str  # formulaic right-hand side of the covariates, e.g. "1", "0 + Days", "0 + C(x)"
     factors: tuple  # column names whose interaction is the grouping factor, e.g. ("a", "b")
     kind: str  # "re": correlated (unstructured λ); "diag": uncorrelated (diagonal λ);
-    #            "vc": statsmodels variance component (one variance shared by all columns)
+    #            "vc": statsmodels variance component (one variance shared by all columns;
+    #            no factors: the GLMM's vc_formulas, whose formula holds the factor itself)
     name: str  # label used in tables: "Subject", "a:b", or the vc_formula key
 
 
@@ -129,3 +132,47 @@ def groups_terms(group_name: str, re_formula: str | None, vc_formula: dict | Non
     for name, f in (vc_formula or {}).items():
         specs.append(TermSpec(_strip_tilde(f), (group_name,), "vc", str(name)))
     return specs
+
+
+def glmm_specs(formula: str, vc_formulas: dict | None) -> tuple[str, list[TermSpec]]:
+    """The fixed formula and the terms of a GLMM: ``vc_formulas`` in their order (one
+    variance each), then the formula's lme4-style terms.
+
+    >>> fixed, terms = glmm_specs("y ~ x + (1 | g)", {"h": "0 + C(h)"})
+    >>> fixed, [(t.name, t.kind) for t in terms]
+    ('y ~ x', [('h', 'vc'), ('g', 're')])
+    """
+    if vc_formulas is None:
+        vc_formulas = {}
+    if not isinstance(vc_formulas, dict):
+        raise ValueError(
+            f"vc_formulas must be a dict {{name: formula}}, got {type(vc_formulas).__name__}"
+        )
+    fixed, bars = split_formula(formula)
+    return fixed, [TermSpec(f, (), "vc", name) for name, f in vc_formulas.items()] + bars
+
+
+def lmm_specs(formula: str, group_name: str | None, re_formula: str | None,
+              vc_formula: dict | None) -> tuple[str, list[TermSpec]]:
+    """The fixed formula and the terms of a MixedLM: those of ``groups`` (statsmodels'
+    ``re_formula``, ``vc_formula``), then the formula's lme4-style terms.
+
+    With lme4-style terms and ``groups``, ``groups`` adds no implicit random intercept.
+    """
+    fixed, bars = split_formula(formula)
+    if group_name is None and not bars:
+        raise ValueError(
+            "give groups= (statsmodels style) or random terms such as '(1 | g)' in the "
+            "formula (lme4 style)"
+        )
+    if group_name is None and (re_formula is not None or vc_formula):
+        raise ValueError("re_formula and vc_formula need groups=")
+    specs = []
+    if group_name is not None:
+        if bars and re_formula is None:
+            re_formula = "0"  # lme4-style terms given: no implicit random intercept
+        specs = groups_terms(group_name, re_formula, vc_formula)
+    specs += bars
+    if not specs:
+        raise ValueError("the model has no random effects")
+    return fixed, specs

@@ -6,7 +6,7 @@
     η = X·fe + Z·vc + offset.
 
 As in statsmodels the Gaussian normalising constants (−½ log 2π per term) are left out.
-Correlated terms (covstruct.py) replace their columns' independent N(0, exp(vcp)²) terms by
+Correlated terms (covariance.py) replace their columns' independent N(0, exp(vcp)²) terms by
 the multivariate normal N(0, D·R·D) per level.  The
 family's factorial terms ``const`` (−Σ log y! for Poisson, Σ log C(n, y) for binomial with
 trials) are kept, so ``logposterior`` equals statsmodels' to rounding.
@@ -22,18 +22,21 @@ Factories close over the static family (and quadrature rule); data and priors ar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..covariance import log_prior_blocks
 from ..families import Family
 from ..quadrature import Rule
 from ..design.ellpack import REDesign, matvec
 
-__all__ = ["Data", "Params", "Prior", "linear_predictor", "make_elbo", "make_logposterior"]
+__all__ = ["Data", "Kernels", "Params", "Prior", "jitted_kernels", "linear_predictor",
+           "make_elbo", "make_logposterior", "unpack"]
 
 
 class Params(NamedTuple):
@@ -51,13 +54,21 @@ class Data(NamedTuple):
     weights: jax.Array  # (n,) frequency weights (ones by default)
     offset: jax.Array  # (n,) offset added to the linear predictor (zeros by default)
     const: jax.Array  # () Σ w·log C(n, y) (binomial) or −Σ w·log y! (Poisson)
-    corr: tuple = ()  # covstruct.CorrBlock per correlated term, e.g. (1 + x | g)
+    corr: tuple = ()  # covariance.CorrBlock per correlated term, e.g. (1 + x | g)
     indep: jax.Array | None = None  # (k_vc,) 1 for independent columns, 0 in correlated terms
 
 
 class Prior(NamedTuple):
     fe_p: jax.Array  # () prior SD of the fixed effects
     vcp_p: jax.Array  # () prior SD of the log SDs
+
+
+def unpack(vec, k_fep: int, k_vcp: int, dtype) -> Params:
+    """Params in ``dtype`` from a vector packed (fe, vcp, vc), as statsmodels' ``params``."""
+    vec = np.asarray(vec, dtype=np.float64)
+    kf, kp = k_fep, k_vcp
+    return Params(jnp.asarray(vec[:kf], dtype), jnp.asarray(vec[kf:kf + kp], dtype),
+                  jnp.asarray(vec[kf + kp:], dtype))
 
 
 def linear_predictor(params: Params, data: Data) -> jax.Array:
@@ -98,6 +109,9 @@ def make_elbo(family: Family, rule: Rule) -> Callable[[Params, Params, Data, Pri
     """``elbo(mean, sd, data, prior) -> scalar``: mean-field ELBO, E_q by ``rule``."""
 
     def elbo(mean: Params, sd: Params, data: Data, prior: Prior) -> jax.Array:
+        if data.corr:  # static: the pytree's structure
+            raise ValueError("the mean-field ELBO has no closed form for correlated random "
+                             "effects (data.corr)")
         X, Z = data.X, data.Z
         # mean and variance of the linear predictor under q
         tm = X @ mean.fe + matvec(Z, mean.vc) + data.offset
@@ -113,3 +127,21 @@ def make_elbo(family: Family, rule: Rule) -> Callable[[Params, Params, Data, Pri
         return iv + entropy
 
     return elbo
+
+
+class Kernels(NamedTuple):
+    """The kernels jitted, for evaluation at given parameters."""
+
+    logposterior: Callable  # (params, data, prior) -> ()
+    logposterior_grad: Callable  # (params, data, prior) -> Params
+    elbo: Callable  # (mean, sd, data, prior) -> ()
+    elbo_grad: Callable  # (mean, sd, data, prior) -> (Params, Params)
+
+
+@functools.cache
+def jitted_kernels(family: Family, rule: Rule) -> Kernels:
+    """:class:`Kernels` for one family and ELBO quadrature rule (one compilation each)."""
+    lp = make_logposterior(family)
+    el = make_elbo(family, rule)
+    return Kernels(jax.jit(lp), jax.jit(jax.grad(lp)), jax.jit(el),
+                   jax.jit(jax.grad(el, argnums=(0, 1))))

@@ -14,7 +14,12 @@ sum of squares is ``r²_θ = yᵀy − ‖c_u‖² − ‖c_β‖²`` and
 
 ``L_θ`` is formed blockwise: ``Z₁`` (the largest term) gives a block-diagonal ``A₁₁`` factored
 by a batched Cholesky; the other terms form one dense Schur complement
-``S = Λ₂ᵀ(Z₂ᵀZ₂ − Z₂ᵀZ₁ W Z₁ᵀZ₂)Λ₂ + I`` with ``W_l = λ₁ (λ₁ᵀ D_l λ₁ + I)⁻¹ λ₁ᵀ``.
+``S = Λ₂ᵀ(Z₂ᵀZ₂ − Z₂ᵀZ₁ W Z₁ᵀZ₂)Λ₂ + I`` with ``W_l = λ₁ (λ₁ᵀ D_l λ₁ + I)⁻¹ λ₁ᵀ``; its
+log-determinant, solves and their reverse rule are :mod:`bayesglmm.linalg.cholesky`.
+
+statsmodels parameterises the covariances by ψ, per parameter block the lower triangle of
+``λλᵀ`` (``cov_re / scale``); :func:`psi_hessian` is the Hessian of ``½ d(θ(ψ))``, whose
+inverse gives statsmodels' standard errors of ψ.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from ..design.crossprod import CrossProd, Structure
+from ..linalg.cholesky import logdet_solve, logdet_solve_plain
 
 __all__ = [
-    "Factors", "conditional_modes", "deviance", "deviance_and_grad", "evaluate", "factor",
-    "lambdas", "logdet_quad", "logdet_solve", "profiled", "spd_inverse",
+    "Factors", "deviance", "deviance_hessian", "deviance_plain", "evaluate", "factor", "lambdas",
+    "profiled", "psi_blocks", "psi_hessian", "psi_to_theta", "theta_to_psi",
 ]
 
 
@@ -141,140 +147,6 @@ def _ct_times(cp: CrossProd, struct: Structure, v):
     return jnp.einsum("ila,ik->lak", cp.c_dense, v)
 
 
-def _lower_gram(u, blocks: int = 4):
-    """``UᵀU`` for lower-triangular ``U``, skipping the zero blocks (about 1/3 of a full product).
-
-    Block row ``i`` of the lower block triangle is ``U[i:, i]ᵀ U[i:, :i+1]``; the upper
-    triangle is filled by symmetry.
-    """
-    n = u.shape[0]
-    cuts = [round(i * n / blocks) for i in range(blocks + 1)]
-    rows = []
-    for i in range(blocks):
-        a, b = cuts[i], cuts[i + 1]
-        rows.append(jnp.pad(u[a:, a:b].T @ u[a:, :b], ((0, 0), (0, n - b))))
-    z = jnp.concatenate(rows, axis=0)
-    ii = jnp.arange(n)
-    return jnp.where(ii[:, None] >= ii[None, :], z, z.T)
-
-
-def _potri_host(raw):
-    """LAPACK ``potri`` on the host: the lower triangle of S⁻¹ from the lower Cholesky factor.
-
-    Input and output travel as bytes, ``(m, m, itemsize)`` uint8: the callback runs on an XLA
-    thread, where the caller's (thread-local) 64-bit mode is off and JAX would silently
-    canonicalise float64 arrays to float32 on the way in and out.
-    """
-    import scipy.linalg.lapack as lapack
-
-    raw = np.asarray(raw)
-    dtype = np.float64 if raw.shape[-1] == 8 else np.float32
-    lt = np.ascontiguousarray(raw).view(dtype)[..., 0].T  # Lᵀ, Fortran-ordered: no copy
-    fn = lapack.dpotri if dtype == np.float64 else lapack.spotri
-    inv, info = fn(lt, lower=0)  # upper triangle of S⁻¹ (S = UᵀU with U = Lᵀ)
-    if info != 0:
-        inv = np.full_like(lt, np.nan)
-    low = np.tril(inv.T)  # C-ordered lower triangle
-    return np.ascontiguousarray(low, dtype=dtype).view(np.uint8).reshape(raw.shape)
-
-
-def _tril_mask(n):
-    ii = jnp.arange(n)
-    return ii[:, None] >= ii[None, :]
-
-
-def _host_lapack() -> bool:
-    """Whether S⁻¹ goes through LAPACK on the host (CPU backend)."""
-    return jax.default_backend() == "cpu"
-
-
-def spd_inverse_lower(chol):
-    """The lower triangle of ``S⁻¹`` (zeros above) from the lower Cholesky factor of ``S``.
-
-    On CPU one LAPACK ``potri`` call (through a host callback: ``2m³/3`` flops, nothing to
-    compile, several times faster than the XLA alternatives for ``m`` in the thousands);
-    elsewhere a triangular solve and :func:`_lower_gram`.  Not forward-differentiable.
-    """
-    if _host_lapack():
-        raw = jax.lax.bitcast_convert_type(chol, jnp.uint8)  # (m, m, itemsize)
-        out = jax.pure_callback(_potri_host, jax.ShapeDtypeStruct(raw.shape, jnp.uint8), raw)
-        return jax.lax.bitcast_convert_type(out, chol.dtype)
-    u = solve_triangular(chol, jnp.eye(chol.shape[0], dtype=chol.dtype), lower=True)
-    return jnp.where(_tril_mask(chol.shape[0]), _lower_gram(u), 0.0)
-
-
-def spd_inverse(chol):
-    """``S⁻¹`` (full, symmetric) from the lower Cholesky factor of ``S``."""
-    low = spd_inverse_lower(chol)
-    return jnp.where(_tril_mask(chol.shape[0]), low, low.T)
-
-
-def cholesky_lower(s):
-    """Cholesky factor of the symmetric ``s`` reading only its lower triangle.
-
-    The upper triangle of the result is unspecified: every consumer (triangular solves,
-    ``potri``, the diagonal) reads the lower one only, and masking it would be one more pass
-    over an m × m array per evaluation.
-    """
-    return jax.lax.linalg.cholesky(s, symmetrize_input=False)
-
-
-@jax.custom_vjp
-def logdet_solve(s, r):
-    """``(log|S|, Rᵀ S⁻¹ R, S⁻¹ R)`` for symmetric positive definite ``S`` (m, m), ``R`` (m, k).
-
-    Only the lower triangle of ``s`` is read (and only it receives a cotangent): one Cholesky
-    factorisation.  The reverse rule is written out (``∂log|S| = S⁻¹``, …) with ``S⁻¹`` from
-    :func:`spd_inverse_lower`: JAX's generic Cholesky VJP is an order of magnitude slower on
-    CPU for m in the thousands.  Reverse mode only.
-    """
-    return _logdet_solve_fwd(s, r)[0]
-
-
-def _logdet_solve_fwd(s, r):
-    chol = cholesky_lower(s)
-    y = solve_triangular(chol, r, lower=True)  # L⁻¹R
-    x = solve_triangular(chol, y, lower=True, trans=1)  # S⁻¹R
-    return (2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), y.T @ y, x), (chol, x)
-
-
-def _logdet_solve_bwd(res, g):
-    chol, x = res
-    g_ld, g_q, g_x = g
-    m = chol.shape[0]
-    low = spd_inverse_lower(chol)
-    gs = 0.5 * (g_q + g_q.T)
-    z = jax.scipy.linalg.cho_solve((chol, True), g_x)  # S⁻¹ ḡ_x (zero unless x is used)
-    xg = x @ gs
-    grad_r = 2.0 * xg + z
-    # symmetric gradient G = g_ld S⁻¹ − x gs xᵀ − sym(z xᵀ), folded onto the lower triangle
-    # that s is read from: 2 G_ij below the diagonal, G_ii on it, 0 above
-    ii = jnp.arange(m)
-    fold = jnp.where(ii[:, None] > ii[None, :], 2.0, (ii[:, None] == ii[None, :]).astype(chol.dtype))
-    outer = jnp.concatenate([xg + 0.5 * z, 0.5 * x], axis=1) @ jnp.concatenate([x, z], axis=1).T
-    grad_s = fold * (g_ld * low - outer)
-    return grad_s.astype(chol.dtype), grad_r
-
-
-logdet_solve.defvjp(_logdet_solve_fwd, _logdet_solve_bwd)
-
-
-def logdet_solve_plain(s, r):
-    """:func:`logdet_solve` through JAX's own Cholesky rules: differentiable in forward and
-    reverse mode to any order (for exact Hessians), slower to differentiate once."""
-    low = jnp.tril(s)
-    chol = jnp.linalg.cholesky(low + jnp.tril(s, -1).T)
-    y = solve_triangular(chol, r, lower=True)
-    x = solve_triangular(chol, y, lower=True, trans=1)
-    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), y.T @ y, x
-
-
-def logdet_quad(s, r):
-    """``(log|S|, Rᵀ S⁻¹ R)`` (see :func:`logdet_solve`)."""
-    ld, q, _ = logdet_solve(s, r)
-    return ld, q
-
-
 def _schur(cp: CrossProd, struct: Structure, lams, w):
     """S = Λ₂ᵀ (Z₂ᵀZ₂ − Z₂ᵀZ₁ W Z₁ᵀZ₂) Λ₂ + I; only its lower triangle is meaningful."""
     m = struct.m
@@ -354,12 +226,6 @@ def deviance(theta, cp: CrossProd, struct: Structure, reml: bool = True):
     return profiled(factor(theta, cp, struct), cp.n, p, reml)
 
 
-@functools.partial(jax.jit, static_argnames=("struct",))
-def deviance_and_grad(theta, cp: CrossProd, struct: Structure, reml: bool = True):
-    """``(d(θ), ∇d(θ))`` by reverse-mode autodiff."""
-    return jax.value_and_grad(deviance)(theta, cp, struct, reml)
-
-
 def deviance_plain(theta, cp: CrossProd, struct: Structure, reml=True):
     """:func:`deviance` without the custom reverse rule (traceable, not jitted): the function
     that exact Hessians are taken of."""
@@ -391,40 +257,57 @@ def evaluate(theta, cp: CrossProd, struct: Structure, reml: bool = True):
     return dev, grad, aux
 
 
-def conditional_modes(theta, beta, cp: CrossProd, struct: Structure):
-    """Conditional modes b = Λu of the random effects (the BLUPs) at θ and β.
+# ---------------------------------------------------------------- statsmodels' ψ = vech(λλᵀ)
+def psi_blocks(struct: Structure) -> list:
+    """The distinct θ blocks as ``(q, q)`` index matrices, in θ order (terms sharing a
+    parameter key share a block), each with its free positions ``(i, j)``, column-major lower
+    triangle: ``[(ti, [(i, j), ...]), ...]``."""
+    seen = {}
+    for q, ti in zip(struct.q, struct.theta_index):
+        idx = np.asarray(ti).reshape(q, q)
+        seen.setdefault(ti, idx)
+    out = []
+    for idx in sorted(seen.values(), key=lambda a: int(a[a >= 0].min())):
+        q = idx.shape[0]
+        out.append((idx, [(i, j) for j in range(q) for i in range(j, q) if idx[i, j] >= 0]))
+    return out
 
-    Solves (ΛᵀZᵀZΛ + I) u = ΛᵀZᵀ(y − Xβ) blockwise.  Returns ``(b1, b2)``: ``(L₁, q₁)`` for
-    the largest term and ``(m,)`` for the others, in crossprod order.
-    """
-    lams, l11, _g, w = _blocks(theta, cp, struct)
-    lam1 = lams[0]
-    coef = jnp.concatenate([-beta, jnp.ones((1,), beta.dtype)])
-    rz1 = cp.b1 @ coef  # (L₁, q₁) Z₁ᵀ(y − Xβ)
-    if struct.m:
-        rz2 = cp.b2 @ coef  # (m,)
-        l22 = cholesky_lower(_schur(cp, struct, lams, w))
-        wr = jnp.einsum("lab,lb->la", w, rz1)
-        r2 = _lam_t_rows((rz2 - _c_times(cp, struct, wr[..., None])[:, 0])[:, None], lams, struct)
-        u2 = jax.scipy.linalg.cho_solve((l22, True), r2)[:, 0]
-        b2 = _lam_rows(u2[:, None], lams, struct)[:, 0]
-        rz1 = rz1 - _ct_times(cp, struct, b2)
-    else:
-        b2 = jnp.zeros((0,), cp.b1.dtype)
-    rhs = jnp.einsum("ab,la->lb", lam1, rz1)  # λ₁ᵀ(...)
-    u1 = jax.scipy.linalg.cho_solve((l11, True), rhs[..., None])[..., 0]
-    b1 = jnp.einsum("ab,lb->la", lam1, u1)
-    return b1, b2
+
+def theta_to_psi(theta, struct: Structure, dtype=np.float64) -> np.ndarray:
+    """ψ on the host, computed in ``dtype``: per block the free entries of ``λλᵀ``."""
+    theta = np.asarray(theta, dtype)
+    parts = []
+    for ti, pos in psi_blocks(struct):
+        lam = np.where(ti >= 0, theta[np.maximum(ti, 0)], dtype(0))
+        s = lam @ lam.T
+        parts.append(np.array([s[i, j] for i, j in pos], dtype))
+    return np.concatenate(parts)
+
+
+def psi_to_theta(psi, struct: Structure):
+    """θ from ψ (traceable): per block ``λ = chol(λλᵀ)`` (a square root for diagonal blocks)."""
+    theta = jnp.zeros(struct.n_theta, psi.dtype)
+    k = 0
+    for ti, pos in psi_blocks(struct):
+        q = ti.shape[0]
+        r, c = (np.array(v) for v in zip(*pos))
+        s = jnp.zeros((q, q), psi.dtype).at[r, c].set(psi[k : k + len(r)])
+        k += len(r)
+        if np.all(r == c):  # diagonal structure
+            lam = jnp.diag(jnp.sqrt(jnp.diagonal(s)))
+        else:
+            lam = jnp.linalg.cholesky(s + jnp.tril(s, -1).T)
+        mask = ti >= 0
+        theta = theta.at[ti[mask]].set(lam[mask])
+    return theta
+
+
+def _half_deviance_psi(psi, cp: CrossProd, struct: Structure, reml):
+    return 0.5 * deviance_plain(psi_to_theta(psi, struct), cp, struct, reml)
 
 
 @functools.partial(jax.jit, static_argnames=("struct",))
-def estimates(theta, cp: CrossProd, struct: Structure, reml: bool = True):
-    """β̂, (XᵀV⁻¹X)⁻¹, σ̂², the deviance and the conditional modes (b₁, b₂) at θ."""
-    p = cp.xy.shape[0] - 1
-    f = factor(theta, cp, struct)
-    chol = jnp.linalg.cholesky(f.txx)
-    beta = jax.scipy.linalg.cho_solve((chol, True), f.txy)
-    txx_inv = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(p, dtype=f.txx.dtype))
-    sigma2 = f.pwrss / jnp.where(reml, cp.n - p, cp.n)
-    b1, b2 = conditional_modes(theta, beta, cp, struct)
-    return beta, txx_inv, sigma2, profiled(f, cp.n, p, reml), b1, b2
+def psi_hessian(psi, cp: CrossProd, struct: Structure, reml=True):
+    """∇²_ψ ½d(θ(ψ)): the observed information of ψ, exact (forward-over-reverse autodiff
+    through :func:`deviance_plain`); one compilation per model structure."""
+    return jax.hessian(_half_deviance_psi)(psi, cp, struct, reml)

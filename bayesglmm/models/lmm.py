@@ -6,45 +6,15 @@ import warnings
 
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
 from .._precision import precision, resolve_dtype
-from ..exceptions import ConvergenceWarning, SingularFitWarning
+from ..exceptions import SINGULAR_TOL, ConvergenceWarning, SingularFitWarning
 from ..design.crossprod import cross_products
-from ..formula.lmm_design import Design, design_from_arrays, design_from_formula
-from ..linalg._blas import single_threaded_blas
-from ..kernels.lmm import deviance, deviance_hessian, deviance_plain, evaluate
-from ..fits.lmm import minimise_theta
-from ..formula.terms import groups_terms, split_formula
+from ..formula.lmm import Design, design_from_arrays, lmm_design
+from ..kernels.lmm import deviance
+from ..fits.lmm import fit_lmm
 
 __all__ = ["MixedLM", "mixedlm"]
-
-
-class _EvalCache:
-    """``θ → (d, ∇d)`` for the optimiser through :func:`.deviance.evaluate`, remembering the
-    last few points (the optimiser re-evaluates its final θ, and the fit needs the auxiliary
-    outputs there)."""
-
-    def __init__(self, cp, struct, reml, dtype, size=4):
-        self.cp, self.struct, self.reml, self.dtype, self.size = cp, struct, reml, dtype, size
-        self.memo = {}
-
-    def full(self, theta):
-        x = np.asarray(theta, np.float64)
-        key = x.tobytes()
-        if key not in self.memo:
-            out = evaluate(jnp.asarray(x, self.dtype), self.cp, self.struct, self.reml)
-            if len(self.memo) >= self.size:
-                self.memo.pop(next(iter(self.memo)))
-            self.memo[key] = out
-        return self.memo[key]
-
-    def __call__(self, theta):
-        dev, grad, _ = self.full(theta)
-        return dev, grad
-
-# θ diagonal below this is "on the boundary" (lme4's isSingular tolerance)
-SINGULAR_TOL = 1e-4
 
 
 class MixedLM:
@@ -70,11 +40,10 @@ class MixedLM:
 
     Examples
     --------
-    >>> from bayesglmm import datasets
-    >>> from bayesglmm.lmm import mixedlm
+    >>> from bayesglmm import datasets, mixedlm
     >>> df = datasets.load("sleepstudy")
     >>> r = mixedlm("Reaction ~ Days", df, groups="Subject", re_formula="~Days").fit()
-    >>> round(r.fe_params["Days"], 4)
+    >>> print(round(r.fe_params["Days"], 4))
     10.4673
     """
 
@@ -124,28 +93,9 @@ class MixedLM:
     def from_formula(cls, formula, data, groups=None, re_formula=None, vc_formula=None,
                      missing="none", *, dtype=None):
         """Model from a formula; see :func:`mixedlm`."""
-        fixed, bar_terms = split_formula(formula)
-        if groups is None and not bar_terms:
-            raise ValueError(
-                "give groups= (statsmodels style) or random terms such as '(1 | g)' in the "
-                "formula (lme4 style)"
-            )
-        if groups is None and (re_formula is not None or vc_formula):
-            raise ValueError("re_formula and vc_formula need groups=")
-        specs = []
-        if groups is not None:
-            gname = groups if isinstance(groups, str) else str(getattr(groups, "name", None) or "Group")
-            if bar_terms and re_formula is None:
-                re_formula = "0"  # lme4-style terms given: no implicit random intercept
-            specs = groups_terms(gname, re_formula, vc_formula)
-        else:
-            gname = None
-        specs += bar_terms
-        if not specs:
-            raise ValueError("the model has no random effects")
         obj = cls.__new__(cls)
-        obj._init(design_from_formula(formula, data, groups, fixed, specs, missing, gname),
-                  formula, dtype)
+        obj._init(lmm_design(formula, data, groups, re_formula, vc_formula, missing), formula,
+                  dtype)
         return obj
 
     # ------------------------------------------------------------------ internals
@@ -204,32 +154,11 @@ class MixedLM:
         theta0 = self._start() if start_params is None else np.asarray(start_params, np.float64)
         if theta0.shape != (self.n_theta,):
             raise ValueError(f"start_params must have {self.n_theta} values, got {theta0.shape}")
-        with precision(dt), single_threaded_blas():
-            cp, st = self._crossprod(dt)
-            cpj = type(cp)(*[jnp.asarray(a) for a in cp])
-            vg = _EvalCache(cpj, st, reml, dt)
-            def hessian(th):
-                return np.asarray(deviance_hessian(jnp.asarray(th, dt), cpj, st, reml), np.float64)
-
-            fitres = minimise_theta(vg, hessian, theta0, self._lower, maxiter=maxiter,
-                                    polish=method != "lbfgs-only",
-                                    gtol=1e-5 if dt == np.float64 else 1e-2)
-            theta = fitres.theta.copy()
-            theta[self._diag] = np.where(theta[self._diag] < 1e-10, 0.0, theta[self._diag])
-            dev, _, (t, b1k, b2k) = vg.full(theta)
-        # β̂, (XᵀV⁻¹X)⁻¹, σ̂² and the BLUPs from t = [X y]ᵀV⁻¹[X y] and the BLUP maps
-        p = self.k_fe
-        t = np.asarray(t, np.float64)
-        r = np.linalg.cholesky(t)  # [[R_X, 0], [c_βᵀ, r_θ]]
-        rx_inv = scipy.linalg.solve_triangular(r[:p, :p], np.eye(p), lower=True)
-        txx_inv = rx_inv.T @ rx_inv
-        beta = rx_inv.T @ r[p, :p]
-        pwrss = float(r[p, p] ** 2)
-        sigma2 = pwrss / (self.nobs - p if reml else self.nobs)
-        coef = np.concatenate([-beta, [1.0]])
-        b1 = np.asarray(b1k, np.float64) @ coef
-        b2 = np.asarray(b2k, np.float64) @ coef
-        if self._yshift:
+        cp, st = self._crossprod(dt)
+        est = fit_lmm(cp, st, theta0, self._lower, self._diag, reml, dt, maxiter=maxiter,
+                      polish=method != "lbfgs-only")
+        fitres, theta, beta = est.optim, est.theta, est.beta.copy()
+        if self._yshift:  # the intercept of the uncentred response
             j = int(np.flatnonzero(np.all(self.design.X == 1.0, axis=0))[0])
             beta[j] += self._yshift
         if not fitres.converged:
@@ -249,15 +178,15 @@ class MixedLM:
         for pos, i in enumerate(self._order):
             t = self.design.terms[i]
             if pos == 0:
-                blups[i] = np.asarray(b1, np.float64)
+                blups[i] = est.b1
             else:
                 size = t.n_levels * t.q
-                blups[i] = np.asarray(b2[off : off + size], np.float64).reshape(t.n_levels, t.q)
+                blups[i] = est.b2[off : off + size].reshape(t.n_levels, t.q)
                 off += size
         return MixedLMResults(
-            model=self, theta=theta, fe=beta, cov_fe=float(sigma2) * np.asarray(txx_inv, np.float64),
-            scale=float(sigma2), deviance=float(dev), reml=reml, blups=blups, fit=fitres,
-            is_singular=singular, dtype=dt,
+            model=self, theta=theta, fe=beta, cov_fe=est.sigma2 * est.txx_inv, scale=est.sigma2,
+            deviance=est.deviance, reml=reml, blups=blups, fit=fitres, is_singular=singular,
+            cov_psi=est.cov_psi,
         )
 
     def _start(self):
@@ -291,94 +220,6 @@ class MixedLM:
         s2 = max(v - sum(e for _, e in est.values()), 0.1 * v)
         for k, e in est.values():
             theta[k] = float(np.clip(np.sqrt(e / s2), 0.1, 10.0))
-        return theta
-
-    def _theta_cov(self, theta, reml, dtype=None):
-        """Inverse Hessian of the profiled log-likelihood over the relative covariances ψ.
-
-        ψ holds, per parameter block, the lower triangle of λλᵀ (statsmodels' ``cov_re /
-        scale``); θ = chol(ψ).  The Hessian is exact: forward-over-reverse autodiff of
-        ψ ↦ ½·d(θ(ψ)) through :func:`.deviance.deviance_plain`.  Returns ``None`` where it
-        cannot be formed or inverted, e.g. with a variance on the boundary.
-        """
-        import jax
-
-        dt = resolve_dtype(dtype or self.dtype)
-        with precision(dt), single_threaded_blas():
-            cp, st = self._crossprod(dt)
-            cpj = type(cp)(*[jnp.asarray(a) for a in cp])
-            psi0 = np.asarray(self._theta_to_psi(jnp.asarray(theta, dt)), np.float64)
-            _, is_var = self._psi_scale(psi0)
-            if not np.all(np.isfinite(psi0)) or np.any(psi0[is_var] <= 0):
-                return None
-
-            def half_dev(ps):
-                return 0.5 * deviance_plain(self._psi_to_theta(ps), cpj, st, reml)
-
-            h = np.asarray(jax.jit(jax.hessian(half_dev))(jnp.asarray(psi0, dt)), np.float64)
-            h = 0.5 * (h + h.T)
-        if not np.all(np.isfinite(h)):
-            return None
-        try:
-            return np.linalg.inv(h)
-        except np.linalg.LinAlgError:
-            return None
-
-    def _psi_scale(self, psi):
-        """Per entry of ψ a natural scale (√(ψ_ii ψ_jj)) and whether it is a variance."""
-        scale, is_var, k = [], [], 0
-        for ti in self._blocks():
-            pos = self._positions(ti)
-            var = {i: psi[k + n] for n, (i, j) in enumerate(pos) if i == j}
-            for i, j in pos:
-                vi, vj = var.get(i, 0.0), var.get(j, 0.0)
-                scale.append(abs(psi[k]) if i == j else np.sqrt(max(vi * vj, 0.0)))
-                is_var.append(i == j)
-                k += 1
-        scale = np.asarray(scale, np.float64)
-        scale = np.where(scale > 0, scale, max(float(np.max(scale, initial=0.0)), 1.0) * 1e-3)
-        return scale, np.asarray(is_var, bool)
-
-    def _blocks(self):
-        """Distinct θ blocks: list of (theta index matrix) in first-appearance order."""
-        seen, out = set(), []
-        for t, ti in zip(self.design.terms, self._theta_index):
-            if t.tkey in seen:
-                continue
-            seen.add(t.tkey)
-            out.append(ti)
-        return out
-
-    @staticmethod
-    def _positions(ti):
-        """Free entries (i, j) of a λ block in column-major lower-triangular order."""
-        q = ti.shape[0]
-        return [(i, j) for j in range(q) for i in range(j, q) if ti[i, j] >= 0]
-
-    def _theta_to_psi(self, theta):
-        parts = []
-        for ti in self._blocks():
-            lam = jnp.where(jnp.asarray(ti >= 0), theta[np.maximum(ti, 0)], 0.0)
-            s = lam @ lam.T
-            r, c = zip(*self._positions(ti))
-            parts.append(s[np.array(r), np.array(c)])
-        return jnp.concatenate(parts)
-
-    def _psi_to_theta(self, psi):
-        theta = jnp.zeros(self.n_theta, psi.dtype)
-        k = 0
-        for ti in self._blocks():
-            q = ti.shape[0]
-            pos = self._positions(ti)
-            r, c = (np.array(v) for v in zip(*pos))
-            s = jnp.zeros((q, q), psi.dtype).at[r, c].set(psi[k : k + len(r)])
-            k += len(r)
-            if np.all(r == c):  # diagonal structure
-                lam = jnp.diag(jnp.sqrt(jnp.diagonal(s)))
-            else:
-                lam = jnp.linalg.cholesky(s + jnp.tril(s, -1).T)
-            mask = ti >= 0
-            theta = theta.at[ti[mask]].set(lam[mask])
         return theta
 
 

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
 from .summary import Summary
 
-__all__ = ["BayesMixedGLMResults"]
+__all__ = ["BayesMixedGLMResults", "ParamLayout"]
+
+
+class ParamLayout(NamedTuple):
+    """How a mixed GLM's ``params`` vector is packed and named (a model's ``layout``)."""
+
+    k_fep: int  # fixed effects
+    k_sd: int  # log SDs (the first k_sd of the k_vcp variance parameters)
+    k_vcp: int  # variance parameters: log SDs, then correlation parameters
+    k_vc: int  # random effects
+    fep_names: list
+    vcp_names: list
+    vc_names: list | None
+    named: bool  # label tables (names came from a formula or DataFrames)
+
+    def split(self, vec):
+        """``(fe, vcp, vc)`` blocks of ``vec`` (k_fep + k_vcp + k_vc,)."""
+        kf, kp = self.k_fep, self.k_vcp
+        return vec[:kf], vec[kf:kf + kp], vec[kf + kp:]
 
 
 class BayesMixedGLMResults:
@@ -33,7 +53,7 @@ class BayesMixedGLMResults:
     Notes
     -----
     ``cov_params()`` is the full posterior covariance for a ``fit_map`` fit with at most
-    ``laplace.DENSE_COV_MAX`` parameters.  Above that size forming it would cost
+    ``fits.map.DENSE_COV_MAX`` parameters.  Above that size forming it would cost
     O(k_vc²) memory, so it returns the covariance of the fixed effects and variance parameters
     only; the random effects' posterior SDs are always in ``vc_sd``.  For ``fit_vb`` it is the
     vector of posterior variances, as in statsmodels.
@@ -50,16 +70,17 @@ class BayesMixedGLMResults:
             cp = self._cov_params
             variances = np.diag(cp) if cp.ndim == 2 else cp
         variances = np.asarray(variances, dtype=np.float64)
-        self.fe_mean, self.vcp_mean, self.vc_mean = model._unpack(self.params)
+        self.layout = model.layout
+        self.fe_mean, self.vcp_mean, self.vc_mean = self.layout.split(self.params)
         sd = np.sqrt(np.maximum(variances, 0.0))
-        self.fe_sd, self.vcp_sd, self.vc_sd = model._unpack(sd)
+        self.fe_sd, self.vcp_sd, self.vc_sd = self.layout.split(sd)
         for k, v in (extra or {}).items():
             setattr(self, k, v)
 
     # ------------------------------------------------------------------ tables
     def _names(self, n: int) -> list[str] | None:
-        m = self.model
-        na = list(m.fep_names) + list(m.vcp_names) + list(m.vc_names or [])
+        lay = self.layout
+        na = list(lay.fep_names) + list(lay.vcp_names) + list(lay.vc_names or [])
         return na[:n] if len(na) >= n else None
 
     def cov_params(self):
@@ -70,7 +91,7 @@ class BayesMixedGLMResults:
         fixed effects and variance parameters only; see the class notes.
         """
         cp = self._cov_params
-        names = self._names(cp.shape[0]) if self.model._named else None
+        names = self._names(cp.shape[0]) if self.layout.named else None
         if names is None:
             return cp
         if cp.ndim == 2:
@@ -79,11 +100,11 @@ class BayesMixedGLMResults:
 
     def summary(self) -> Summary:
         """A table of the fixed effects (Type M) and variance parameters (Type V)."""
-        m = self.model
-        k = m.k_fep + m.k_vcp
+        m, lay = self.model, self.layout
+        k = lay.k_fep + lay.k_vcp
         mean = np.concatenate([self.fe_mean, self.vcp_mean])
         psd = np.concatenate([self.fe_sd, self.vcp_sd])
-        k_sd = getattr(m, "_k_sd", m.k_vcp)
+        k_sd = lay.k_sd
         df = pd.DataFrame(
             {
                 "Type": ["M"] * m.k_fep + ["V"] * k_sd + ["R"] * (m.k_vcp - k_sd),
@@ -215,12 +236,10 @@ class BayesMixedGLMResults:
         m = self.model
         kf, kp = m.k_fep, m.k_vcp
         if isinstance(exog, pd.DataFrame) and m._formula is not None:
-            from ..formula import glmm_design as design
-
-            fixed, vc = m._formula[2], m._formula[3]
-            X = design.new_fixed(fixed, exog)
+            design = m._formula[2]
+            X = design.new_exog(exog)
             if include_random is None or include_random:
-                cols, vals = design.new_vc(vc, exog, unseen)
+                cols, vals = design.new_vc(exog, unseen)
             else:
                 cols = vals = None
         else:
@@ -228,7 +247,7 @@ class BayesMixedGLMResults:
                 if exog is not None:
                     raise ValueError("include_random=True needs new data as a DataFrame "
                                      "(formula models) or exog=None")
-                cols, vals = m._cols, m._vals
+                cols, vals = m.re_design
             else:
                 cols = vals = None
             X = m.exog if exog is None else np.asarray(exog, dtype=np.float64)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
-import scipy.stats
+
+from ..formula.fixed import new_exog
+from .summary import Summary, info_columns
 
 __all__ = ["MixedLMResults"]
 
 
 class MixedLMResults:
-    """Estimates of a :class:`~bayesglmm.lmm.MixedLM` fit.
+    """Estimates of a :class:`~bayesglmm.MixedLM` fit.
 
     Attributes
     ----------
@@ -40,20 +44,22 @@ class MixedLMResults:
     random_effects : dict
         Predicted random effects (BLUPs).  With ``groups``: ``{group: Series}`` as
         statsmodels; with lme4-style terms only: ``{term: DataFrame}`` (levels × covariates).
+
+    The fit hands over arrays; the tables above are formed on first access.
     """
 
     def __init__(self, model, theta, fe, cov_fe, scale, deviance, reml, blups, fit,
-                 is_singular, dtype):
+                 is_singular, cov_psi):
         self.model = model
-        d = model.design
-        self.theta = theta
+        self.theta = theta  # (n_theta,) θ̂
         self.method = "REML" if reml else "ML"
         self.reml = reml
         self.nobs = model.nobs
         self.k_fe = model.k_fe
-        self.fe_params = pd.Series(fe, index=d.xnames, name="fe_params")
-        self.cov_fe_ = pd.DataFrame(cov_fe, index=d.xnames, columns=d.xnames)
-        self.bse_fe = pd.Series(np.sqrt(np.diag(cov_fe)), index=d.xnames, name="bse_fe")
+        self._fe = fe  # (p,) β̂
+        self._cov_fe = cov_fe  # (p, p) σ̂²(XᵀV̂⁻¹X)⁻¹
+        self._blups = blups  # per term (levels, q) BLUPs, in the design's term order
+        self._cov_psi = cov_psi  # (n_ψ, n_ψ), None, or a function computing it on first use
         self.scale = scale
         self.deviance = deviance
         self.llf = -deviance / 2.0
@@ -64,41 +70,88 @@ class MixedLMResults:
         self.optim = fit
         self.is_singular = is_singular
         self.n_dropped = model.n_dropped
-        # covariance of each term: σ² λλᵀ
-        self.term_cov = []
-        for t, ti in zip(d.terms, model._theta_index):
-            lam = np.where(ti >= 0, theta[np.maximum(ti, 0)], 0.0)
-            self.term_cov.append(pd.DataFrame(scale * lam @ lam.T, index=t.cols, columns=t.cols))
-        ire = d.groups_term if d.groups_term is not None else (
+        d = model.design
+        # the term shown as cov_re: the groups= term, else the first non-vc term
+        self._ire = d.groups_term if d.groups_term is not None else (
             0 if d.terms[0].kind != "vc" else None)
-        self._ire = ire
-        self.cov_re = self.term_cov[ire] if ire is not None else pd.DataFrame()
-        self.k_re = self.cov_re.shape[0]
+
+    # ------------------------------------------------------------------ tables
+    @functools.cached_property
+    def fe_params(self) -> pd.Series:
+        return pd.Series(self._fe, index=self.model.design.xnames, name="fe_params")
+
+    @functools.cached_property
+    def cov_fe_(self) -> pd.DataFrame:
+        names = self.model.design.xnames
+        return pd.DataFrame(self._cov_fe, index=names, columns=names)
+
+    @functools.cached_property
+    def bse_fe(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self._cov_fe)), index=self.model.design.xnames,
+                         name="bse_fe")
+
+    @functools.cached_property
+    def term_cov(self) -> list:
+        """Per term the covariance of its random effects, σ̂² λλᵀ (DataFrame, q × q)."""
+        out = []
+        for t, ti in zip(self.model.design.terms, self.model._theta_index):
+            lam = np.where(ti >= 0, self.theta[np.maximum(ti, 0)], 0.0)
+            out.append(pd.DataFrame(self.scale * lam @ lam.T, index=t.cols, columns=t.cols))
+        return out
+
+    @functools.cached_property
+    def cov_re(self) -> pd.DataFrame:
+        return self.term_cov[self._ire] if self._ire is not None else pd.DataFrame()
+
+    @property
+    def k_re(self) -> int:
+        return self.cov_re.shape[0]
+
+    @functools.cached_property
+    def _vcomp(self):
+        """(names, variances) of the variance components."""
+        d = self.model.design
         names, vals, seen = [], [], set()
         for i, t in enumerate(d.terms):
-            if i == ire or t.tkey in seen:
+            if i == self._ire or t.tkey in seen:
                 continue
             if t.kind == "vc" or (d.groups_term is None and t.q == 1):
                 seen.add(t.tkey)
                 names.append(t.tkey[3:] if t.kind == "vc" else t.name)
                 vals.append(float(self.term_cov[i].iloc[0, 0]))
-        self.vcomp = np.asarray(vals)
-        self.vcomp_names = names
-        self.k_vc = len(vals)
-        # random effects
-        self.random_effects_by_term = {}
-        self._blups = blups
-        for t, b in zip(d.terms, blups):
-            self.random_effects_by_term[_unique_key(self.random_effects_by_term, t.name)] = (
-                pd.DataFrame(b, index=t.index, columns=t.cols))
-        self.fittedvalues = self._linear(d.X, [(t.codes, t.z) for t in d.terms])
-        self.resid = d.y - self.fittedvalues
-        self._dtype = dtype
-        self._vcov = "unset"
-        self._bse_re_names = self._re_param_names()
+        return names, np.asarray(vals)
 
-    # ------------------------------------------------------------------ tables
-    def _re_param_names(self):
+    @property
+    def vcomp(self) -> np.ndarray:
+        return self._vcomp[1]
+
+    @property
+    def vcomp_names(self) -> list:
+        return self._vcomp[0]
+
+    @property
+    def k_vc(self) -> int:
+        return len(self.vcomp)
+
+    @functools.cached_property
+    def random_effects_by_term(self) -> dict:
+        """``{term name: DataFrame (levels × covariates)}`` of the BLUPs."""
+        out = {}
+        for t, b in zip(self.model.design.terms, self._blups):
+            out[_unique_key(out, t.name)] = pd.DataFrame(b, index=t.index, columns=t.cols)
+        return out
+
+    @functools.cached_property
+    def fittedvalues(self) -> np.ndarray:
+        d = self.model.design
+        return self._linear(d.X, [(t.codes, t.z) for t in d.terms])
+
+    @functools.cached_property
+    def resid(self) -> np.ndarray:
+        return self.model.design.y - self.fittedvalues
+
+    @functools.cached_property
+    def _bse_re_names(self) -> list:
         """statsmodels' names ("Subject Var", "Subject x Days Cov"); other lme4-style terms
         are prefixed with their grouping factor ("sample Var", "g: x Var")."""
         d = self.model.design
@@ -128,11 +181,11 @@ class MixedLMResults:
 
     def _bse_re(self):
         n = len(self._bse_re_names)
-        if isinstance(self._vcov, str):  # computed on first use (one Hessian, compiled)
-            self._vcov = self.model._theta_cov(self.theta, self.reml, self._dtype)
-        if self._vcov is None or self._vcov.shape != (n, n):
+        if callable(self._cov_psi):  # deferred by the fit (large models): one Hessian
+            self._cov_psi = self._cov_psi()
+        if self._cov_psi is None or self._cov_psi.shape != (n, n):
             return pd.Series(np.full(n, np.nan), index=self._bse_re_names)
-        dg = np.diag(self._vcov)
+        dg = np.diag(self._cov_psi)
         with np.errstate(invalid="ignore"):
             se = np.where(dg > 0, np.sqrt(np.abs(dg)), np.nan)
         return pd.Series(se, index=self._bse_re_names)
@@ -160,10 +213,14 @@ class MixedLMResults:
     @property
     def pvalues(self) -> pd.Series:
         """Two-sided p-values of the fixed effects, normal reference (as statsmodels)."""
+        import scipy.stats  # here, not at import: only p-values and intervals need it
+
         return pd.Series(2 * scipy.stats.norm.sf(np.abs(self.tvalues)), index=self.fe_params.index)
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
         """Wald confidence intervals of the fixed effects (normal quantiles)."""
+        import scipy.stats
+
         z = scipy.stats.norm.ppf(1 - alpha / 2)
         return pd.DataFrame({0: self.fe_params - z * self.bse_fe, 1: self.fe_params + z * self.bse_fe})
 
@@ -244,7 +301,7 @@ class MixedLMResults:
                 return self.fittedvalues.copy()
             return d.X @ self.fe_params.to_numpy()
         if isinstance(exog, pd.DataFrame) and d.fixed_spec is not None:
-            X = d.fixed_spec.get_model_matrix(exog, na_action="ignore").to_numpy(dtype=np.float64)
+            X = new_exog(d.fixed_spec, exog, na_action="ignore")
         else:
             X = np.asarray(exog, np.float64)
             if X.ndim == 1:
@@ -253,15 +310,7 @@ class MixedLMResults:
             return X @ self.fe_params.to_numpy()
         if not isinstance(exog, pd.DataFrame) or any(t.rows is None for t in d.terms):
             raise ValueError("include_random=True needs a formula model and a DataFrame")
-        rows = []
-        for t in d.terms:
-            out = t.rows(exog)
-            keys, z = out[0], out[1]
-            codes = t.index.get_indexer(keys)
-            if len(out) > 2:
-                codes = np.where(out[2], codes, -1)
-            rows.append((codes, z))
-        return self._linear(X, rows)
+        return self._linear(X, [t.new_rows(exog, na_action="ignore") for t in d.terms])
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> Summary:
@@ -287,9 +336,6 @@ class MixedLMResults:
             ("Converged:", "Yes" if self.converged else "No"),
             ("", ""),
         ]
-        head = []
-        for (a, b), (c, e) in zip(left, right):
-            head.append(f"{a:<18}{b:<12}{c:<20}{e:<12}")
         ci = self.conf_int()
         tab = pd.DataFrame({
             "Coef.": self.fe_params.map(lambda v: f"{v:.3f}"),
@@ -311,38 +357,19 @@ class MixedLMResults:
                 "z": [""], "P>|z|": [""], "[0.025": [""], "0.975]": [""],
             }, index=[name]))
         tab = pd.concat([tab] + re_rows)
-        body = tab.to_string()
-        width = max(len(body.splitlines()[0]), max(len(h) for h in head))
-        lines = ["Mixed Linear Model Regression Results".center(width), "=" * width]
-        lines += head
-        lines += ["-" * width, body, "=" * width]
+        notes = []
         if self.is_singular:
-            lines.append("Note: boundary (singular) fit: a random-effect variance is estimated "
+            notes.append("Note: boundary (singular) fit: a random-effect variance is estimated "
                          "as zero (is_singular=True).")
         if not self.converged:
-            lines.append(f"Warning: the optimiser did not converge ({self.optim.message}).")
+            notes.append(f"Warning: the optimiser did not converge ({self.optim.message}).")
         if self.n_dropped:
-            lines.append(f"Note: {self.n_dropped} row(s) with missing values were dropped.")
-        return Summary("\n".join(lines), tab)
+            notes.append(f"Note: {self.n_dropped} row(s) with missing values were dropped.")
+        return Summary("Mixed Linear Model Regression Results", tab, notes,
+                       info_lines=info_columns(left, right))
 
     def __repr__(self):
         return f"<MixedLMResults {self.method}: llf={self.llf:.4f}, nobs={self.nobs}>"
-
-
-class Summary:
-    """Printable summary; ``tables[0]`` holds the coefficient table as a DataFrame."""
-
-    def __init__(self, text, table):
-        self.text = text
-        self.tables = [table]
-
-    def __str__(self):
-        return self.text
-
-    __repr__ = __str__
-
-    def as_text(self) -> str:
-        return self.text
 
 
 def _unique_key(d, name):

@@ -1,10 +1,16 @@
-"""Optimisers for the fits: a structured modified-Newton driver and optax's L-BFGS.
+"""Optimisers for the fits, all traceable inside ``jax.jit`` (``lax.while_loop``).
 
-Both minimise a pure function ``f(a, v, *args)`` of a small parameter vector ``a`` (fixed
-effects and variance parameters) and a large block ``v`` of shape (k_vc, r) (random effects,
-r = 1 for the joint mode, r = 2 for mean and log-SD in variational Bayes), entirely inside
-``jax.jit`` (``lax.while_loop``), and return a :class:`Solution` with a status code; the models
-decide whether to warn.
+* ``newton``: structured modified Newton for f(a, v) with a small block ``a`` (fixed effects
+  and variance parameters) and a large block ``v`` of shape (k_vc, r) (random effects, r = 1
+  for the joint mode, r = 2 for mean and log-SD in variational Bayes);
+* ``lbfgs``: optax's L-BFGS on the same f(a, v);
+* ``projected_newton``: bound-constrained modified Newton for a small problem (the marginal
+  Laplace fit's (fe, vcp));
+* ``linesearch``: the one backtracking (Armijo) line search they use, also in a plain-Python
+  form for host-side callers.
+
+They return a :class:`Solution` (or, for ``projected_newton``, its state) with a status code
+(``STATUS_MESSAGES``); the models decide whether to warn.
 """
 
 from .solution import STATUS_MESSAGES, Solution

@@ -5,7 +5,7 @@ Hessian blocks, all by autodiff (forward-over-reverse), never by finite differen
 * ``H_aa`` (k_a × k_a) and ``H_va`` (k_vc × r × k_a): k_a Jacobian-vector products of ∇f.
 * ``H_vv``: its r × r diagonal blocks from r Hessian-vector products per *colour*, where a
   colouring of the random-effect columns guarantees that two columns of one colour never share
-  a row of Z (sparse.colors).  One grouping factor → one colour → ``H_vv`` is exactly
+  a row of Z (design.ellpack.colors).  One grouping factor → one colour → ``H_vv`` is exactly
   block-diagonal.  Several factors → ``H_vv`` is sparse but not block-diagonal; its blocks
   then precondition conjugate gradients with exact Hessian-vector products.
 
@@ -37,11 +37,15 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from ..linalg.psd import abs_solve, block_solve, pcg
+from .linesearch import armijo, backtrack
 from .solution import Solution
 
-__all__ = ["NewtonOptions", "dense_step", "newton", "structured_blocks", "structured_step"]
+__all__ = ["NewtonOptions", "default_options", "dense_step", "newton", "structured_blocks",
+           "structured_step"]
 
 
 class NewtonOptions(NamedTuple):
@@ -50,19 +54,15 @@ class NewtonOptions(NamedTuple):
     ftol: float = 1e-13  # ... or when the Newton decrement ½·gᵀH⁻¹g ≤ ftol·(1 + |f|)
     cg_tol: float = 1e-10  # relative residual of the CG solves (several factors only)
     cg_maxiter: int = 500
-    max_ls: int = 40  # line-search halvings
+    max_ls: int = 40  # line-search halvings (at most max_ls + 1 evaluations)
     warm_v: int = 8  # first, up to this many Newton steps in v alone (a fixed)
 
 
-def _clip_solve(S, rhs, mu=0.0):
-    """Solve with S after replacing its eigenvalues by max(|λ|, 1e-10·max|λ|) and adding the
-    Levenberg–Marquardt damping μ·diag(S̃)."""
-    w, Q = jnp.linalg.eigh(0.5 * (S + S.T))
-    floor = 1e-10 * jnp.max(jnp.abs(w)) + jnp.finfo(S.dtype).tiny
-    w = jnp.maximum(jnp.abs(w), floor)
-    Sc = (Q * w) @ Q.T
-    Sc = Sc + mu * jnp.diag(jnp.diag(Sc))
-    return jnp.linalg.solve(Sc, rhs)
+def default_options(dtype) -> NewtonOptions:
+    """The tolerances for ``dtype`` (float32 cannot reach float64's)."""
+    if np.dtype(dtype) == np.float64:
+        return NewtonOptions(gtol=1e-8, ftol=1e-13, cg_tol=1e-10)
+    return NewtonOptions(gtol=1e-3, ftol=1e-7, cg_tol=1e-5)
 
 
 def _diag_blocks(hvp, color, n_colors: int, k: int, r: int, dtype):
@@ -105,53 +105,8 @@ def structured_blocks(f, a, v, args, color, n_colors):
     return ga, gv, Haa, Hva, blocks, hvp
 
 
-def _block_solve(blocks, x):
-    """Solve the block-diagonal system: blocks (k, r, r), x (k, r, b)."""
-    if blocks.shape[1] == 1:
-        return x / blocks[:, :, :1]
-    return jnp.linalg.solve(blocks, x)
-
-
-def _pcg(hvp, blocks, b, tol, maxiter, return_iters=False, x0=None):
-    """Batched preconditioned CG for H_vv·x = b, b of shape (k, r, B), from ``x0`` (default
-    the block-Jacobi solution); with ``return_iters`` also the number of iterations (each one
-    batched product)."""
-    A = jax.vmap(hvp, in_axes=-1, out_axes=-1)
-    M = lambda x: _block_solve(blocks, x)
-    x = M(b) if x0 is None else x0
-    res = b - A(x)
-    z = M(res)
-    p = z
-    rz = jnp.sum(res * z, axis=(0, 1))
-    bnorm = jnp.sqrt(jnp.sum(b * b, axis=(0, 1))) + jnp.finfo(b.dtype).tiny
-
-    def cond(s):
-        x, res, p, rz, it = s
-        rel = jnp.sqrt(jnp.sum(res * res, axis=(0, 1))) / bnorm
-        return (it < maxiter) & jnp.any(rel > tol)
-
-    def body(s):
-        x, res, p, rz, it = s
-        Ap = A(p)
-        alpha = rz / jnp.where(jnp.sum(p * Ap, axis=(0, 1)) == 0, 1, jnp.sum(p * Ap, axis=(0, 1)))
-        x = x + alpha * p
-        res = res - alpha * Ap
-        z = M(res)
-        rz_new = jnp.sum(res * z, axis=(0, 1))
-        p = z + (rz_new / jnp.where(rz == 0, 1, rz)) * p
-        return x, res, p, rz_new, it + 1
-
-    x, _, _, _, it = lax.while_loop(cond, body, (x, res, p, rz, 0))
-    return (x, it) if return_iters else x
-
-
-def structured_step(f, a, v, args, color, n_colors, opts: NewtonOptions, mu=0.0, g_ref=None):
-    """Newton direction ``(da, dv, ga, gv)``: see :func:`_structured_step`."""
-    return _structured_step(f, a, v, args, color, n_colors, opts, mu, g_ref)[:4]
-
-
-def _structured_step(f, a, v, args, color, n_colors, opts: NewtonOptions, mu=0.0, g_ref=None,
-                     Ya0=None):
+def structured_step(f, a, v, args, color, n_colors, opts: NewtonOptions, mu=0.0, g_ref=None,
+                    Ya0=None):
     """Newton direction (da, dv) and gradient by the Schur complement; ``mu`` ≥ 0 adds
     Levenberg–Marquardt damping (H_vv's diagonal blocks scaled by 1 + μ, S̃ + μ·diag(S̃)).
 
@@ -168,13 +123,13 @@ def _structured_step(f, a, v, args, color, n_colors, opts: NewtonOptions, mu=0.0
     ka = a.shape[0]
     rhs = jnp.concatenate([Hva, gv[:, :, None]], axis=2)  # (k, r, k_a + 1)
     if n_colors == 1:
-        Y = _block_solve(blocks * (1 + mu), rhs)
+        Y = block_solve(blocks * (1 + mu), rhs)
         n_cg = 0
     else:
         x0 = None
         if Ya0 is not None:
             prev, use = Ya0
-            x0 = _block_solve(blocks * (1 + mu), rhs)  # the block-Jacobi start
+            x0 = block_solve(blocks * (1 + mu), rhs)  # the block-Jacobi start
             x0 = x0.at[:, :, :ka].set(jnp.where(use, prev, x0[:, :, :ka]))
         tol = opts.cg_tol
         if g_ref is not None:
@@ -185,11 +140,11 @@ def _structured_step(f, a, v, args, color, n_colors, opts: NewtonOptions, mu=0.0
         def damped(x):
             return hvp(x) + mu * jnp.einsum("krs,ks->kr", blocks, x)
 
-        Y, n_cg = _pcg(damped, blocks * (1 + mu), rhs, tol, opts.cg_maxiter, return_iters=True,
-                       x0=x0)
+        Y, n_cg = pcg(damped, blocks * (1 + mu), rhs, tol, opts.cg_maxiter, return_iters=True,
+                      x0=x0)
     S = Haa - jnp.einsum("krp,krq->pq", Hva, Y[:, :, :ka])
     ra = -ga + jnp.einsum("krp,kr->p", Hva, Y[:, :, ka])
-    da = _clip_solve(S, ra, mu)
+    da = abs_solve(S, ra, mu)
     dv = -(Y[:, :, ka] + Y[:, :, :ka] @ da)
     return da, dv, ga, gv, n_cg, Y[:, :, :ka]
 
@@ -205,25 +160,8 @@ def dense_step(f, a, v, args, mu=0.0):
     x = jnp.concatenate([a, v.ravel()])
     g = jax.grad(F)(x)
     H = jax.hessian(F)(x)
-    d = _clip_solve(H, -g, mu)
+    d = abs_solve(H, -g, mu)
     return d[:ka], d[ka:].reshape(shape), g[:ka], g[ka:].reshape(shape)
-
-
-def _backtrack(phi, f0, slope, max_ls):
-    """Armijo backtracking t = 1, ½, ¼, … on φ(t) = f(x + t·d) (at most 1 + ``max_ls``
-    evaluations).  Returns ``(t, φ(t), evaluations)``.  The loop starts from t = 2 with
-    φ = ∞, so that φ is traced once, inside the loop (one copy of the objective's graph)."""
-
-    def cond(s):
-        t, ft, i = s
-        return (ft > f0 + 1e-4 * t * slope) & (i <= max_ls)
-
-    def body(s):
-        t, _, i = s
-        return 0.5 * t, phi(0.5 * t), i + 1
-
-    init = (jnp.asarray(2.0, f0.dtype), jnp.asarray(jnp.inf, f0.dtype), 0)
-    return lax.while_loop(cond, body, init)
 
 
 def _warm_v(f, value, a, v, fx, args, color, n_colors, opts):
@@ -243,11 +181,11 @@ def _warm_v(f, value, a, v, fx, args, color, n_colors, opts):
         v, fx, it, nfev, _ = s
         gv, hvp = jax.linearize(lambda v_: g_v(a, v_, *args), v)
         blocks = _diag_blocks(hvp, color, n_colors, k, r, v.dtype)
-        dv = -_block_solve(blocks, gv[:, :, None])[:, :, 0]
+        dv = -block_solve(blocks, gv[:, :, None])[:, :, 0]
         slope = jnp.sum(gv * dv)
 
-        t, ft, nls = _backtrack(lambda t: value(a, v + t * dv), fx, slope, opts.max_ls)
-        ok = ft <= fx + 1e-4 * t * slope
+        t, ft, _, nls, ok = backtrack(lambda t: (value(a, v + t * dv), ()), armijo(fx, slope),
+                                      opts.max_ls + 1)
         v = jnp.where(ok, v + t * dv, v)
         fx = jnp.where(ok, ft, fx)
         small = -0.5 * slope <= 1e-3 * (1 + jnp.abs(fx))  # good enough for a start
@@ -273,7 +211,7 @@ def newton(f: Callable, a0, v0, args=(), *, color=None, n_colors: int = 1, dense
             return (*dense_step(f, a, v, args, mu), 0, Ya)
         # CG for H_vv⁻¹H_va starts from the previous iteration's solution (not at the first)
         Ya0 = None if n_colors == 1 else (Ya, g_ref > 0)
-        return _structured_step(f, a, v, args, color, n_colors, opts, mu, g_ref, Ya0)
+        return structured_step(f, a, v, args, color, n_colors, opts, mu, g_ref, Ya0)
 
     def cond(s):
         return ~s[-1]
@@ -287,8 +225,8 @@ def newton(f: Callable, a0, v0, args=(), *, color=None, n_colors: int = 1, dense
         slope = jnp.sum(ga * da) + jnp.sum(gv * dv)  # gᵀd < 0
         small = (-0.5 * slope <= opts.ftol * (1 + jnp.abs(fx))) | (ginf <= opts.gtol)
 
-        t, ft, nls = _backtrack(lambda t: value(a + t * da, v + t * dv), fx, slope, opts.max_ls)
-        ok = ft <= fx + 1e-4 * t * slope
+        t, ft, _, nls, ok = backtrack(lambda t: (value(a + t * da, v + t * dv), ()),
+                                      armijo(fx, slope), opts.max_ls + 1)
         # accept the step if it satisfied Armijo, or at least did not increase f at convergence
         accept = ok | (small & (ft <= fx))
         a = jnp.where(accept, a + t * da, a)

@@ -1,8 +1,11 @@
+"""The optimisers' common result: the optimum, the work done and a status code."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 STATUS_MESSAGES = {
     0: "converged",
@@ -16,9 +19,16 @@ class Solution(NamedTuple):
     a: jax.Array  # (k_a,) small block at the optimum
     v: jax.Array  # (k_vc, r) large block at the optimum
     value: jax.Array  # () objective value
-    grad_norm: jax.Array  # () Euclidean norm of the gradient
+    grad_norm: jax.Array  # () norm of the gradient (Euclidean; fit_laplace: ∞-norm, free coords)
     n_iter: jax.Array  # () iterations taken (Newton: joint steps plus v-only warm-up steps)
     status: jax.Array  # () int: a key of STATUS_MESSAGES
     n_warm: jax.Array | int = 0  # () of n_iter, the v-only warm-up steps (Newton only)
     n_fev: jax.Array | int = 0  # () objective evaluations in line searches (Newton only)
     n_cg: jax.Array | int = 0  # () CG iterations, each one batched H_vv product (Newton only)
+
+    def host(self) -> Solution:
+        """The same on the host: float64 arrays, Python ints for the counters."""
+        f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
+        return Solution(f64(self.a), f64(self.v), f64(self.value), f64(self.grad_norm),
+                        int(self.n_iter), int(self.status), int(self.n_warm), int(self.n_fev),
+                        int(self.n_cg))

@@ -1,5 +1,6 @@
-"""The marginal Laplace engine (bayesglmm/marginal.py): lme4 parity, NUTS comparison, exact
-derivatives (central differences), the inner Newton solve against a plain scipy reference."""
+"""The marginal Laplace fit (fits/laplace.py, kernels/marginal.py, fits/integrate.py): lme4
+parity, NUTS comparison, exact derivatives (central differences), the inner Newton solve
+against a plain scipy reference."""
 
 import json
 from pathlib import Path
@@ -14,17 +15,10 @@ from scipy import sparse
 import bayesglmm as bg
 from bayesglmm import datasets
 from bayesglmm._precision import precision
-from bayesglmm.fits.laplace import (
-    LOG_SD_MIN,
-    SINGULAR_SD,
-    MarginalOptions,
-    _objective,
-    conditional_mode,
-    design_mode,
-    fit_marginal,
-    marginal_loglik,
-)
-from tests.helpers import gen_crossed_logit
+from bayesglmm.design.ellpack import design_mode
+from bayesglmm.fits.laplace import LOG_SD_MIN, SINGULAR_SD, fit_laplace
+from bayesglmm.kernels.marginal import conditional_mode, marginal_loglik, objective
+from tests.helpers import gen_crossed_logit, lme4_reference
 
 REF = Path(__file__).parents[1] / "reference"
 
@@ -37,28 +31,33 @@ def _cbpp(**kw):
 
 def _fit(model, **kw):
     with precision(np.float64):
-        return fit_marginal(model.family, model._data(), model._prior(), model.k_fep,
-                            dtype=np.float64, **kw)
+        return fit_laplace(model.family, model._data(), model._prior(), model.k_fep,
+                           mode=_mode(model), **kw)
 
 
 def _mode(model):
-    return design_mode(model._cols, model._vals, model.ident)
+    """The factorisation mode the model computed at construction (checked against a fresh
+    computation from its design)."""
+    assert model._design_mode == design_mode(model._cols, model._vals, model.ident)
+    return model._design_mode
 
 
 # ----------------------------------------------------------------------------- lme4 parity
-# R, lme4 1.1.31 (/work/shared/reference/lme4.json):
+# R, lme4 1.1.31 (figures loaded from tests/reference/lme4.json):
 #   m <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial)
 #   fixef(m); sqrt(diag(vcov(m))); attr(VarCorr(m)$herd, "stddev"); logLik(m)
-CBPP_FE = [-1.3983428645, -0.99192497498, -1.1282162159, -1.5797454136]
-CBPP_SE = [0.2312140481, 0.30315064454, 0.32283015323, 0.42204915943]
-CBPP_SD = [0.64206992773]
-CBPP_LLF = -92.0265663895
+_CBPP = lme4_reference("cbpp_binomial")
+CBPP_FE = list(_CBPP.fixef.values())
+CBPP_SE = list(_CBPP.fixef_se.values())
+CBPP_SD = [_CBPP.sd[("herd", "Intercept", None)]]
+CBPP_LLF = _CBPP.loglik
 # R: glmer(TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION), grouseticks,
 #          poisson)      (SDs listed in our order BROOD, INDEX, LOCATION)
-GROUSE_FE = [0.37279789189, 1.1804011255, -0.9786869809, -0.023760403853]
-GROUSE_SE = [0.19636543921, 0.23812220022, 0.26277517185, 0.0034383302028]
-GROUSE_SD = [0.75002684067, 0.54150610174, 0.52872638424]
-GROUSE_LLF = -890.2713534949
+_GROUSE = lme4_reference("grouseticks_poisson")
+GROUSE_FE = list(_GROUSE.fixef.values())
+GROUSE_SE = list(_GROUSE.fixef_se.values())
+GROUSE_SD = [_GROUSE.sd[(g, "Intercept", None)] for g in ("BROOD", "INDEX", "LOCATION")]
+GROUSE_LLF = _GROUSE.loglik
 
 
 def test_cbpp_matches_glmer():
@@ -77,6 +76,7 @@ def test_cbpp_matches_glmer():
     np.testing.assert_allclose(se, CBPP_SE, rtol=0.015)
 
 
+@pytest.mark.slow
 def test_grouseticks_matches_glmer():
     model = bg.PoissonBayesMixedGLM.from_formula(
         "TICKS ~ YEAR + cHEIGHT",
@@ -94,6 +94,7 @@ def test_grouseticks_matches_glmer():
     assert np.all(fit.vc_sd >= fit.vc_sd_cond) and np.all(fit.vc_sd_cond > 0)
 
 
+@pytest.mark.slow
 def test_singular_fit_is_flagged():
     """No between-group variation: the ML variance is zero (lme4: boundary (singular) fit)."""
     y = np.tile([1, 0, 1, 0, 1, 1, 0, 0], 10)
@@ -118,6 +119,7 @@ def nuts():
     return json.loads((REF / "posterior_nuts_cbpp.json").read_text())["fits"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vcp_p", [1.0, 0.5])
 def test_cbpp_posterior_matches_nuts(vcp_p, nuts):
     ref = nuts[f"vcp_p={vcp_p},fe_p=2.0"]
@@ -152,6 +154,7 @@ def crossed():
     return bg.BinomialBayesMixedGLM(y, X, sparse.csr_array(Z), ident, vcp_p=0.5)
 
 
+@pytest.mark.slow
 def test_outer_derivatives_match_central_differences(crossed):
     model = crossed
     mode = _mode(model)
@@ -166,7 +169,7 @@ def test_outer_derivatives_match_central_differences(crossed):
         fj, gj = jax.jit(f), jax.jit(jax.grad(f))
         v, g, H = fj(theta), gj(theta), jax.jit(jax.hessian(f))(theta)  # via the custom JVP
         # the solver's explicit-adjoint gradient and its forward-mode Hessian
-        _, _, vgh, _ = _objective(model.family, mode, True, MarginalOptions())
+        vgh = objective(model.family, mode, True).vgh
         vghj = jax.jit(lambda t: vgh(t, None, data, prior)[:3])
         v2, g2, H2 = vghj(theta)
         h = 1e-4

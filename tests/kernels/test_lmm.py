@@ -64,13 +64,13 @@ def test_gradient_matches_central_differences(data, formula, sparse):
     import jax.numpy as jnp
 
     from bayesglmm._precision import precision
-    from bayesglmm.kernels.lmm import deviance_and_grad
+    from bayesglmm.kernels.lmm import evaluate
 
     model = mixedlm(formula, data["sim"])
     theta = model._theta0 + 0.2
     with precision(np.float64):
         cp, st = model._crossprod(np.float64, sparse)
-        _, g = deviance_and_grad(jnp.asarray(theta), cp, st, True)
+        _, g, _ = evaluate(jnp.asarray(theta), cp, st, True)  # the fit's value and gradient
     h = 1e-6
     fd = [
         (model.deviance(theta + h * e, sparse=sparse) - model.deviance(theta - h * e, sparse=sparse))
@@ -80,51 +80,6 @@ def test_gradient_matches_central_differences(data, formula, sparse):
     np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("host", [True, False])
-def test_logdet_solve_reverse_rule(host, monkeypatch):
-    """The hand-written VJP of (log|S|, RᵀS⁻¹R, S⁻¹R), reading S's lower triangle only, on
-    both routes to S⁻¹ (LAPACK potri on the host, and the XLA fallback used off CPU)."""
-    import jax
-    import jax.numpy as jnp
-
-    from bayesglmm._precision import precision
-    from bayesglmm.kernels import lmm as dv
-
-    monkeypatch.setattr(dv, "_host_lapack", lambda: host)
-    rng = np.random.default_rng(3)
-    m, k = 37, 3
-    a = rng.normal(size=(m, m))
-    s0 = a @ a.T / m + np.eye(m)
-    r0 = rng.normal(size=(m, k))
-    wq, wx = rng.normal(size=(k, k)), rng.normal(size=(m, k))
-
-    def f(s, r):  # a scalar using all three outputs
-        ld, q, x = dv.logdet_solve(s, r)  # reads the lower triangle of s only
-        return ld + jnp.sum(wq * q) + jnp.sum(wx * x)
-
-    def f_np(s, r):
-        s = np.tril(s) + np.tril(s, -1).T
-        x = np.linalg.solve(s, r)
-        return np.linalg.slogdet(s)[1] + np.sum(wq * (r.T @ x)) + np.sum(wx * x)
-
-    with precision(np.float64):
-        gs, gr = jax.jit(jax.grad(f, argnums=(0, 1)))(jnp.asarray(s0), jnp.asarray(r0))
-        inv = jax.jit(lambda s: dv.spd_inverse(jnp.linalg.cholesky(s)))(jnp.asarray(s0))
-        np.testing.assert_allclose(np.asarray(inv),
-                                   np.linalg.inv(s0), rtol=1e-10, atol=1e-12)
-    h = 1e-6
-    for i, j in [(0, 0), (5, 2), (36, 10), (20, 20)]:  # lower-triangle entries
-        e = np.zeros((m, m))
-        e[i, j] = h
-        fd = (f_np(s0 + e, r0) - f_np(s0 - e, r0)) / (2 * h)
-        np.testing.assert_allclose(np.asarray(gs)[i, j], fd, rtol=1e-6, atol=1e-8)
-    assert np.all(np.asarray(gs)[np.triu_indices(m, 1)] == 0)  # upper triangle is not read
-    e = np.zeros((m, k))
-    e[7, 1] = h
-    fd = (f_np(s0, r0 + e) - f_np(s0, r0 - e)) / (2 * h)
-    np.testing.assert_allclose(np.asarray(gr)[7, 1], fd, rtol=1e-6, atol=1e-8)
-
-
 def test_float32_fit_close_to_float64(sleep):
     m = mixedlm("Reaction ~ Days", sleep, groups="Subject", re_formula="~Days")
     r64 = m.fit()
@@ -132,3 +87,22 @@ def test_float32_fit_close_to_float64(sleep):
     np.testing.assert_allclose(r32.fe_params, r64.fe_params, rtol=1e-3)
     np.testing.assert_allclose(r32.llf, r64.llf, rtol=1e-4)
     np.testing.assert_allclose(r32.scale, r64.scale, rtol=2e-2)
+
+
+@pytest.mark.parametrize("label,dname,formula,kw", CASES, ids=[c[0] for c in CASES])
+def test_psi_theta_round_trip(data, label, dname, formula, kw):
+    """statsmodels' ψ (per block the lower triangle of λλᵀ) maps back to θ (λ with a positive
+    diagonal) on every term structure."""
+    import jax.numpy as jnp
+
+    from bayesglmm._precision import precision
+    from bayesglmm.kernels.lmm import psi_to_theta, theta_to_psi
+
+    model = mixedlm(formula, data[dname], **kw)
+    rng = np.random.default_rng(2)
+    theta = model._theta0 + 0.3 * rng.uniform(size=model.n_theta) - 0.1 * (model._lower < 0)
+    _, st = model._crossprod(np.float64)
+    psi = theta_to_psi(theta, st)
+    with precision(np.float64):
+        back = np.asarray(psi_to_theta(jnp.asarray(psi), st))
+    np.testing.assert_allclose(back, theta, rtol=1e-12)

@@ -38,6 +38,7 @@ def test_fit_map_matches_statsmodels(name, family, design, no_warnings):
     assert res.optim_retvals.success and res.optim_retvals.grad_norm < 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,family,design", DESIGNS, ids=[d[0] for d in DESIGNS])
 def test_fit_vb_matches_statsmodels(name, family, design, no_warnings):
     """Same ELBO (statsmodels' rule), same start: the same optimum to 1e-3 (measured ~1e-6)."""
@@ -53,6 +54,7 @@ def test_fit_vb_matches_statsmodels(name, family, design, no_warnings):
     assert e_ours >= e_ref - 1e-6
 
 
+@pytest.mark.slow
 def test_fit_vb_lbfgs_reaches_newton_optimum():
     y, X, Z, ident = gen_crossed_logit(10, 10, 1, 2)
     model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
@@ -75,6 +77,7 @@ def _village_data(seed=0, n_village=12, per=30):
     return pd.DataFrame({"y": y, "year_cen": year, "Village": [f"v{i:02d}" for i in village]})
 
 
+@pytest.mark.slow
 def test_formula_and_matrix_paths_agree():
     df = _village_data()
     vcf = {"a": "0 + C(Village)", "b": "0 + C(Village):year_cen"}
@@ -108,6 +111,7 @@ def _nuts():
     return json.loads(path.read_text())["fits"]
 
 
+@pytest.mark.slow
 def test_cbpp_expanded_fits_without_warnings_and_vb_matches_nuts(no_warnings):
     long = datasets.expand_binomial(datasets.load("cbpp"), "incidence", "size")
     model = bg.BinomialBayesMixedGLM.from_formula("y ~ C(period)", {"herd": "0 + C(herd)"}, long)
@@ -119,6 +123,7 @@ def test_cbpp_expanded_fits_without_warnings_and_vb_matches_nuts(no_warnings):
     assert np.all(np.abs(res.fe_mean - mean) <= 0.1 * sd)
 
 
+@pytest.mark.slow
 def test_cbpp_trials_equal_expanded_rows():
     df = datasets.load("cbpp")
     long = datasets.expand_binomial(df, "incidence", "size")
@@ -131,6 +136,7 @@ def test_cbpp_trials_equal_expanded_rows():
     np.testing.assert_allclose(short.fit_vb(rng=0).params, full.fit_vb(rng=0).params, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_grouseticks_poisson_three_intercepts(no_warnings):
     df = datasets.load("grouseticks")
     vcf = {"BROOD": "0 + C(BROOD)", "INDEX": "0 + C(INDEX)", "LOCATION": "0 + C(LOCATION)"}
@@ -144,6 +150,7 @@ def test_grouseticks_poisson_three_intercepts(no_warnings):
     assert v.fe_mean[names.index("YEAR[T.96]")] > 0 > v.fe_mean[names.index("YEAR[T.97]")]
 
 
+@pytest.mark.slow
 def test_float32_agrees_with_float64():
     y, X, Z, ident = gen_crossed_logit(10, 10, 1, 2)
     m64 = bg.BinomialBayesMixedGLM(y, X, Z, ident)
@@ -157,6 +164,7 @@ def test_float32_agrees_with_float64():
     np.testing.assert_allclose(p32.params, p64.params, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_non_convergence_warns_with_gradient_norm():
     y, X, Z, ident = gen_crossed_logit(10, 10, 1, 2)
     model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
@@ -167,6 +175,7 @@ def test_non_convergence_warns_with_gradient_norm():
         model.fit_vb(rng=0, minim_opts={"maxiter": 2})
 
 
+@pytest.mark.slow
 def test_scale_fe_gives_the_same_fit_up_to_the_prior():
     y, X, Z, ident = gen_crossed_logit(10, 10, 1, 2)
     X = np.column_stack([np.ones(len(y)), 3 * X[:, 0] + 1])
@@ -176,6 +185,33 @@ def test_scale_fe_gives_the_same_fit_up_to_the_prior():
     # with a vague fe prior, rescaling the columns barely changes the posterior mode
     np.testing.assert_allclose(a.fe_mean, b.fe_mean, atol=2e-3)
     np.testing.assert_allclose(a.fe_sd, b.fe_sd, rtol=2e-2)
+
+
+def test_one_minim_opts_dialect_for_every_fit():
+    """minim_opts is parsed in one place (models.base) on each fit's defaults for the
+    model's dtype: the same keys everywhere, the same error for an unknown one."""
+    df = datasets.load("cbpp")
+    model = bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df, n_trials="size")
+    for fit in (model.fit_map, model.fit_vb, model.fit_laplace):
+        with pytest.raises(ValueError, match=r"unknown minim_opts \['tol'\]; use maxiter"):
+            fit(minim_opts={"tol": 1e-6})
+        with pytest.warns(bg.ConvergenceWarning, match="did not converge"):
+            r = fit(minim_opts={"maxiter": 1, "gtol": 1e-12, "ftol": 0.0})
+        assert r.optim_retvals.nit <= 1 + getattr(r.optim_retvals, "n_warm", 0)
+
+
+def test_float32_fit_laplace_uses_float32_tolerances(no_warnings):
+    """A float32 model's fit_laplace stops at float32's tolerances (gtol 1e-4), which it
+    reaches, instead of running to maxiter against float64's 1e-8."""
+    df = datasets.load("cbpp")
+    kw = dict(n_trials="size")
+    m64, m32 = (bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df, dtype=dt, **kw)
+        for dt in (np.float64, np.float32))
+    r64, r32 = m64.fit_laplace(priors=False), m32.fit_laplace(priors=False)
+    assert r32.optim_retvals.success and r32.optim_retvals.nit < 20
+    np.testing.assert_allclose(r32.params, r64.params, atol=1e-4)
 
 
 def test_predict_matches_statsmodels_fixed_part():
@@ -208,6 +244,7 @@ def test_fit_laplace_api_matches_lme4_on_cbpp(no_warnings):
         model.fit_laplace(priors=False, integrate=True)
 
 
+@pytest.mark.slow
 def test_freq_weights_equal_replicated_rows():
     y, X, Z, ident = DESIGNS[1][2]()
     rs = np.random.default_rng(0)
@@ -225,6 +262,7 @@ def test_freq_weights_equal_replicated_rows():
     assert la.llf == pytest.approx(lb.llf, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_offset_equals_shifted_intercept_and_exposure_is_log_offset():
     y, X, Z, ident = DESIGNS[1][2]()
     Xc = np.column_stack([np.ones(len(y)), X])
@@ -249,6 +287,7 @@ def test_offset_equals_shifted_intercept_and_exposure_is_log_offset():
     np.testing.assert_allclose(ex.fit_vb(rng=0).params, off.fit_vb(rng=0).params, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_a_million_random_effect_levels_builds_and_evaluates():
     """Z with 10^6 columns (10^6 x 10^6 dense would be 8 TB) in O(nnz) memory."""
     n, k = 2_000_000, 1_000_000

@@ -39,9 +39,12 @@ def test_seed_example_fits_and_summarises(seed):
     text = str(res.summary())
     assert "Mixed Linear Model Regression Results" in text and "Minutes" in text
     assert "Team Var" in text
-    assert np.isfinite(res.llf) and np.all(np.isfinite(res.fe_params))
-    if res.is_singular:
-        assert "singular" in text
+    # a regular fit (two teams, REML): statsmodels 0.15 gives llf −14.098677252887, Team Var
+    # 3.281667, Minutes 0.5705466 (statsmodels stops earlier; ours is 3e-10 higher)
+    assert res.converged and not res.is_singular and "singular" not in text
+    np.testing.assert_allclose(res.llf, -14.098677252887, rtol=1e-9)
+    np.testing.assert_allclose(res.cov_re.iloc[0, 0], 3.281667, rtol=1e-4)
+    np.testing.assert_allclose(res.fe_params["Minutes"], 0.5705466, rtol=1e-5)
 
 
 def test_seed_example_wrong_case_suggests_columns(seed):
@@ -162,3 +165,49 @@ def test_arrays_api_validation(sleep):
         MixedLM(y, X, sleep["Subject"])
     res = MixedLM(sleep["Reaction"], X, sleep["Subject"]).fit()
     assert list(res.fe_params.index) == ["const", "x2"]
+
+
+# ---------------------------------------------------------------- compilation
+def test_results_after_fit_compile_nothing(sleep):
+    """The covariance of ψ is computed with the fit by a function compiled once per model
+    structure: a second fit, and summary()/bse/cov_params()/conf_int() of either result, trace
+    and compile nothing."""
+    import jax.monitoring
+
+    model = mixedlm("Reaction ~ Days", sleep, groups="Subject", re_formula="~Days")
+    first = model.fit()
+    events = []
+
+    def listener(event, duration, **kw):
+        if event.startswith("/jax/core/compile"):  # tracing, lowering, backend compilation
+            events.append((event, kw.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        second = model.fit()
+        for res in (first, second):
+            text = str(res.summary())
+            bse, cov, ci = res.bse, res.cov_params(), res.conf_int()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert events == []
+    assert "Subject x Days Cov" in text and np.all(np.isfinite(bse)) and cov.shape == (2, 2)
+    assert np.all(ci[0] < second.fe_params)
+
+
+def test_deferred_covariance_matches_and_pickles(penicillin, monkeypatch):
+    """Above ``EAGER_COV_MAX_M`` the covariance of ψ is formed on first use, by the same
+    function, also after a pickle round trip."""
+    import pickle
+
+    from bayesglmm.fits import lmm as fits_lmm
+
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    eager = mixedlm(formula, penicillin).fit()
+    monkeypatch.setattr(fits_lmm, "EAGER_COV_MAX_M", -1)
+    deferred = mixedlm(formula, penicillin).fit()
+    assert callable(deferred._cov_psi) and not callable(eager._cov_psi)
+    clone = pickle.loads(pickle.dumps(deferred))
+    np.testing.assert_allclose(deferred.bse, eager.bse, rtol=1e-12)
+    np.testing.assert_allclose(clone.bse, eager.bse, rtol=1e-12)
+    assert list(clone.bse.index) == ["Intercept", "plate Var", "sample Var"]

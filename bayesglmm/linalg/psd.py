@@ -1,0 +1,187 @@
+"""Symmetric linear algebra shared by the fits, all traceable inside ``jax.jit``.
+
+* Absolute-eigenvalue solve and inverse (:func:`abs_solve`, :func:`abs_inv`): a symmetric
+  S = QΛQᵀ is replaced by |S| = Q|Λ|Qᵀ, positive definite wherever S is non-singular, so that
+  −|S|⁻¹g is a descent direction even where the objective is not convex (saddle-free Newton:
+  Dauphin et al. 2014, NeurIPS; Nocedal & Wright, *Numerical Optimization*, §3.4).
+* Factorisations of the random effects' Hessian H_uu = ΛᵀZᵀWZΛ + I of the marginal Laplace
+  fit (:func:`factor`, :func:`solve`, :func:`logdet`, :func:`inv_diag`) in one of three static
+  modes (``design.ellpack.design_mode``): ``"diag"`` (H_uu diagonal, stored as its diagonal),
+  ``"dense"`` (Cholesky) and ``("schur", c, k_c)`` (the diagonal block of component c
+  eliminated exactly, Cholesky of the Schur complement of the rest).
+* Batched block-Jacobi preconditioned conjugate gradients (:func:`pcg`) for H_vv·x = b with
+  H_vv available only through products.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["SchurFactor", "abs_inv", "abs_solve", "block_solve", "factor", "inv_diag",
+           "logdet", "pcg", "solve"]
+
+
+# --------------------------------------------------------------------------- |eig| solves
+
+def abs_solve(S, b, mu=None):
+    """|S̃|⁻¹·b, with S̃'s eigenvalues replaced by max(|λ|, 1e-10·max|λ|).
+
+    With ``mu`` (Levenberg–Marquardt damping, ≥ 0) the matrix |S̃| + μ·diag(|S̃|) is formed and
+    solved; without, the eigendecomposition is applied directly: Q·(Qᵀb / |λ|).
+
+    Parameters
+    ----------
+    S : (k, k) symmetric (its symmetric part is used)
+    b : (k,) or (k, p)
+    mu : () or None
+    """
+    w, Q = jnp.linalg.eigh(0.5 * (S + S.T))
+    floor = 1e-10 * jnp.max(jnp.abs(w), initial=0.0) + jnp.finfo(S.dtype).tiny
+    w = jnp.maximum(jnp.abs(w), floor)
+    if mu is None:
+        return Q @ ((Q.T @ b) / w)
+    Sc = (Q * w) @ Q.T
+    Sc = Sc + mu * jnp.diag(jnp.diag(Sc))
+    return jnp.linalg.solve(Sc, b)
+
+
+def abs_inv(H):
+    """|H|⁻¹ = Q·|Λ|⁻¹·Qᵀ for symmetric H (k, k): the inverse where H is positive definite,
+    and a positive-definite covariance where rounding left it slightly indefinite."""
+    w, Q = jnp.linalg.eigh(0.5 * (H + H.T))
+    return (Q / jnp.abs(w)) @ Q.T
+
+
+# --------------------------------------------------------------------------- H_uu factors
+
+class SchurFactor(NamedTuple):
+    """H = [[D, B], [Bᵀ, C]] (rows permuted) with D diagonal: D, D⁻¹B and chol(C − BᵀD⁻¹B)."""
+
+    d: jax.Array  # (k_c,) diagonal block D (component c)
+    Y: jax.Array  # (k_c, k_r) D⁻¹B
+    L: jax.Array  # (k_r, k_r) Cholesky factor of S = C − BᵀD⁻¹B
+    idx_d: jax.Array  # (k_c,) columns of component c
+    idx_r: jax.Array  # (k_r,) the other columns
+
+
+def factor(H, mode, ident):
+    """Factorisation of the symmetric positive-definite H for the static ``mode``.
+
+    Parameters
+    ----------
+    H : (k,) its diagonal in ``"diag"`` mode (returned as is), else (k, k)
+    mode : ``"diag"``, ``"dense"`` or ``("schur", c, k_c)``
+    ident : (k,) int, variance component of each column (``"schur"``: c's are eliminated)
+    """
+    if mode == "diag":
+        return H
+    if mode == "dense":
+        return jnp.linalg.cholesky(H)
+    _, c, kc = mode
+    k = ident.shape[0]
+    idx_d = jnp.nonzero(ident == c, size=kc)[0]
+    idx_r = jnp.nonzero(ident != c, size=k - kc)[0]
+    d = jnp.diag(H)[idx_d]
+    B = H[idx_d][:, idx_r]
+    Y = B / d[:, None]
+    S = H[idx_r][:, idx_r] - B.T @ Y
+    return SchurFactor(d, Y, jnp.linalg.cholesky(S), idx_d, idx_r)
+
+
+def solve(F, b, mode):
+    """H⁻¹b for b of shape (k,) or (k, p), from ``F = factor(H, mode, ident)``."""
+    if mode == "diag":
+        return b / (F if b.ndim == 1 else F[:, None])
+    if mode == "dense":
+        return jax.scipy.linalg.cho_solve((F, True), b)
+    bd, br = b[F.idx_d], b[F.idx_r]
+    dd = F.d if b.ndim == 1 else F.d[:, None]
+    xr = jax.scipy.linalg.cho_solve((F.L, True), br - F.Y.T @ bd)
+    xd = bd / dd - F.Y @ xr
+    return _unpermute(F, xd, xr)
+
+
+def _unpermute(F: SchurFactor, xd, xr):
+    """The vector (or rows) with ``xd`` at ``idx_d`` and ``xr`` at ``idx_r`` — a gather, so
+    that reverse-mode autodiff transposes it without a non-unique scatter."""
+    inv = jnp.argsort(jnp.concatenate([F.idx_d, F.idx_r]))
+    return jnp.concatenate([xd, xr], axis=0)[inv]
+
+
+def logdet(F, mode):
+    """log det H: Σ log D + log det S in ``"schur"`` mode."""
+    if mode == "diag":
+        return jnp.sum(jnp.log(F))
+    if mode == "dense":
+        return 2.0 * jnp.sum(jnp.log(jnp.diag(F)))
+    return jnp.sum(jnp.log(F.d)) + 2.0 * jnp.sum(jnp.log(jnp.diag(F.L)))
+
+
+def inv_diag(F, mode):
+    """diag(H⁻¹), (k,)."""
+    if mode == "diag":
+        return 1.0 / F
+    tri = jax.scipy.linalg.solve_triangular
+    if mode == "dense":
+        Li = tri(F, jnp.eye(F.shape[0], dtype=F.dtype), lower=True)
+        return jnp.sum(Li**2, axis=0)
+    Li = tri(F.L, jnp.eye(F.L.shape[0], dtype=F.L.dtype), lower=True)
+    # (H⁻¹)_rr = S⁻¹;  (H⁻¹)_dd = D⁻¹ + Y S⁻¹ Yᵀ
+    W = tri(F.L, F.Y.T, lower=True)
+    return _unpermute(F, 1.0 / F.d + jnp.sum(W**2, axis=0), jnp.sum(Li**2, axis=0))
+
+
+# --------------------------------------------------------------------------- block CG
+
+def block_solve(blocks, x):
+    """Solve the block-diagonal system: blocks (k, r, r), x (k, r, b)."""
+    if blocks.shape[1] == 1:
+        return x / blocks[:, :, :1]
+    return jnp.linalg.solve(blocks, x)
+
+
+def pcg(hvp, blocks, b, tol, maxiter, return_iters=False, x0=None):
+    """Batched preconditioned CG for A·x = b with A symmetric positive definite.
+
+    Parameters
+    ----------
+    hvp : callable, ``hvp(u)`` = A·u for u of shape (k, r)
+    blocks : (k, r, r) diagonal blocks of A (the block-Jacobi preconditioner)
+    b : (k, r, B) B right-hand sides, solved together
+    tol : relative residual ‖b − Ax‖/‖b‖ at which a column stops
+    maxiter : int, most iterations (each one batched product)
+    return_iters : bool, also return the number of iterations
+    x0 : (k, r, B), optional start (default the block-Jacobi solution)
+    """
+    A = jax.vmap(hvp, in_axes=-1, out_axes=-1)
+    M = lambda x: block_solve(blocks, x)  # noqa: E731
+    x = M(b) if x0 is None else x0
+    res = b - A(x)
+    z = M(res)
+    p = z
+    rz = jnp.sum(res * z, axis=(0, 1))
+    bnorm = jnp.sqrt(jnp.sum(b * b, axis=(0, 1))) + jnp.finfo(b.dtype).tiny
+
+    def cond(s):
+        x, res, p, rz, it = s
+        rel = jnp.sqrt(jnp.sum(res * res, axis=(0, 1))) / bnorm
+        return (it < maxiter) & jnp.any(rel > tol)
+
+    def body(s):
+        x, res, p, rz, it = s
+        Ap = A(p)
+        pAp = jnp.sum(p * Ap, axis=(0, 1))
+        alpha = rz / jnp.where(pAp == 0, 1, pAp)
+        x = x + alpha * p
+        res = res - alpha * Ap
+        z = M(res)
+        rz_new = jnp.sum(res * z, axis=(0, 1))
+        p = z + (rz_new / jnp.where(rz == 0, 1, rz)) * p
+        return x, res, p, rz_new, it + 1
+
+    x, _, _, _, it = lax.while_loop(cond, body, (x, res, p, rz, 0))
+    return (x, it) if return_iters else x

@@ -1,0 +1,382 @@
+"""What the model classes share: input ingestion, the ``minim_opts`` dialect, and warnings
+from a fit's status code.
+
+``minim_opts`` (statsmodels' name) is a dict with any of
+
+* ``maxiter``: most iterations of the (outer) optimiser;
+* ``gtol``: stop when the gradient's ∞-norm is at most this;
+* ``ftol``: ... or when the Newton decrement ½·gᵀH⁻¹g is at most ftol·(1 + |f|).
+
+Each fit module supplies its defaults for the model's dtype; :func:`parse_minim_opts` applies
+the dict to them, so the dialect is the same for ``fit_map``, ``fit_vb`` and ``fit_laplace``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._precision import precision, resolve_dtype
+from ..covariance import CorrBlock
+from ..design.ellpack import REDesign, colors, design_mode, from_scipy
+from ..exceptions import ConvergenceWarning
+from ..families import Binomial, Family, Poisson
+from ..fits.map import scale_columns
+from ..kernels.glmm import Data, Params, Prior, jitted_kernels, unpack
+from ..quadrature import Rule, get_rule
+from ..results.glmm import ParamLayout
+from ..solvers import STATUS_MESSAGES, Solution
+from ..validation import check_1d, check_2d, check_finite, check_ident, check_length
+
+__all__ = ["GLMMInputs", "MixedGLMBase", "check_vb_start", "exog_arrays", "ingest_glmm",
+           "optimize_result", "parse_method", "parse_minim_opts"]
+
+MINIM_OPTS = ("maxiter", "gtol", "ftol")
+_METHODS = {"newton": "newton", "trust-ncg": "newton", "newton-cg": "newton", "bfgs": "lbfgs",
+            "l-bfgs": "lbfgs", "l-bfgs-b": "lbfgs", "lbfgs": "lbfgs"}
+
+
+def parse_method(name: str) -> str:
+    """``"newton"`` or ``"lbfgs"`` from a method name (scipy's names accepted)."""
+    key = str(name).lower()
+    if key not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; use 'newton' (default) or 'lbfgs'/'BFGS'")
+    return _METHODS[key]
+
+
+def parse_minim_opts(minim_opts: dict | None, defaults: NamedTuple) -> NamedTuple:
+    """``defaults`` (a fit's options NamedTuple) with the entries of ``minim_opts`` applied."""
+    opts = dict(minim_opts or {})
+    unknown = sorted(set(opts) - set(MINIM_OPTS))
+    if unknown:
+        raise ValueError(f"unknown minim_opts {unknown}; use maxiter, gtol, ftol")
+    return defaults._replace(**{key: type(getattr(defaults, key))(val)
+                                for key, val in opts.items()})
+
+
+def optimize_result(sol: Solution, what: str, *, counters: bool = True, stacklevel: int = 3):
+    """scipy's ``OptimizeResult`` for a host :class:`Solution`; a ``ConvergenceWarning``
+    (naming ``what`` and the gradient norm) unless it converged.  ``counters``: include the
+    Newton driver's work counters (``n_warm``, ``n_fev``, ``n_cg``)."""
+    from scipy.optimize import OptimizeResult
+
+    status = int(sol.status)
+    if status != 0:
+        warnings.warn(f"{what} fitting did not converge ({STATUS_MESSAGES[status]}), "
+                      f"|gradient|={float(sol.grad_norm):.6g}", ConvergenceWarning,
+                      stacklevel=stacklevel)
+    out = OptimizeResult(success=status == 0, status=status, message=STATUS_MESSAGES[status],
+                         fun=float(sol.value), nit=int(sol.n_iter),
+                         grad_norm=float(sol.grad_norm))
+    if counters:
+        out.update(n_warm=int(sol.n_warm), n_fev=int(sol.n_fev), n_cg=int(sol.n_cg))
+    return out
+
+
+def check_vb_start(mean, sd, p: int):
+    """``fit_vb``'s starting ``mean`` and ``sd`` (each None or of length p; sd positive)."""
+    if mean is not None and len(mean) != p:
+        raise ValueError(f"mean has incorrect length, {len(mean)} != {p}")
+    if sd is not None:
+        sd = np.asarray(sd, dtype=np.float64)
+        if len(sd) != p:
+            raise ValueError(f"sd has incorrect length, {len(sd)} != {p}")
+        if np.any(sd <= 0):
+            raise ValueError("sd must be positive")
+    return mean, sd
+
+
+def exog_arrays(endog, exog, exog_vc, fep_names, vc_names):
+    """``(y, X, fep_names, cols, vals, k_vc, vc_names, named)`` from statsmodels' array
+    arguments: exog_vc (dense, DataFrame or scipy.sparse) becomes ELLPACK arrays, never a
+    dense n × k_vc matrix of ours; ``named`` when a DataFrame supplied names."""
+    y = check_1d(endog, "endog")
+    n = len(y)
+    if exog is None:
+        X = np.zeros((n, 0))
+    else:
+        X = check_2d(exog, "exog")
+        check_length(n, X.shape[0], "exog")
+    named = isinstance(exog, pd.DataFrame)
+    if fep_names is None:
+        fep_names = ([str(c) for c in exog.columns] if named
+                     else [f"FE_{k + 1}" for k in range(X.shape[1])])
+    if len(fep_names) != X.shape[1]:
+        raise ValueError(f"fep_names has {len(fep_names)} names but exog has {X.shape[1]} "
+                         "columns")
+    if exog_vc is None:
+        return y, X, fep_names, np.zeros((n, 1), np.int32), np.zeros((n, 1)), 0, vc_names, named
+    if isinstance(exog_vc, pd.DataFrame):
+        named = True
+        if vc_names is None:
+            vc_names = [str(c) for c in exog_vc.columns]
+    if sp.issparse(exog_vc):
+        mat = sp.csr_array(exog_vc)
+        check_finite(mat.data, "exog_vc")
+    else:
+        mat = sp.csr_array(check_2d(np.asarray(exog_vc), "exog_vc"))
+    check_length(n, mat.shape[0], "exog_vc")
+    cols, vals, k_vc = from_scipy(mat)
+    return y, X, fep_names, cols, vals, k_vc, vc_names, named
+
+
+class GLMMInputs(NamedTuple):
+    """A mixed GLM's validated inputs; :meth:`attributes` names them as the model's."""
+
+    endog: np.ndarray  # (n,)
+    exog: np.ndarray  # (n, k_fep)
+    cols: np.ndarray  # (n, m) int32 ELLPACK columns of exog_vc (design.ellpack)
+    vals: np.ndarray  # (n, m) its values
+    ident: np.ndarray  # (k_vc,) int32 variance component of each random effect
+    k_fep: int
+    k_vcp: int  # log SDs, then correlation parameters
+    k_vc: int
+    k_sd: int  # log SDs among the k_vcp
+    fep_names: list
+    vcp_names: list
+    vc_names: list | None
+    vcp_p: float
+    fe_p: float
+    n_trials: np.ndarray | None  # (n,) binomial trials
+    freq_weights: np.ndarray  # (n,)
+    offset: np.ndarray  # (n,) offset, log(exposure) included
+    nobs: int
+    dtype: np.dtype
+    vb_rule: Rule
+    const: float  # the family's constant Σ w·log C(n, y) or −Σ w·log y!
+    color: np.ndarray  # (k_vc,) colouring of Z's columns (design.ellpack.colors)
+    n_colors: int
+    design_mode: str | tuple  # how fit_laplace factors H_uu (design.ellpack.design_mode)
+    corr: list  # (cols (G, q), sd_idx (q,), z_idx) per correlated term
+    indep: np.ndarray  # (k_vc,) 1 for independent random effects, 0 in correlated terms
+
+    def attributes(self) -> dict:
+        """The model's attribute names: statsmodels' public ones, the others private."""
+        return {(k if k in _PUBLIC else "_" + k): v for k, v in self._asdict().items()}
+
+
+_PUBLIC = {"endog", "exog", "ident", "k_fep", "k_vcp", "k_vc", "fep_names", "vcp_names",
+           "vc_names", "vcp_p", "fe_p", "n_trials", "freq_weights", "offset", "nobs", "dtype",
+           "vb_rule"}
+
+
+def ingest_glmm(family: Family, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_names,
+                vcp_names, vc_names, n_trials, offset, exposure, freq_weights, dtype, vb_rule,
+                corr=()) -> GLMMInputs:
+    """Validate a mixed GLM's arrays (ELLPACK random-effects design ``cols``, ``vals``) and
+    compute what every fit needs once: the colouring and the H_uu factorisation mode.
+
+    ``corr``: per correlated term (from_formula's (1 + x | g)), ``(cols (G, q), sd_idx (q,),
+    names of its correlation parameters)``; those parameters follow the log SDs in vcp.
+    """
+    n = len(y)
+    if ident is None:
+        if k_vc:
+            raise ValueError("ident is required when exog_vc is given")
+        ident = np.zeros(0, np.int32)
+    ident = check_ident(ident, k_vc)
+    k_sd = int(ident.max()) + 1 if k_vc else 0
+    blocks, z0 = [], k_sd
+    for bcols, sd_idx, znames in corr:
+        blocks.append((np.asarray(bcols, np.int32), np.asarray(sd_idx, np.int32),
+                       np.arange(z0, z0 + len(znames), dtype=np.int32)))
+        z0 += len(znames)
+    k_vcp = z0
+    if vcp_names is None:
+        vcp_names = [f"VC_{k + 1}" for k in range(k_vcp)]
+    elif len(vcp_names) != k_vcp:
+        raise ValueError(f"vcp_names has {len(vcp_names)} names but ident defines {k_vcp} "
+                         "variance components")
+    if vc_names is not None and len(vc_names) != k_vc:
+        raise ValueError(f"vc_names has {len(vc_names)} names but exog_vc has {k_vc} columns")
+    for name, val in (("vcp_p", vcp_p), ("fe_p", fe_p)):
+        if not np.isfinite(val) or val <= 0:
+            raise ValueError(f"{name} must be a positive number, got {val}")
+    trials = _check_trials(family, n_trials, n)
+    family.check_endog(y, trials)
+    w = np.ones(n) if freq_weights is None else check_1d(freq_weights, "freq_weights")
+    check_length(n, len(w), "freq_weights")
+    if np.any(w < 0):
+        raise ValueError("freq_weights must be non-negative")
+    off = np.zeros(n) if offset is None else check_1d(offset, "offset")
+    check_length(n, len(off), "offset")
+    if exposure is not None:
+        if not isinstance(family, Poisson):
+            raise ValueError("exposure= applies to the Poisson family only; use offset=")
+        ex = check_1d(exposure, "exposure")
+        check_length(n, len(ex), "exposure")
+        if np.any(ex <= 0):
+            raise ValueError("exposure must be positive")
+        off = off + np.log(ex)
+    color, n_colors = colors(cols, vals, ident, k_vc)
+    indep = np.ones(k_vc)
+    for bcols, _, _ in blocks:
+        indep[bcols.ravel()] = 0.0
+    return GLMMInputs(
+        y, X, cols, vals, ident, X.shape[1], k_vcp, k_vc, k_sd, list(fep_names),
+        list(vcp_names), None if vc_names is None else list(vc_names), float(vcp_p),
+        float(fe_p), trials, w, off, n, resolve_dtype(dtype), get_rule(vb_rule),
+        family.constant(y, 1.0 if trials is None else trials, w), color, n_colors,
+        design_mode(cols, vals, ident), blocks, indep)
+
+
+def _check_trials(family: Family, n_trials, n):
+    if n_trials is None:
+        return None
+    if not isinstance(family, Binomial):
+        raise ValueError("n_trials= applies to the binomial family only")
+    t = check_1d(n_trials, "n_trials")
+    check_length(n, len(t), "n_trials")
+    if np.any(t < 1) or np.any(t != np.round(t)):
+        raise ValueError("n_trials must be positive integers")
+    return t
+
+
+class MixedGLMBase:
+    """The data side of the mixed GLM classes: validated inputs, device data, and the
+    log posterior and ELBO at given parameters.  Parameters: see ``BinomialBayesMixedGLM``."""
+
+    family: Family
+
+    def __init__(self, endog, exog, exog_vc=None, ident=None, vcp_p=1, fe_p=2, fep_names=None,
+                 vcp_names=None, vc_names=None, *, n_trials=None, offset=None, exposure=None,
+                 freq_weights=None, dtype=None, vb_rule="gh20"):
+        y, X, fep_names, cols, vals, k_vc, vc_names, named = exog_arrays(
+            endog, exog, exog_vc, fep_names, vc_names)
+        self._init_arrays(y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_names, vcp_names,
+                          vc_names, n_trials, offset, exposure, freq_weights, dtype, vb_rule)
+        self._named = named
+
+    # The formula path calls this directly with ELLPACK arrays built from factor codes.
+    def _init_arrays(self, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_names, vcp_names,
+                     vc_names, n_trials, offset, exposure, freq_weights, dtype, vb_rule,
+                     corr=()):
+        vars(self).update(ingest_glmm(
+            self.family, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_names, vcp_names,
+            vc_names, n_trials, offset, exposure, freq_weights, dtype, vb_rule, corr
+        ).attributes())
+        self._data_cache = {}
+        self._named = False
+        self._formula = None
+
+    @property
+    def names(self):
+        return self.fep_names + self.vcp_names + (self.vc_names or [])
+
+    @property
+    def layout(self) -> ParamLayout:
+        """How ``params`` is packed and named."""
+        return ParamLayout(self.k_fep, self._k_sd, self.k_vcp, self.k_vc, self.fep_names,
+                           self.vcp_names, self.vc_names, self._named)
+
+    @property
+    def re_design(self) -> REDesign:
+        """The random-effects design as ELLPACK numpy arrays ``(cols, vals)``, each (n, m)."""
+        return REDesign(self._cols, self._vals)
+
+    @property
+    def exog_vc(self):
+        """The random-effects design as a scipy CSR array (built on request)."""
+        n, m = self._cols.shape
+        rows = np.repeat(np.arange(n), m)
+        return sp.csr_array((self._vals.ravel(), (rows, self._cols.ravel())), shape=(n, self.k_vc))
+
+    def _data(self) -> Data:
+        """Device arrays in the model's dtype (cached)."""
+        dt = self.dtype
+        if dt not in self._data_cache:
+            with precision(dt):
+                trials = np.ones(self.nobs) if self.n_trials is None else self.n_trials
+                self._data_cache[dt] = Data(
+                    y=jnp.asarray(self.endog, dt),
+                    X=jnp.asarray(self.exog, dt),
+                    Z=REDesign(jnp.asarray(self._cols, jnp.int32), jnp.asarray(self._vals, dt)),
+                    ident=jnp.asarray(self.ident, jnp.int32),
+                    n_trials=jnp.asarray(trials, dt),
+                    weights=jnp.asarray(self.freq_weights, dt),
+                    offset=jnp.asarray(self.offset, dt),
+                    const=jnp.asarray(self._const, dt),
+                    corr=tuple(CorrBlock(jnp.asarray(c), jnp.asarray(si), jnp.asarray(zi))
+                               for c, si, zi in self._corr),
+                    indep=jnp.asarray(self._indep, dt) if self._corr else None,
+                )
+        return self._data_cache[dt]
+
+    def _prior(self) -> Prior:
+        with precision(self.dtype):
+            return Prior(jnp.asarray(self.fe_p, self.dtype), jnp.asarray(self.vcp_p, self.dtype))
+
+    def _params(self, vec) -> Params:
+        vec = np.asarray(vec, dtype=np.float64)
+        p = self.k_fep + self.k_vcp + self.k_vc
+        if vec.shape != (p,):
+            raise ValueError(f"params must have shape ({p},), got {vec.shape}")
+        return unpack(vec, self.k_fep, self.k_vcp, self.dtype)
+
+    def _fit_data(self, scale_fe):
+        """``(data, X, A)``: the device data with the fe columns scaled when ``scale_fe``
+        (fits.map.scale_columns), its X (numpy) and the map back fe = A·fe_s (or None)."""
+        if not scale_fe or self.k_fep == 0:
+            return self._data(), self.exog, None
+        Xs, A = scale_columns(self.exog)
+        with precision(self.dtype):
+            return self._data()._replace(X=jnp.asarray(Xs, self.dtype)), Xs, A
+
+    def _no_corr(self, what):
+        if self._corr:
+            raise ValueError(
+                f"{what} does not support correlated random effects such as (1 + x | g): the "
+                "joint mode drives their variances to zero and the mean-field family has no "
+                "closed-form expectation for them; use fit_laplace(), or uncorrelated terms "
+                "(1 | g) + (0 + x | g)")
+
+    # ------------------------------------------------------------------ kernels
+    def logposterior(self, params):
+        """log p(y, fe, vcp, vc) up to the constants statsmodels also omits."""
+        with precision(self.dtype):
+            lp = jitted_kernels(self.family, self.vb_rule).logposterior
+            return float(lp(self._params(params), self._data(), self._prior()))
+
+    def logposterior_grad(self, params):
+        """Gradient of :meth:`logposterior` (autodiff), packed like ``params``."""
+        with precision(self.dtype):
+            g = jitted_kernels(self.family, self.vb_rule).logposterior_grad(
+                self._params(params), self._data(), self._prior())
+            return np.concatenate([np.asarray(x, np.float64) for x in g])
+
+    def vb_elbo(self, vb_mean, vb_sd):
+        """The mean-field ELBO at (vb_mean, vb_sd), each packed like ``params``.  Models with
+        correlated terms ((1 + x | g)) have none: ValueError, as :meth:`fit_vb`."""
+        self._no_corr("vb_elbo")
+        with precision(self.dtype):
+            el = jitted_kernels(self.family, self.vb_rule).elbo
+            return float(el(self._params(vb_mean), self._params(vb_sd), self._data(),
+                            self._prior()))
+
+    def vb_elbo_grad(self, vb_mean, vb_sd):
+        """Gradients of :meth:`vb_elbo` with respect to ``vb_mean`` and ``vb_sd``."""
+        self._no_corr("vb_elbo_grad")
+        with precision(self.dtype):
+            gm, gs = jitted_kernels(self.family, self.vb_rule).elbo_grad(
+                self._params(vb_mean), self._params(vb_sd), self._data(), self._prior())
+            cat = lambda p: np.concatenate([np.asarray(x, np.float64) for x in p])  # noqa: E731
+            return cat(gm), cat(gs)
+
+    def predict(self, params, exog=None, linear=False):
+        """Mean of the fixed-effects part: ``exog @ params[:k_fep]`` (plus the model's offset
+        when ``exog`` is omitted), through the inverse link unless ``linear``."""
+        params = np.asarray(params, dtype=np.float64)
+        if exog is None:
+            lin = self.exog @ params[:self.k_fep] + self.offset
+        else:
+            ex = check_2d(exog, "exog")
+            lin = ex @ params[:ex.shape[1]]
+        if linear:
+            return lin
+        with precision(np.float64):
+            return np.asarray(self.family.mean(jnp.asarray(lin)))
