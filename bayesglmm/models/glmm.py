@@ -205,6 +205,12 @@ class _BayesMixedGLM(MixedGLMBase):
                    "is_singular": fit.is_singular, "priors": bool(priors),
                    "vc_sd_cond": fit.vc_sd_cond, "marginal": fit})
 
+    def __repr__(self) -> str:
+        """Family, formula, rows, fixed effects and each factor's levels (bayesglmm._repr)."""
+        from .._repr import glmm_repr
+
+        return glmm_repr(self)
+
 
 class BinomialBayesMixedGLM(_BayesMixedGLM):
     """Bayesian mixed logistic regression (statsmodels' ``BinomialBayesMixedGLM``).

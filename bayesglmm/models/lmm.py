@@ -222,6 +222,12 @@ class MixedLM:
             theta[k] = float(np.clip(np.sqrt(e / s2), 0.1, 10.0))
         return theta
 
+    def __repr__(self) -> str:
+        """Formula, rows, fixed effects and each factor's levels (bayesglmm._repr)."""
+        from .._repr import lmm_repr
+
+        return lmm_repr(self)
+
 
 def mixedlm(formula, data, groups=None, re_formula=None, vc_formula=None, missing="none",
             *, dtype=None) -> MixedLM:

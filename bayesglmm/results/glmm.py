@@ -281,3 +281,29 @@ class BayesMixedGLMResults:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} ({self.method}) of {type(self.model).__name__}>"
+
+    # ------------------------------------------------------------------ ArviZ and plots
+    def to_inference_data(self, draws: int = 1000, rng=None, **kwargs):
+        """Posterior draws as an ``arviz.InferenceData`` (the ``[arviz]`` extra); keywords
+        and the approximation drawn from: :func:`bayesglmm.arviz.to_inference_data`."""
+        from ..arviz import to_inference_data
+
+        return to_inference_data(self, draws, rng, **kwargs)
+
+    def plot_caterpillar(self, term=None, **kwargs):
+        """Random effects per factor, sorted, with intervals: :func:`bayesglmm.plot.caterpillar`."""
+        from ..plot import caterpillar
+
+        return caterpillar(self, term, **kwargs)
+
+    def plot_forest(self, *others, labels=None, **kwargs):
+        """Fixed effects of this fit and ``others`` side by side: :func:`bayesglmm.plot.forest`."""
+        from ..plot import forest
+
+        return forest([self, *others], labels, **kwargs)
+
+    def plot_fitted(self, **kwargs):
+        """Observed and residuals against fitted values: :func:`bayesglmm.plot.fitted`."""
+        from ..plot import fitted
+
+        return fitted(self, **kwargs)

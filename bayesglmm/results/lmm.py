@@ -371,6 +371,37 @@ class MixedLMResults:
     def __repr__(self):
         return f"<MixedLMResults {self.method}: llf={self.llf:.4f}, nobs={self.nobs}>"
 
+    # ------------------------------------------------------------------ ArviZ and plots
+    def to_inference_data(self, *args, **kwargs):
+        """Not available: an ML/REML fit has no posterior (``ValueError`` saying what to use)."""
+        from ..posterior_draws import check_bayesian
+
+        check_bayesian(self)
+
+    def plot_caterpillar(self, term=None, **kwargs):
+        """BLUPs per term, sorted, with condVar intervals: :func:`bayesglmm.plot.caterpillar`."""
+        from ..plot import caterpillar
+
+        return caterpillar(self, term, **kwargs)
+
+    def plot_forest(self, *others, labels=None, **kwargs):
+        """Fixed effects of this fit and ``others`` side by side: :func:`bayesglmm.plot.forest`."""
+        from ..plot import forest
+
+        return forest([self, *others], labels, **kwargs)
+
+    def plot_fitted(self, **kwargs):
+        """Observed and residuals against fitted values: :func:`bayesglmm.plot.fitted`."""
+        from ..plot import fitted
+
+        return fitted(self, **kwargs)
+
+    def plot_profile(self, param=0, grid=None, **kwargs):
+        """Profiled deviance along one θ: :func:`bayesglmm.plot.deviance_profile`."""
+        from ..plot import deviance_profile
+
+        return deviance_profile(self, param, grid, **kwargs)
+
 
 def _unique_key(d, name):
     if name not in d:
