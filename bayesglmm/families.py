@@ -37,6 +37,13 @@ def _softplus_jvp(primals, tangents):
     return softplus(x), (0.5 + 0.5 * jnp.tanh(0.5 * x)) * dx
 
 
+def _sqrt(v):
+    """√v with derivative 0 (not ∞) at v = 0: rows whose linear predictor has no variance
+    under q (padded rows, design.buckets) then add 0, not 0·∞ = NaN, to the gradient."""
+    pos = v > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, v, 1.0)), 0.0)
+
+
 def _expect(h, tm, sd, rule: Rule):
     """E[h(tm + sd·z)], z ~ N(0, 1), by the quadrature ``rule``: one (n, k) broadcast that XLA
     fuses with the weighted sum over the k nodes (written as a sum, not ``@ w``: a dot is not
@@ -137,7 +144,7 @@ class Binomial(Family):
         With statsmodels' rule the expectation is differentiated through the rule, as
         statsmodels does; otherwise through the Gaussian identities (``softplus_moments``)."""
         if rule.name == "statsmodels":
-            return w * (y * tm - n * _expect(softplus, tm, jnp.sqrt(tv), rule))
+            return w * (y * tm - n * _expect(softplus, tm, _sqrt(tv), rule))
         return w * (y * tm - n * softplus_moments(0, rule, tm, tv)[0])
 
     def mean(self, eta, n=1.0):
@@ -171,7 +178,7 @@ class Poisson(Family):
         """E[y·η − e^η] with η ~ N(tm, tv).  E[e^η] = exp(tm + tv/2) exactly; with the
         statsmodels rule the quadrature is used instead, to match statsmodels' ELBO."""
         if rule.name == "statsmodels":
-            return w * (y * tm - _expect(jnp.exp, tm, jnp.sqrt(tv), rule))
+            return w * (y * tm - _expect(jnp.exp, tm, _sqrt(tv), rule))
         return w * (y * tm - jnp.exp(tm + 0.5 * tv))
 
     def mean(self, eta, n=1.0):

@@ -62,8 +62,8 @@ def _node_functions(family: Family, mode, opts: LaplaceOptions):
         def full(fe):
             return jnp.concatenate([fe, vcp])
 
-        def neg_value(fe, u):
-            f, u = obj.value(full(fe), u, data, prior)
+        def neg_value(fe, u):  # line-search evaluations: not differentiated
+            f, u = obj.value_only(full(fe), u, data, prior)
             return -f, u
 
         def neg_vgh(fe, u):

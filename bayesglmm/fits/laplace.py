@@ -11,6 +11,14 @@ to tolerance (ℓ − ℓ(σ = 0) = O(σ²)).  A component at the bound or with 
 (lme4's ``isSingular`` tolerance) is reported with ``singular`` set and NaN variance, and the
 covariance of the other parameters is computed with it fixed — as lme4 does at θ = 0.
 
+Compilation.  The outer Newton iteration (a handful of steps) is driven from the host
+(solvers.projected_newton.projected_newton_host) over small jitted programs compiled once per
+configuration and data shape (:func:`laplace_kernels`): ``value`` (the inner Newton solve for
+u*, warm-started to first order from the last point), ``vgh`` (∇J and ∇²J at a u* already
+solved for: no loop inside), ``finish`` (the random-effect summaries), and the GLM fit of
+the start (:func:`glm_start`), instead of one ``while_loop`` program holding the line search,
+two copies of the inner loop and the nested autodiff, which took longer to compile.
+
 Uncertainty of the random effects.  ``vc_sd`` is the total SD
 Var(vc_j) ≈ (Λ H_uu⁻¹ Λᵀ)_jj + (J Cov(θ) Jᵀ)_jj with J = dvc*/dθ by the implicit derivative,
 i.e. the conditional variance plus the uncertainty propagated from (fe, vcp);
@@ -21,10 +29,10 @@ posterior integrated over vcp.  See docs/which_fit.md for which fit to use.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._precision import precision
@@ -32,17 +40,19 @@ from ..covariance import lam_u
 from ..exceptions import SINGULAR_TOL
 from ..families import Family
 from ..kernels.glmm import Data, Prior
-from ..kernels.marginal import log_prior, objective, penalised, var_vc
+from ..kernels.marginal import glm_terms, log_prior, objective, var_vc
 from ..linalg.psd import abs_inv
 from ..solvers import STATUS_MESSAGES, Solution
-from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton
+from ..solvers.linesearch import armijo, backtrack_host
+from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
 
-__all__ = ["DENSE_VC_MAX", "LOG_SD_MIN", "SINGULAR_SD", "LaplaceFit", "LaplaceOptimum",
-           "LaplaceOptions", "default_options", "fit_laplace", "laplace_functions"]
+__all__ = ["DENSE_VC_MAX", "LOG_SD_MIN", "SINGULAR_SD", "LaplaceFit", "LaplaceKernels",
+           "LaplaceOptions", "default_options", "fit_laplace", "glm_start", "laplace_kernels"]
 
 LOG_SD_MIN = -12.0  # lower bound of vcp (SD 6e-6)
 SINGULAR_SD = SINGULAR_TOL  # a fitted SD below this is reported as zero (lme4's isSingular)
 DENSE_VC_MAX = 8000  # largest k_vc for the dense Cholesky of H_uu (crossed designs)
+START_TOL = 1e-6  # the GLM start stops at a Newton decrement ≤ START_TOL·(1 + |ll|)
 
 
 class LaplaceOptions(NamedTuple):
@@ -67,23 +77,22 @@ def default_options(dtype) -> LaplaceOptions:
     return LaplaceOptions(gtol=1e-4, ftol=1e-9, inner_tol=1e-5)
 
 
-class LaplaceOptimum(NamedTuple):
-    """What the jitted solve returns (device arrays)."""
+class LaplaceKernels(NamedTuple):
+    """The jitted programs of one static configuration (see :func:`laplace_kernels`)."""
 
-    solution: Solution  # a = θ̂ (k_a,); v = u* (k_vc, 1); value = −J(θ̂) (minimised);
-    #                     grad_norm = ‖∇J‖_∞ over free coordinates; n_iter = Newton steps
-    llf: jax.Array  # () Laplace log-likelihood ℓ(θ̂)
-    active: jax.Array  # (k_a,) bool: coordinates held at zero variance (singular)
-    cov: jax.Array  # (k_a, k_a) (−∇²J)⁻¹ on the free coordinates, NaN on the active ones
-    vc: jax.Array  # (k_vc,) conditional modes vc* = Λ(vcp)·u*
-    vc_sd: jax.Array  # (k_vc,) total SD: conditional + propagated from Cov(θ)
-    vc_sd_cond: jax.Array  # (k_vc,) conditional SD alone
+    value: Callable  # (θ, u, du, dθ, data, prior) -> (−J(θ), u*(θ)): the inner Newton
+    #                  solve from u + du·dθ (u, du = u*, du*/dθ at θ − dθ)
+    vgh: Callable  # (θ, u*, data, prior) -> (−J, −∇J (k_a,), −∇²J (k_a, k_a), (du*/dθ, F))
+    #                with F the factorisation of H_uu at u* (linalg.psd)
+    finish: Callable  # (θ, u*, (du*/dθ, F), data, prior) -> (vc* (k_vc,),
+    #                   diag(Λ H_uu⁻¹ Λᵀ), dvc*/dθ (k_vc, k_a), log prior)
 
 
 class LaplaceFit(NamedTuple):
     """Result of :func:`fit_laplace` (numpy arrays)."""
 
-    solution: Solution  # numpy; see LaplaceOptimum
+    solution: Solution  # numpy: a = θ̂ (k_a,); v = u* (k_vc, 1); value = −J(θ̂) (minimised);
+    #                     grad_norm = ‖∇J‖_∞ over free coordinates; n_iter = Newton steps
     fe: np.ndarray  # (k_fep,) fixed effects at the optimum
     vcp: np.ndarray  # (k_vcp,) log SDs at the optimum (LOG_SD_MIN where singular)
     cov: np.ndarray  # (k_a, k_a) inverse Hessian of −objective in (fe, vcp); NaN rows/cols
@@ -142,53 +151,111 @@ class LaplaceFit(NamedTuple):
 
 
 @functools.cache
-def laplace_functions(family: Family, mode, priors: bool, opts: LaplaceOptions):
-    """The jitted ``solve(theta0, u0, data, prior) -> LaplaceOptimum`` for one static
-    configuration: the maximiser of J(θ) = ℓ(θ) [+ log prior], Cov(θ) = (−∇²J)⁻¹ on the free
-    coordinates and the random-effect summaries (see the module docstring)."""
+def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions) -> LaplaceKernels:
+    """The jitted programs of the fit for one static configuration, each compiled once per
+    data shape: J(θ) = ℓ(θ) [+ log prior] with u*(θ) (the inner Newton loop), its gradient
+    and Hessian at a u* already solved for (no loop: forward-mode derivatives of the adjoint
+    gradient, kernels.marginal.objective), and the random-effect summaries at the optimum.
+    :func:`fit_laplace` drives the outer Newton iteration from the host."""
     obj = objective(family, mode, priors, opts.inner_tol, opts.inner_maxiter)
 
-    def neg_vgh(x, u, data, prior):
-        f, g, H, u = obj.vgh(x, u, data, prior)
-        return -f, -g, -H, u
-
-    def neg_value(x, u, data, prior):
-        f, u = obj.value(x, u, data, prior)
+    @jax.jit
+    def value(theta, u, du, dtheta, data, prior):
+        # warm start: u*(θ) to first order from the base point, u* + du*/dθ·dθ
+        f, u = obj.value_only(theta, u + du @ dtheta, data, prior)
         return -f, u
 
     @jax.jit
-    def solve(theta0, u0, data, prior):
-        kf = data.X.shape[1]
-        k_sd = theta0.shape[0] - kf - sum(b.z_idx.shape[0] for b in data.corr)
-        lb = jnp.concatenate([jnp.full(kf, -jnp.inf, theta0.dtype),
-                              jnp.full(k_sd, LOG_SD_MIN, theta0.dtype),
-                              jnp.full(theta0.shape[0] - kf - k_sd, -jnp.inf, theta0.dtype)])
-        s = projected_newton(lambda x, u: neg_vgh(x, u, data, prior),
-                             lambda x, u: neg_value(x, u, data, prior), theta0, u0, lb,
-                             opts.outer)
-        theta, u, H = s.x, s.u, s.H
-        # singular: at the bound with the gradient pushing outward, or a SD below
-        # SINGULAR_SD where ℓ is flat to the optimiser's tolerance (lme4's isSingular, tol 1e-4)
-        idx = jnp.arange(theta.shape[0])
-        is_vcp = (idx >= kf) & (idx < kf + k_sd)  # log SDs (not correlation parameters)
-        active = ((theta <= lb + 1e-10) & (s.g > 0)) | (is_vcp & (theta < np.log(SINGULAR_SD)))
-        free = ~active
-        both = free[:, None] & free[None, :]
-        cov = jnp.where(both, abs_inv(jnp.where(both, H, jnp.eye(H.shape[0], dtype=H.dtype))),
-                        0.0)
-        ginf = jnp.max(jnp.abs(jnp.where(free, s.g, 0.0)), initial=0.0)
-        # random effects: vc* = Λu*; Var = diag(Λ H_uu⁻¹ Λᵀ) (conditional) + J Cov(θ) Jᵀ
-        _, _, Huu = penalised(family, mode)(theta, u, data)
-        var_cond = var_vc(theta[kf:], Huu, mode, data)
-        J = obj.jac_vc(theta, u, data)
-        var_tot = var_cond + jnp.einsum("kp,pq,kq->k", J, cov, J)
-        cov = jnp.where(both, cov, jnp.nan)
-        llf = -s.f - log_prior(theta, data, prior) if priors else -s.f
-        sol = Solution(theta, u[:, None], s.f, ginf, jnp.maximum(s.it - 1, 0), s.status)
-        return LaplaceOptimum(sol, llf, active, cov, lam_u(theta[kf:], u, data.ident, data.corr),
-                              jnp.sqrt(var_tot), jnp.sqrt(var_cond))
+    def vgh(theta, u, data, prior):
+        f, g, H, du, F = obj.vgh_at(theta, u, data, prior)
+        return -f, -g, -H, (du, F)
 
-    return solve
+    @jax.jit
+    def finish(theta, u, du_F, data, prior):
+        kf = data.X.shape[1]
+        du, F = du_F
+        # dvc*/dθ of vc* = Λ(vcp)·u*(θ): Λ·du*/dθ + (dΛ/dθ)·u*
+        J = lam_u(theta[kf:], du, data.ident, data.corr) + jax.jacfwd(
+            lambda th: lam_u(th[kf:], u, data.ident, data.corr))(theta)
+        return (lam_u(theta[kf:], u, data.ident, data.corr), var_vc(theta[kf:], F, mode, data),
+                J, log_prior(theta, data, prior))
+
+    return LaplaceKernels(value, vgh, finish)
+
+
+@functools.cache
+def _glm_terms(family: Family):
+    return jax.jit(glm_terms(family))
+
+
+def glm_start(family: Family, data: Data, maxiter: int = 25) -> np.ndarray:
+    """lme4's starting fe: the GLM fit without random effects, argmax Σ loglik(X·fe + offset)
+    (glmer starts from it with SDs of 1, i.e. vcp = 0).  Newton on the concave
+    log-likelihood from fe = 0, driven from the host over one small jitted program
+    (kernels.marginal.glm_terms), with Armijo backtracking; stops when the decrement
+    ½gᵀH⁻¹g is below ``START_TOL``·(1 + |ll|) (a start needs no more: the outer Newton
+    steps in fe too), after ``maxiter`` steps or when the line search fails.  NaN where XᵀWX
+    is singular."""
+    terms = _glm_terms(family)
+    fe = np.zeros(data.X.shape[1], np.dtype(data.y.dtype))
+    ll, g, H = (np.asarray(x) for x in terms(fe, data))
+    for _ in range(maxiter):
+        try:
+            d = np.linalg.solve(H, g)  # Newton step on −ll
+        except np.linalg.LinAlgError:
+            return np.full_like(fe, np.nan)
+        slope = -float(g @ d)
+        if -0.5 * slope <= START_TOL * (1 + abs(float(ll))):
+            break
+
+        def phi(t, fe=fe, d=d):  # −ll along the step, with (fe, terms) there
+            fe_t = (fe + t * d).astype(fe.dtype)
+            out = [np.asarray(x) for x in terms(fe_t, data)]
+            return -float(out[0]), (fe_t, out)
+
+        _, _, (fe_t, out), _, ok = backtrack_host(phi, armijo(-float(ll), slope), 40)
+        if not ok:
+            break
+        fe, (ll, g, H) = fe_t, out
+    return fe
+
+
+def _solve(kern: LaplaceKernels, theta0: np.ndarray, data: Data, prior: Prior, kf: int,
+           k_sd: int, opts: LaplaceOptions, priors: bool):
+    """Maximise J from θ₀ (host-driven projected Newton), then Cov(θ) = (−∇²J)⁻¹ on the free
+    coordinates and the random-effect summaries (see the module docstring)."""
+    k_a, dtype = theta0.shape[0], theta0.dtype
+    lb = np.concatenate([np.full(kf, -np.inf), np.full(k_sd, LOG_SD_MIN),
+                         np.full(k_a - kf - k_sd, -np.inf)]).astype(dtype)
+    k_vc = data.ident.shape[0]
+    no_step = (np.zeros((k_vc, k_a), dtype), np.zeros(k_a, dtype))  # numpy: nothing to compile
+
+    def value(x, u, du_F, dx):
+        du, dx = no_step if du_F is None else (du_F[0], dx)
+        return kern.value(x, u, du, dx, data, prior)
+
+    s, du_F = projected_newton_host(lambda x, u: kern.vgh(x, u, data, prior), value, theta0,
+                                    np.zeros(k_vc, dtype), lb, opts.outer)
+    vc, var_cond, J, lp = (np.asarray(x, np.float64)
+                           for x in kern.finish(s.x, s.u, du_F, data, prior))
+    theta, H, g = s.x, np.asarray(s.H, np.float64), s.g
+    # singular: at the bound with the gradient pushing outward, or a SD below SINGULAR_SD
+    # where ℓ is flat to the optimiser's tolerance (lme4's isSingular, tol 1e-4)
+    idx = np.arange(k_a)
+    is_vcp = (idx >= kf) & (idx < kf + k_sd)  # log SDs (not correlation parameters)
+    active = ((theta <= lb + 1e-10) & (g > 0)) | (is_vcp & (theta < np.log(SINGULAR_SD)))
+    free = ~active
+    both = free[:, None] & free[None, :]
+    cov = np.where(both, abs_inv(np.where(both, H, np.eye(k_a)), xp=np), 0.0)
+    ginf = np.max(np.abs(np.where(free, g, 0.0)), initial=0.0)
+    # random effects: vc* = Λu*; Var = diag(Λ H_uu⁻¹ Λᵀ) (conditional) + J Cov(θ) Jᵀ
+    var_tot = var_cond + np.einsum("kp,pq,kq->k", J, cov, J)
+    cov = np.where(both, cov, np.nan)
+    f = np.asarray(s.f, np.float64)
+    llf = -f - lp if priors else -f
+    sol = Solution(np.asarray(theta, np.float64), np.asarray(s.u, np.float64)[:, None], f, ginf,
+                   max(int(s.it) - 1, 0), int(s.status))
+    return sol, llf, active, cov, vc, np.sqrt(var_tot), np.sqrt(var_cond)
 
 
 def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, priors: bool,
@@ -210,7 +277,7 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
     priors : bool
         Add statsmodels' priors N(0, fe_p²) on fe and N(0, vcp_p²) on vcp.
     start : (k_fep + k_vcp,) array, optional
-        Starting θ; default fe = 0, vcp = 0.
+        Starting θ; default lme4's: the GLM fit without random effects (fe), vcp = 0.
     opts : LaplaceOptions, optional
         Default :func:`default_options` for the data's dtype.
     integrate : bool
@@ -247,28 +314,30 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
                          f" Hessian of the random effects; at most {DENSE_VC_MAX} supported")
     if k_fep != data.X.shape[1]:
         raise ValueError(f"k_fep={k_fep} but X has {data.X.shape[1]} columns")
-    if start is None:
+    if start is None:  # lme4's start: the GLM's fixed effects, SDs of 1 (vcp = 0)
+        with precision(dtype):
+            fe0 = glm_start(family, data).astype(np.float64)
         theta0 = np.zeros(k_fep + k_vcp)
+        if np.all(np.isfinite(fe0)):
+            theta0[:k_fep] = fe0
     else:
         theta0 = np.asarray(start, np.float64)
         if theta0.shape != (k_fep + k_vcp,):
             raise ValueError(f"start must have shape ({k_fep + k_vcp},), got {theta0.shape}")
-    solve = laplace_functions(family, mode, bool(priors), opts)
+    kern = laplace_kernels(family, mode, bool(priors), opts)
+    k_sd = k_vcp - sum(int(b.z_idx.shape[0]) for b in data.corr)
     with precision(dtype):
-        opt = jax.device_get(solve(jnp.asarray(theta0, dtype), jnp.zeros(k_vc, dtype), data,
-                                   prior))
-    f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
-    sol = opt.solution.host()
-    active = np.asarray(opt.active, bool)
+        sol, llf, active, cov, vc, vc_sd, vc_sd_cond = _solve(
+            kern, theta0.astype(dtype), data, prior, k_fep, k_sd, opts, bool(priors))
     out = LaplaceFit(
         solution=sol,
         fe=sol.a[:k_fep],
         vcp=sol.a[k_fep:],
-        cov=f64(opt.cov),
-        vc=f64(opt.vc),
-        vc_sd=f64(opt.vc_sd),
-        vc_sd_cond=f64(opt.vc_sd_cond),
-        llf=f64(opt.llf),
+        cov=cov,
+        vc=vc,
+        vc_sd=vc_sd,
+        vc_sd_cond=vc_sd_cond,
+        llf=np.asarray(llf),
         log_post=-sol.value if priors else np.asarray(np.nan),
         singular=active[k_fep:],
     )

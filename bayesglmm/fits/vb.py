@@ -5,6 +5,10 @@ q(fe, vcp, vc) = Π N(mean, sd²); the ELBO (kernels.make_elbo) is maximised ove
 large block ``v = (vc mean, vc log-sd)`` of shape (k_vc, 2); for fixed ``a`` the negative ELBO is
 convex in ``v`` with 2 × 2 diagonal Hessian blocks for one grouping factor, so the structured
 Newton driver applies unchanged.  ``method="lbfgs"`` uses optax's L-BFGS instead.
+
+Compiled programs (per family, quadrature rule and shape bucket, design.buckets): one, the
+Newton iteration (solvers.newton.newton_program) with the start (its ELBO, and the curvatures
+for the starting SDs).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import numpy as np
 
 from .._precision import precision
 from ..families import Family
-from ..kernels.glmm import Data, Params, Prior, jitted_kernels, make_elbo, unpack
+from ..kernels.glmm import Data, Params, Prior, make_elbo
 from ..quadrature import Rule
-from ..solvers import NewtonOptions, Solution, lbfgs, newton
-from ..solvers.newton import default_options, structured_blocks
+from ..solvers import NewtonOptions, Solution, lbfgs
+from ..solvers.newton import CURVATURE, GRAD, default_options, newton_program
 from . import map as _map
 
-__all__ = ["VBFit", "fit_vb", "split_vb", "start_values", "vb_functions"]
+__all__ = ["VBFit", "fit_vb", "sd_start", "split_vb", "start_values", "vb_objective",
+           "vb_program"]
 
 
 def split_vb(a, v, k_fep: int):
@@ -36,51 +41,53 @@ def split_vb(a, v, k_fep: int):
 
 
 @functools.cache
-def vb_functions(family: Family, rule: Rule, dense: bool, n_colors: int, method: str,
-                 opts: NewtonOptions):
-    """Jitted ``(solve, objective)`` for one static configuration."""
+def vb_objective(family: Family, rule: Rule):
+    """``objective(a, v, data, prior)``: the negative ELBO of the optimiser's blocks."""
     elbo = make_elbo(family, rule)
 
     def objective(a, v, data, prior):
         mean, sd = split_vb(a, v, data.X.shape[1])
         return -elbo(mean, sd, data, prior)
 
-    def sd_start(a, v, data, prior, color):
-        """The mean-field fixed point for every SD at the starting means: sd_j = H_jj^(-1/2),
-        with H_jj the curvature of −ELBO in mean j (exact for a Gaussian likelihood).  Newton
-        in log-sd from far above its optimum moves by only ≈ −½ per step (the objective grows
-        like e^{2s}), so starting the log-SDs here saves many iterations at large n."""
-        km = a.shape[0] // 2  # number of fe and vcp means
-        _, _, Haa, _, blocks, _ = structured_blocks(objective, a, v, (data, prior), color,
-                                                    n_colors)
-        ha = jnp.diag(Haa)[:km]
-        hv = blocks[:, 0, 0]
-        s_a = jnp.where((ha > 0) & jnp.isfinite(ha), -0.5 * jnp.log(ha), a[km:])
-        s_v = jnp.where((hv > 0) & jnp.isfinite(hv), -0.5 * jnp.log(hv), v[:, 1])
-        return a.at[km:].set(s_a), v.at[:, 1].set(s_v)
-
-    @jax.jit
-    def solve(a0, v0, data, prior, color):
-        a_s, v_s = sd_start(a0, v0, data, prior, color)
-        better = objective(a_s, v_s, data, prior) < objective(a0, v0, data, prior)
-        a0 = jnp.where(better, a_s, a0)
-        v0 = jnp.where(better, v_s, v0)
-        if method == "lbfgs":
-            return lbfgs(objective, a0, v0, (data, prior), maxiter=opts.maxiter * 50, gtol=opts.gtol)
-        return newton(objective, a0, v0, (data, prior), color=color, n_colors=n_colors,
-                      dense=dense, opts=opts)
-
-    return solve, objective
+    return objective
 
 
-def start_values(mean, sd, rng, k_fep: int, k_vcp: int, k_vc: int, X: np.ndarray, elbo_at):
-    """statsmodels' start ``(m, s)``, means and log SDs, each (p,).
+def sd_start(a, v, step):
+    """The mean-field fixed point for every SD at the starting means: sd_j = H_jj^(-1/2),
+    with H_jj the curvature of −ELBO in mean j (exact for a Gaussian likelihood), from the
+    step's H_aa and diagonal blocks (a candidate start for solvers.newton_program).  Newton
+    in log-sd from far above its optimum moves by only ≈ −½ per step (the objective grows
+    like e^{2s}), so starting the log-SDs here saves many iterations at large n."""
+    km = a.shape[0] // 2  # number of fe and vcp means
+    ha = jnp.diag(step.Haa)[:km]
+    hv = step.blocks[:, 0, 0]
+    s_a = jnp.where((ha > 0) & jnp.isfinite(ha), -0.5 * jnp.log(ha), a[km:])
+    s_v = jnp.where((hv > 0) & jnp.isfinite(hv), -0.5 * jnp.log(hv), v[:, 1])
+    return a.at[km:].set(s_a), v.at[:, 1].set(s_v)
+
+
+def vb_program(family: Family, rule: Rule, dense: bool, n_colors: int):
+    """The jitted Newton iteration for the negative ELBO (solvers.newton.newton_program), from
+    the better of the given start and :func:`sd_start`."""
+    return newton_program(vb_objective(family, rule), dense, n_colors, CURVATURE, sd_start,
+                          GRAD)
+
+
+@functools.cache
+def _lbfgs_solve(family: Family, rule: Rule, maxiter: int, gtol: float):
+    objective = vb_objective(family, rule)
+    return jax.jit(lambda a0, v0, data, prior: lbfgs(objective, a0, v0, (data, prior),
+                                                     maxiter=maxiter, gtol=gtol))
+
+
+def start_values(mean, sd, rng, k_fep: int, k_vcp: int, k_vc: int, X: np.ndarray):
+    """statsmodels' start ``(m, s, shift)``, means and log SDs, each (p,).
 
     Mean 0 and log sd = −0.5 + 0.1·N(0, 1) (drawn from ``rng``) unless ``mean``/``sd`` are
-    given; the vcp means and all log sds are floored at −1.  Where the default start's ELBO
-    (``elbo_at(m, sd)``) is not finite — statsmodels' start overflows when a covariate has a
-    large scale (exp(η) with Var(η) ∝ x²) — each fixed effect's sd starts at the default over
-    its column's RMS in ``X`` (n, k_fep).
+    given; the vcp means and all log sds are floored at −1.  ``shift`` is added to s where the
+    ELBO is not finite there (the fit checks): statsmodels' start overflows when a covariate
+    has a large scale (exp(η) with Var(η) ∝ x²), and each fixed effect's sd then starts at the
+    default over its column's RMS in ``X`` (n, k_fep); zero when ``sd`` is given.
     """
     p = k_fep + k_vcp + k_vc
     kf, kp = k_fep, k_vcp
@@ -88,14 +95,14 @@ def start_values(mean, sd, rng, k_fep: int, k_vcp: int, k_vc: int, X: np.ndarray
     s = -0.5 + 0.1 * rng.normal(size=p) if sd is None else np.log(sd)
     m[kf:kf + kp] = np.where(m[kf:kf + kp] < -1, -1, m[kf:kf + kp])
     s = np.where(s < -1, -1, s)
-    if sd is None and not np.isfinite(elbo_at(m, np.exp(s))):
-        rms = np.sqrt(np.mean(X**2, axis=0))
-        s[:kf] -= np.log(np.maximum(rms, 1.0))
-    return m, s
+    shift = np.zeros(p)
+    if sd is None:
+        shift[:kf] = -np.log(np.maximum(np.sqrt(np.mean(X**2, axis=0)), 1.0))
+    return m, s, shift
 
 
 class VBFit(NamedTuple):
-    """Result of :func:`fit_vb` (numpy arrays)."""
+    """Result of :func:`fit_vb` (numpy arrays, real levels only)."""
 
     solution: Solution  # host; a = (fe, vcp means, fe, vcp log-SDs), v = (vc mean, vc log-SD)
     #                     of shape (k_vc, 2); fe on the fitted scale
@@ -106,47 +113,60 @@ class VBFit(NamedTuple):
 
 def fit_vb(family: Family, rule: Rule, data: Data, prior: Prior, *, color, n_colors: int,
            k_vcp: int, X: np.ndarray, method: str = "newton", opts: NewtonOptions | None = None,
-           mean=None, sd=None, rng=None, fe_transform: np.ndarray | None = None) -> VBFit:
+           mean=None, sd=None, rng=None, fe_transform: np.ndarray | None = None,
+           k_vc: int | None = None) -> VBFit:
     """Maximise the mean-field ELBO over (mean, log sd) of every parameter.
 
     Parameters
     ----------
     family, rule : families.Family and the ELBO's quadrature.Rule
-    data, prior : kernels.glmm.Data and Prior (data's dtype is the fit's)
-    color, n_colors : design.ellpack.colors of the random-effects design
+    data, prior : kernels.glmm.Data and Prior (data's dtype is the fit's), possibly padded
+        (design.buckets): its levels beyond ``k_vc`` and rows beyond X's are inert padding
+    color, n_colors : design.ellpack.colors of the random-effects design (padded alike)
     k_vcp : int, number of variance parameters
-    X : (n, k_fep) float64, the fixed-effects design in data.X (for the start)
+    X : (n, k_fep) float64, the fixed-effects design in data.X, real rows (for the start)
     method : ``"newton"`` or ``"lbfgs"``
     opts : NewtonOptions, default ``solvers.newton.default_options`` for the dtype
     mean, sd, rng : the start (:func:`start_values`); mean and sd (p,) checked by the caller
     fe_transform : (k_fep, k_fep), optional
         A of ``fits.map.scale_columns`` when data.X holds the scaled columns: means map back as
         fe = A·fe_s, variances as (A²)·var (independent factors in q keep the diagonal only).
+    k_vc : int, optional
+        The real number of levels (default: data's).
     """
     dt = np.dtype(data.y.dtype)
     opts = default_options(dt) if opts is None else opts
-    kf, k = X.shape[1], data.ident.shape[0]
+    kf, k_pad = X.shape[1], data.ident.shape[0]
+    k = k_pad if k_vc is None else int(k_vc)
     p = kf + k_vcp + k
-    el = jitted_kernels(family, rule).elbo
-
-    def elbo_at(m, sd):
-        with precision(dt):
-            return float(el(unpack(m, kf, k_vcp, dt), unpack(sd, kf, k_vcp, dt), data, prior))
-
-    m, s = start_values(mean, sd, rng, kf, k_vcp, k, X, elbo_at)
-    solve, _ = vb_functions(family, rule, _map.use_dense(2 * p, data.y.shape[0]), n_colors,
-                            method, opts)
+    ka = kf + k_vcp
+    solve = vb_program(family, rule, _map.use_dense(2 * p, X.shape[0]), n_colors)
+    args = (data, prior)
+    put = lambda x: jax.device_put(np.asarray(x, dt))  # noqa: E731
+    m, s, shift = start_values(mean, sd, rng, kf, k_vcp, k, X)
+    # the optimiser's blocks; padded levels at mean 0, log sd 0
+    v0 = np.zeros((k_pad, 2))
+    v0[:k] = np.stack([m[ka:], s[ka:]], axis=1)
     with precision(dt):
-        a0 = jnp.asarray(np.concatenate([m[:kf + k_vcp], s[:kf + k_vcp]]), dt)
-        v0 = jnp.asarray(np.stack([m[kf + k_vcp:], s[kf + k_vcp:]], axis=1), dt)
-        sol = solve(a0, v0, data, prior, jnp.asarray(color))
-        mean_p, sd_p = split_vb(sol.a, sol.v, kf)
-        params = np.concatenate([np.asarray(x, np.float64) for x in mean_p])
-        sds = np.concatenate([np.asarray(x, np.float64) for x in sd_p])
-    x = np.concatenate([params, np.log(sds)])
+        a0, v0 = put(np.concatenate([m[:ka], s[:ka]])), put(v0)
+        a_shift = put(np.concatenate([np.zeros(ka), shift[:ka]]))
+        color = jax.device_put(np.asarray(color, np.int32))
+        # from the better of the start and the SDs at the mean-field fixed point (sd_start)
+        if method == "lbfgs":
+            start, _ = solve(a0, v0, color, opts, a_shift, True, False, *args)
+            sol = _lbfgs_solve(family, rule, opts.maxiter * 50, opts.gtol)(start.a, start.v,
+                                                                           *args)
+        else:
+            sol, _ = solve(a0, v0, color, opts, a_shift, True, True, *args)
+        sol = sol.host()
+    a, v = sol.a, sol.v[:k]
+    sol = sol._replace(v=v)
+    params = np.concatenate([a[:ka], v[:, 0]])
+    log_sd = np.concatenate([a[ka:], v[:, 1]])
+    sds = np.exp(log_sd)
+    x = np.concatenate([params, log_sd])
     va = sds**2
     if fe_transform is not None:
         params[:kf] = fe_transform @ params[:kf]
         va[:kf] = (fe_transform**2) @ va[:kf]
-    return VBFit(sol.host(), params, va, x)
-
+    return VBFit(sol, params, va, x)

@@ -17,6 +17,11 @@ The mean-field ELBO (statsmodels' ``vb_elbo``) uses q = Π N(mean, sd²) over al
            − Σ_j m_vcp[ident_j] − ½ Σ (m_vcp² + s_vcp²)/vcp_p² − ½ Σ (m_fe² + s_fe²)/fe_p²
            + Σ log s  (entropy, constants dropped).
 
+Padded levels (design.buckets; ``Data.level_w`` = 0) are inert: their terms in Σ_j are
+removed.  The non-centred log posterior keeps −½u_j² for them (0 at u_j = 0, where they stay,
+and curvature 1 for the optimiser); the ELBO replaces their terms by
+−½(m_j² + s_j²) + log s_j + ½, which is 0 with zero gradient at (m, s) = (0, 1).
+
 Factories close over the static family (and quadrature rule); data and priors are arguments.
 """
 
@@ -56,6 +61,7 @@ class Data(NamedTuple):
     const: jax.Array  # () Σ w·log C(n, y) (binomial) or −Σ w·log y! (Poisson)
     corr: tuple = ()  # covariance.CorrBlock per correlated term, e.g. (1 + x | g)
     indep: jax.Array | None = None  # (k_vc,) 1 for independent columns, 0 in correlated terms
+    level_w: jax.Array | None = None  # (k_vc,) 1 for real levels, 0 for padding (buckets)
 
 
 class Prior(NamedTuple):
@@ -92,10 +98,11 @@ def make_logposterior(family: Family, noncentred: bool = False
             params = params._replace(vc=u * jnp.exp(s))
         eta = linear_predictor(params, data)
         ll = jnp.sum(family.loglik(data.y, eta, data.n_trials, data.weights)) + data.const
+        lw = 1.0 if data.level_w is None else data.level_w  # padded levels: 0
         if noncentred:
-            ll -= 0.5 * jnp.sum(u**2) + jnp.sum(s)
+            ll -= 0.5 * jnp.sum(u**2) + jnp.sum(lw * s)
         else:
-            m = 1.0 if data.indep is None else data.indep  # correlated terms: below
+            m = lw if data.indep is None else lw * data.indep  # correlated terms: below
             ll -= 0.5 * jnp.sum(m * params.vc**2 * jnp.exp(-2 * s)) + jnp.sum(m * s)
             ll += log_prior_blocks(params.vcp, params.vc, data.corr)
         ll -= 0.5 * jnp.sum(params.vcp**2) / prior.vcp_p**2
@@ -119,11 +126,20 @@ def make_elbo(family: Family, rule: Rule) -> Callable[[Params, Params, Data, Pri
         iv = jnp.sum(family.expected_loglik(data.y, tm, tv, data.n_trials, data.weights, rule))
         m = mean.vcp[data.ident]
         s = sd.vcp[data.ident]
-        iv -= 0.5 * jnp.sum((mean.vc**2 + sd.vc**2) * jnp.exp(2 * (s**2 - m)))
-        iv -= jnp.sum(m)
+        vc2 = mean.vc**2 + sd.vc**2
+        log_s = jnp.log(sd.vc)
+        if data.level_w is None:
+            iv -= 0.5 * jnp.sum(vc2 * jnp.exp(2 * (s**2 - m)))
+            iv -= jnp.sum(m)
+            entropy_vc = jnp.sum(log_s)
+        else:  # padded levels: the inert −½(m² + s²) + log s + ½ instead
+            lw = data.level_w
+            iv -= 0.5 * jnp.sum(lw * vc2 * jnp.exp(2 * (s**2 - m)))
+            iv -= jnp.sum(lw * m)
+            entropy_vc = jnp.sum(lw * log_s) + jnp.sum((1 - lw) * (0.5 - 0.5 * vc2 + log_s))
         iv -= 0.5 * jnp.sum(mean.vcp**2 + sd.vcp**2) / prior.vcp_p**2
         iv -= 0.5 * jnp.sum(mean.fe**2 + sd.fe**2) / prior.fe_p**2
-        entropy = jnp.sum(jnp.log(sd.fe)) + jnp.sum(jnp.log(sd.vcp)) + jnp.sum(jnp.log(sd.vc))
+        entropy = jnp.sum(jnp.log(sd.fe)) + jnp.sum(jnp.log(sd.vcp)) + entropy_vc
         return iv + entropy
 
     return elbo

@@ -22,10 +22,14 @@ differentiated; its derivative comes from the implicit function theorem through 
 ``jax.custom_jvp``:  ∇_u h(u*(θ); θ) = 0  ⇒  du* = −H_uu⁻¹ · ∂_θ(∇_u h)·dθ.  The JVP rule is
 itself plain differentiable JAX, so ``jax.grad`` and ``jax.hessian`` of ℓ are exact to all
 orders.  :func:`objective` also writes the gradient out by the adjoint method, so that the
-Hessian needs only forward-mode derivatives of u*.
+Hessian needs only forward-mode derivatives of u*; and log det H_uu has its derivative
+written out (tr(H_uu⁻¹dH_uu), from the factor), so that reverse mode never transposes the
+factorisation.
 
-H_uu is factored (linalg.psd) in the static ``mode`` of ``design.ellpack.design_mode``:
-``"diag"`` (one grouping factor), ``("schur", c, k_c)`` or ``"dense"``.
+H_uu is factored (kernels.h_uu, linalg.psd) in the static ``mode`` of
+``design.ellpack.design_mode``: ``"diag"`` (one grouping factor), ``("schur", c, k_c)`` or
+``"dense"``.  Random-effect levels without data (all-zero columns of Z, as padding adds) are
+inert: u* = 0 and H_uu = 1 there, contributing nothing to ℓ.
 """
 
 from __future__ import annotations
@@ -37,16 +41,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from ..covariance import lam_t, lam_u
 from ..design.ellpack import matvec, rmatvec
 from ..families import Family
 from ..linalg import psd
-from ..solvers.linesearch import armijo, backtrack
+from ..solvers.linesearch import armijo
 from .glmm import Data, Prior
+from .h_uu import factor_h_uu, logdet_h_uu, var_vc
 
-__all__ = ["Objective", "conditional_mode", "log_prior", "marginal_loglik", "objective",
-           "penalised", "var_vc"]
+__all__ = ["ModeState", "Objective", "conditional_mode", "glm_terms", "implicit_mode",
+           "log_prior", "marginal_loglik", "objective", "penalised", "solve_mode", "var_vc"]
 
 _LOG_2PI = float(np.log(2 * np.pi))
 
@@ -65,48 +71,36 @@ def _eta(theta, u, data: Data):
 
 def _loglik_r_w(family: Family, eta, data: Data):
     """Σ loglik, r = ∂loglik/∂η and W = −∂²loglik/∂η² (elementwise, by autodiff)."""
-    def total(e):
-        return jnp.sum(family.loglik(data.y, e, data.n_trials, data.weights))
-
-    ll, r = jax.value_and_grad(total)(eta)
-    _, dr = jax.jvp(jax.grad(total), (eta,), (jnp.ones_like(eta),))  # diagonal Hessian
-    return ll, r, -dr
+    ll, r, w, _ = _loglik_r_w_scale(family, eta, data)
+    return ll, r, w
 
 
-def _ztwz(data: Data, w, k: int, mode):
-    """ZᵀWZ: its diagonal (k,) in ``"diag"`` mode, the dense (k, k) matrix otherwise."""
-    cols, vals = data.Z.cols, data.Z.vals
-    if mode == "diag":
-        return rmatvec(data.Z._replace(vals=vals**2), w, k)
-    n, m = cols.shape
-    ci = jnp.broadcast_to(cols[:, :, None], (n, m, m)).ravel()
-    cj = jnp.broadcast_to(cols[:, None, :], (n, m, m)).ravel()
-    contrib = (w[:, None, None] * vals[:, :, None] * vals[:, None, :]).ravel()
-    return jnp.zeros((k, k), vals.dtype).at[ci, cj].add(contrib)
+def _loglik_r_w_scale(family: Family, eta, data: Data):
+    """:func:`_loglik_r_w` and Σ|loglik_i|, the scale of the rounding error of Σ loglik.
+
+    loglik is elementwise in η, so r and W are forward-mode derivatives along ones (nested
+    ``jax.jvp``): smaller graphs than the gradient of the sum, once differentiated again."""
+    def rows(e):
+        return family.loglik(data.y, e, data.n_trials, data.weights)
+
+    def slope(e):
+        return jax.jvp(rows, (e,), (jnp.ones_like(e),))[1]
+
+    ones = jnp.ones_like(eta)
+    ll_i, r = jax.jvp(rows, (eta,), (ones,))
+    _, dr = jax.jvp(slope, (eta,), (ones,))
+    return jnp.sum(ll_i), r, -dr, jnp.sum(jnp.abs(ll_i))
 
 
-def _h_uu(vcp, ztwz, mode, data: Data):
-    """Factorisation of H_uu = Λᵀ·ZᵀWZ·Λ + I (psd.factor): its diagonal (k,) in ``"diag"``
-    mode, a Cholesky factor or a :class:`psd.SchurFactor` otherwise."""
-    ident = data.ident
-    if mode == "diag":
-        return psd.factor(jnp.exp(2 * vcp[ident]) * ztwz + 1.0, mode, ident)
-    k = ident.shape[0]
-    LtM = lam_t(vcp, ztwz, ident, data.corr)  # Λᵀ M
-    H = lam_t(vcp, LtM.T, ident, data.corr).T + jnp.eye(k, dtype=vcp.dtype)
-    return psd.factor(H, mode, ident)
-
-
-def var_vc(vcp, F, mode, data: Data):
-    """diag(Λ H_uu⁻¹ Λᵀ), (k_vc,): the conditional variances of vc, from F = H_uu's factor.
-    Independent terms only need diag(H_uu⁻¹); correlated terms mix each level's q effects, so
-    the dense inverse is formed (k_vc is bounded in the modes that allow correlated terms)."""
-    if not data.corr:
-        return jnp.exp(2 * vcp[data.ident]) * psd.inv_diag(F, mode)
-    k = data.ident.shape[0]
-    A = psd.solve(F, jnp.eye(k, dtype=vcp.dtype), mode)  # H_uu⁻¹
-    B = lam_u(vcp, A, data.ident, data.corr)  # Λ H⁻¹
-    return jnp.diag(lam_u(vcp, B.T, data.ident, data.corr))
+def _penalised_terms(family: Family, mode, theta, u, data: Data):
+    """(h, ∇_u h, F, s, ll): h(u; θ), its gradient (k_vc,), the factorisation F of H_uu,
+    s = Σ|loglik_i| + ½‖u‖² (the scale of h's rounding error) and ll = Σ loglik_i."""
+    eta, vcp = _eta(theta, u, data)
+    ll, r, w, scale = _loglik_r_w_scale(family, eta, data)
+    uu = 0.5 * jnp.sum(u**2)
+    g = -lam_t(vcp, rmatvec(data.Z, r, u.shape[0]), data.ident, data.corr) + u
+    H = factor_h_uu(vcp, w, mode, data)
+    return -ll + uu, g, H, scale + uu, ll
 
 
 def penalised(family: Family, mode):
@@ -114,12 +108,7 @@ def penalised(family: Family, mode):
     factorisation F of its Hessian H_uu."""
 
     def terms(theta, u, data: Data):
-        eta, vcp = _eta(theta, u, data)
-        ll, r, w = _loglik_r_w(family, eta, data)
-        h = -ll + 0.5 * jnp.sum(u**2)
-        g = -lam_t(vcp, rmatvec(data.Z, r, u.shape[0]), data.ident, data.corr) + u
-        H = _h_uu(vcp, _ztwz(data, w, u.shape[0], mode), mode, data)
-        return h, g, H
+        return _penalised_terms(family, mode, theta, u, data)[:3]
 
     return terms
 
@@ -135,71 +124,179 @@ def _grad_u(family: Family):
     return grad_u
 
 
+# Δh = h(u + d) − h(u) is not resolvable below a few ulps of h's terms (FLAT_ULPS·ε·s)
+FLAT_ULPS = 64.0
+MAX_HALVINGS = 60  # line-search halvings of one Newton step
+
+
+class ModeState(NamedTuple):
+    """The carry of the inner Newton loop: the accepted iterate u, its Newton step, and the
+    trial point u + t·d that the next iteration evaluates."""
+
+    u: jax.Array  # (k_vc,) accepted iterate
+    h: jax.Array  # () h(u; θ)
+    d: jax.Array  # (k_vc,) Newton direction −H_uu⁻¹∇_u h at u
+    slope: jax.Array  # () ∇_u hᵀd = −λ² (λ² = gᵀH_uu⁻¹g, the squared Newton decrement)
+    flat: jax.Array  # () bool: ½λ² is below h's rounding error at u
+    gmax: jax.Array  # () ‖∇_u h‖_∞ at u
+    t: jax.Array  # () step length of the trial point
+    ll: jax.Array  # () Σ loglik at u
+    logdet: jax.Array  # () log det H_uu at u
+    steps: jax.Array  # () Newton steps accepted
+    done: jax.Array  # () bool: converged, at the rounding floor, or the line search failed
+
+
+def solve_mode(family: Family, mode, tol: float, maxiter: int):
+    """``newton(theta, u0, data) -> ModeState``: :func:`conditional_mode`'s loop, not
+    differentiable (its inputs are wrapped in ``stop_gradient``: :func:`implicit_mode`
+    gives the derivative).
+
+    The backtracking line search is merged into the loop: each iteration evaluates h, ∇_u h
+    and H_uu at one trial point u + t·d; Armijo's test (solvers.linesearch.armijo) accepts it
+    — then its Newton step is formed and the next trial is the full step — or halves t.  A
+    full step, the usual case, costs one evaluation, and the loop ends at an evaluated point,
+    whose Σ loglik and log det H_uu (for ℓ) come with it.
+    """
+
+    def newton(theta, u0, data):
+        stop = lax.stop_gradient  # never differentiated: no tangent reaches the loop
+        theta, u0, data = stop(theta), stop(u0), stop(data)
+        dtype = u0.dtype
+        eps = jnp.finfo(dtype).eps
+
+        def cond(s):
+            return ~s.done
+
+        def body(s):
+            v = s.u + s.t * s.d
+            h, g, H, scale, ll = _penalised_terms(family, mode, theta, v, data)
+            # the trial is accepted by Armijo's test, or unjudgeable (flat: take it)
+            ok = armijo(s.h, s.slope)(s.t, h) | s.flat
+            d = -psd.solve(H, g, mode)  # Newton direction at v
+            slope = jnp.sum(g * d)
+            gmax = jnp.max(jnp.abs(g), initial=0.0)
+            flat = -0.5 * slope <= FLAT_ULPS * eps * scale  # ½λ² below h's rounding
+            stalled = flat & (gmax > 0.5 * s.gmax)  # ∇_u h at its rounding floor
+            steps = s.steps + 1
+            done_ok = (gmax <= tol) | stalled | (steps >= maxiter)
+            accepted = ModeState(v, h, d, slope, flat, gmax, jnp.ones((), dtype), ll,
+                                 psd.logdet(H, mode), steps, done_ok)
+            t = 0.5 * s.t
+            # the line search failed, or h(u0) itself is not finite
+            rejected = s._replace(t=t, done=(t < 2.0**-MAX_HALVINGS) | (s.steps < 0))
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), accepted, rejected)
+
+        # the first trial is u0 itself (accepted unless h(u0) is not finite)
+        nan = jnp.asarray(jnp.nan, dtype)
+        init = ModeState(u0, jnp.asarray(jnp.inf, dtype), jnp.zeros_like(u0),
+                         jnp.zeros((), dtype), jnp.asarray(False), jnp.asarray(jnp.inf, dtype),
+                         jnp.ones((), dtype), nan, nan, jnp.asarray(-1), jnp.asarray(False))
+        return lax.while_loop(cond, body, init)
+
+    return newton
+
+
 @functools.cache
 def conditional_mode(family: Family, mode, tol: float = 1e-11, maxiter: int = 100):
     """``u_star(theta, u0, data) -> u*``: the conditional mode of the spherical random effects.
 
     Newton on the convex h(·; θ) from ``u0`` (only a starting value: u* does not depend on it,
-    and its tangent is ignored), with an Armijo line search of at most 60 evaluations; stops
-    when ‖∇_u h‖_∞ ≤ ``tol`` before a step, after ``maxiter`` steps, or when a line search
-    fails.  Differentiable in θ (and data) to any order by the implicit function theorem
-    (``jax.custom_jvp``).
+    and its tangent is ignored), with Armijo backtracking of at most ``MAX_HALVINGS`` halvings
+    per step (:func:`solve_mode`).  At each accepted iterate it computes g = ∇_u h, the Newton
+    direction d = −H_uu⁻¹g and the decrement ½λ² = −½gᵀd (the predicted decrease of h), and
+    stops there, without stepping, when
+
+    * ‖g‖_∞ ≤ ``tol`` (converged), or
+    * ½λ² ≤ ``FLAT_ULPS``·ε·s, with s = Σ|loglik_i| + ½‖u‖² the scale of h's rounding
+      error, and ‖g‖_∞ fell by less than half since the previous iterate: g is at its
+      rounding floor, which can lie above ``tol`` (many rows per level, large |h|), or
+    * the line search fails, or after ``maxiter`` steps.
+
+    A step whose ½λ² is below that rounding level is taken in full, unjudged: no decrease of h
+    is measurable there (Armijo's test would compare equal values and backtrack for nothing),
+    and the step is in Newton's quadratic region (‖d‖²_{H_uu} = λ², H_uu ⪰ I).
+
+    Differentiable in θ (and data) to any order by the implicit function theorem
+    (:func:`implicit_mode`).
 
     Examples
     --------
     >>> u_star = conditional_mode(Binomial(), "diag")        # doctest: +SKIP
     >>> u = u_star(theta, jnp.zeros(k_vc), data)             # doctest: +SKIP
     """
+    newton = solve_mode(family, mode, tol, maxiter)
+    at_mode = implicit_mode(family, mode)
+
+    def u_star(theta, u0, data):
+        return at_mode(theta, newton(theta, u0, data).u, data)
+
+    return u_star
+
+
+def _instantiate(t):
+    """A tangent as an array: zeros for a ``SymbolicZero`` (float0 for integer primals)."""
+    if not isinstance(t, SymbolicZero):
+        return t
+    if t.aval.dtype == jax.dtypes.float0:
+        return np.zeros(t.aval.shape, jax.dtypes.float0)
+    return jnp.zeros(t.aval.shape, t.aval.dtype)
+
+
+@functools.cache
+def implicit_mode(family: Family, mode):
+    """``at_mode(theta, u, data) -> u``: the identity on u = u*(θ), already solved for,
+    whose derivative is that of u*(θ) by the implicit function theorem (``jax.custom_jvp``):
+    ∇_u h(u*(θ); θ) = 0  ⇒  H_uu·du* = −∂_θ∇_u h · dθ (and likewise for data).  The tangent
+    of ``u`` is ignored.  Differentiable to any order: the rule calls ``at_mode`` itself, so
+    that u carries du* when the rule is differentiated again."""
     terms = penalised(family, mode)
     grad_u = _grad_u(family)
 
-    def newton(theta, u0, data):
-        def hval(u):
-            eta, _ = _eta(theta, u, data)
-            ll = jnp.sum(family.loglik(data.y, eta, data.n_trials, data.weights))
-            return -ll + 0.5 * jnp.sum(u**2)
-
-        def cond(s):
-            _, _, gmax, it = s
-            return (gmax > tol) & (it < maxiter)
-
-        def body(s):
-            u, h, _, it = s
-            h, g, H = terms(theta, u, data)
-            d = -psd.solve(H, g, mode)  # Newton direction −H_uu⁻¹∇_u h
-            t, ht, _, _, ok = backtrack(lambda t: (hval(u + t * d), ()),
-                                        armijo(h, jnp.sum(g * d)), 60)
-            u_new = jnp.where(ok, u + t * d, u)
-            # gradient ∞-norm before the step; a failed line search at the optimum stops here
-            gmax = jnp.where(ok, jnp.max(jnp.abs(g), initial=0.0), 0.0)
-            return u_new, jnp.where(ok, ht, h), gmax, it + 1
-
-        u, _, _, _ = lax.while_loop(cond, body, (u0, jnp.inf, jnp.inf, 0))
+    @jax.custom_jvp
+    def at_mode(theta, u, data):
         return u
 
-    @jax.custom_jvp
-    def u_star(theta, u0, data):
-        return newton(theta, lax.stop_gradient(u0), data)
-
-    @u_star.defjvp
-    def u_star_jvp(primals, tangents):
-        theta, u0, data = primals
+    def at_mode_jvp(primals, tangents):
+        theta, u, data = primals
         theta_dot, _, data_dot = tangents
-        u = u_star(theta, u0, data)
-        # ∇_u h(u*(θ); θ) = 0  ⇒  H_uu·du* = −∂_θ∇_u h · dθ  (and likewise for data)
-        _, dg = jax.jvp(lambda th, d: grad_u(th, u, d), (theta, data), (theta_dot, data_dot))
+        u = at_mode(theta, u, data)
+        zero = lambda t: isinstance(t, SymbolicZero)  # noqa: E731
+        if all(map(zero, jax.tree_util.tree_leaves(data_dot, is_leaf=zero))):
+            # the usual case, θ only: no zero tangents of the data's arrays to push through
+            _, dg = jax.jvp(lambda th: grad_u(th, u, data), (theta,), (_instantiate(theta_dot),))
+        else:
+            dots = jax.tree_util.tree_map(_instantiate, (theta_dot, data_dot), is_leaf=zero)
+            _, dg = jax.jvp(lambda th, d: grad_u(th, u, d), (theta, data), dots)
         _, _, H = terms(theta, u, data)
         return u, -psd.solve(H, dg, mode)
 
-    return u_star
+    at_mode.defjvp(at_mode_jvp, symbolic_zeros=True)
+
+    return at_mode
+
+
+def glm_terms(family: Family):
+    """``terms(fe, data) -> (ll, ∇ll, −∇²ll)``: Σ loglik(X·fe + offset) of the GLM without
+    random effects, its gradient Xᵀr (k_fep,) and negative Hessian XᵀWX (k_fep, k_fep), for
+    lme4's starting value of fe (the GLM fit; fits.laplace)."""
+
+    def terms(fe, data: Data):
+        X = data.X
+        ll, r, w = _loglik_r_w(family, X @ fe + data.offset, data)
+        return ll, X.T @ r, X.T @ (X * w[:, None])
+
+    return terms
 
 
 def _laplace(family: Family, mode, theta, u, data: Data):
     """ℓ at (θ, u): log p(y | fe, vc) − ½‖u‖² − ½ log det H_uu (all constants included)."""
     eta, vcp = _eta(theta, u, data)
     ll, _, w = _loglik_r_w(family, eta, data)
-    H = _h_uu(vcp, _ztwz(data, w, u.shape[0], mode), mode, data)
-    return ll + data.const - 0.5 * jnp.sum(u**2) - 0.5 * psd.logdet(H, mode)
+    if data.corr:  # correlated terms: log det by autodiff through the factorisation
+        logdet = psd.logdet(factor_h_uu(vcp, w, mode, data), mode)
+    else:
+        logdet = logdet_h_uu(mode)(vcp, w, data)
+    return ll + data.const - 0.5 * jnp.sum(u**2) - 0.5 * logdet
 
 
 def log_prior(theta, data: Data, prior: Prior):
@@ -245,8 +342,11 @@ class Objective(NamedTuple):
     """The objective J(θ) = ℓ(θ) [+ log prior(θ)] and its derivatives (see :func:`objective`)."""
 
     value: object  # (θ, u0, data, prior) -> (J, u*)
+    value_only: object  # the same, not differentiable, without a second pass over the data
     grad: object  # (θ, u0, data, prior) -> (∇J, (J, u*))
     vgh: object  # (θ, u0, data, prior) -> (J, ∇J, ∇²J, u*)
+    vgh_at: object  # (θ, u*, data, prior) -> (J, ∇J, ∇²J, du*/dθ (k_vc, k_a), F), u* given
+    #                 (F: the factorisation of H_uu at u*, psd.factor)
     jac_vc: object  # (θ, u*, data) -> dvc*/dθ, (k_vc, k_a)
 
 
@@ -255,16 +355,20 @@ def objective(family: Family, mode, priors: bool, inner_tol: float = 1e-11,
               inner_maxiter: int = 100) -> Objective:
     """J(θ) = ℓ(θ) [+ log prior(θ)] and its derivatives, as pure functions.
 
-    ``value(θ, u0, data, prior) -> (J, u*)`` differentiates through :func:`conditional_mode`'s
+    ``value(θ, u0, data, prior) -> (J, u*)`` differentiates through :func:`implicit_mode`'s
     custom JVP.  ``grad`` is the gradient written out by the adjoint method — with
     L(θ, u) the objective at fixed u and G = ∇_u h,
 
         ∇J = ∂_θL − (∂_θG)ᵀ λ,    H_uu λ = ∂_uL,
 
-    so that ``vgh`` (``jax.jacfwd`` of ``grad``) needs only forward-mode derivatives of u*(θ):
-    one trace of the inner Newton loop instead of three, which keeps compilation short.
+    so that ``vgh`` (``jax.jacfwd`` of ``grad``) needs only forward-mode derivatives of u*(θ).
+    ``vgh_at`` is ``vgh`` at a u* already solved for (by ``value_only``): no inner Newton
+    loop, and it returns du*/dθ (from the same forward pass) and H_uu's factorisation
+    instead of u*.  ``value_only``
+    takes ℓ's terms from the inner loop's last evaluation.
     """
-    u_star = conditional_mode(family, mode, inner_tol, inner_maxiter)
+    newton = solve_mode(family, mode, inner_tol, inner_maxiter)
+    at_mode = implicit_mode(family, mode)
     terms = penalised(family, mode)
     grad_u = _grad_u(family)
 
@@ -274,38 +378,52 @@ def objective(family: Family, mode, priors: bool, inner_tol: float = 1e-11,
             val = val + log_prior(theta, data, prior)
         return val
 
-    def mode_of(theta, u0, data):
+    def solve(theta, u0, data):  # u*(θ), not differentiated
         if u0 is None:
             u0 = jnp.zeros(data.ident.shape[0], theta.dtype)
-        return u_star(theta, u0, data)
+        return newton(theta, u0, data)
 
     def value(theta, u0, data, prior):
-        u = mode_of(theta, u0, data)
+        u = at_mode(theta, solve(theta, u0, data).u, data)
         return L(theta, u, data, prior), u
 
-    def grad(theta, u0, data, prior):
-        u = mode_of(theta, u0, data)
+    def value_only(theta, u0, data, prior):
+        s = solve(theta, u0, data)
+        # ℓ = log p(y | fe, vc*) − ½‖u*‖² − ½ log det H_uu, as _laplace
+        val = s.ll + data.const - 0.5 * jnp.sum(s.u**2) - 0.5 * s.logdet
+        if priors:
+            val = val + log_prior(theta, data, prior)
+        return val, s.u
+
+    def grad_at(theta, u, data, prior):
+        u = at_mode(theta, u, data)
         f, (g_th, g_u) = jax.value_and_grad(L, argnums=(0, 1))(theta, u, data, prior)
         _, _, H = terms(theta, u, data)
         lam = psd.solve(H, g_u, mode)
         _, pull = jax.vjp(lambda th: grad_u(th, u, data), theta)
-        return g_th - pull(lam)[0], (f, u)
+        return g_th - pull(lam)[0], (f, u, H)
+
+    def grad(theta, u0, data, prior):
+        g, (f, u, _) = grad_at(theta, solve(theta, u0, data).u, data, prior)
+        return g, (f, u)
 
     def vgh(theta, u0, data, prior):
-        def g_aux(th):
-            g, (f, u) = grad(th, u0, data, prior)
-            return g, (f, g, u)
-
-        H, (f, g, u) = jax.jacfwd(g_aux, has_aux=True)(theta)
+        u = solve(theta, u0, data).u
+        f, g, H, _, _ = vgh_at(theta, u, data, prior)
         return f, g, H, u
+
+    def vgh_at(theta, u, data, prior):
+        def g_u(th):
+            g, (f, uu, F) = grad_at(th, u, data, prior)
+            return (g, uu), (f, g, F)
+
+        (H, du), (f, g, F) = jax.jacfwd(g_u, has_aux=True)(theta)
+        return f, g, H, du, F
 
     def jac_vc(theta, u, data):
         """dvc*/dθ (k_vc, k_a) at u = u*(θ): vc = Λ(vcp)·u, du*/dθ = −H_uu⁻¹ ∂_θG."""
         kf = data.X.shape[1]
-        dG = jax.jacfwd(lambda th: grad_u(th, u, data))(theta)
-        _, _, H = terms(theta, u, data)
-        du = -psd.solve(H, dG, mode)
-        dlam = jax.jacfwd(lambda th: lam_u(th[kf:], u, data.ident, data.corr))(theta)
-        return lam_u(theta[kf:], du, data.ident, data.corr) + dlam
+        return jax.jacfwd(lambda th: lam_u(th[kf:], at_mode(th, u, data), data.ident,
+                                           data.corr))(theta)
 
-    return Objective(value, grad, vgh, jac_vc)
+    return Objective(value, value_only, grad, vgh, vgh_at, jac_vc)

@@ -3,12 +3,14 @@
 * Absolute-eigenvalue solve and inverse (:func:`abs_solve`, :func:`abs_inv`): a symmetric
   S = QΛQᵀ is replaced by |S| = Q|Λ|Qᵀ, positive definite wherever S is non-singular, so that
   −|S|⁻¹g is a descent direction even where the objective is not convex (saddle-free Newton:
-  Dauphin et al. 2014, NeurIPS; Nocedal & Wright, *Numerical Optimization*, §3.4).
+  Dauphin et al. 2014, NeurIPS; Nocedal & Wright, *Numerical Optimization*, §3.4).  With
+  ``xp=numpy`` they run on the host (the host-driven Newton loops), compiling nothing.
 * Factorisations of the random effects' Hessian H_uu = ΛᵀZᵀWZΛ + I of the marginal Laplace
   fit (:func:`factor`, :func:`solve`, :func:`logdet`, :func:`inv_diag`) in one of three static
   modes (``design.ellpack.design_mode``): ``"diag"`` (H_uu diagonal, stored as its diagonal),
   ``"dense"`` (Cholesky) and ``("schur", c, k_c)`` (the diagonal block of component c
-  eliminated exactly, Cholesky of the Schur complement of the rest).
+  eliminated exactly, Cholesky of the Schur complement of the rest; :func:`schur_factor`
+  builds it from the blocks, :func:`schur_index` partitions the columns by counting).
 * Batched block-Jacobi preconditioned conjugate gradients (:func:`pcg`) for H_vv·x = b with
   H_vv available only through products.
 """
@@ -22,12 +24,12 @@ import jax.numpy as jnp
 from jax import lax
 
 __all__ = ["SchurFactor", "abs_inv", "abs_solve", "block_solve", "factor", "inv_diag",
-           "logdet", "pcg", "solve"]
+           "logdet", "pcg", "schur_factor", "schur_index", "solve", "unpermute"]
 
 
 # --------------------------------------------------------------------------- |eig| solves
 
-def abs_solve(S, b, mu=None):
+def abs_solve(S, b, mu=None, xp=jnp):
     """|S̃|⁻¹·b, with S̃'s eigenvalues replaced by max(|λ|, 1e-10·max|λ|).
 
     With ``mu`` (Levenberg–Marquardt damping, ≥ 0) the matrix |S̃| + μ·diag(|S̃|) is formed and
@@ -38,22 +40,24 @@ def abs_solve(S, b, mu=None):
     S : (k, k) symmetric (its symmetric part is used)
     b : (k,) or (k, p)
     mu : () or None
+    xp : ``jax.numpy`` (traceable) or ``numpy`` (host-side callers, nothing to compile)
     """
-    w, Q = jnp.linalg.eigh(0.5 * (S + S.T))
-    floor = 1e-10 * jnp.max(jnp.abs(w), initial=0.0) + jnp.finfo(S.dtype).tiny
-    w = jnp.maximum(jnp.abs(w), floor)
+    w, Q = xp.linalg.eigh(0.5 * (S + S.T))
+    floor = 1e-10 * xp.max(xp.abs(w), initial=0.0) + xp.finfo(S.dtype).tiny
+    w = xp.maximum(xp.abs(w), floor)
     if mu is None:
         return Q @ ((Q.T @ b) / w)
     Sc = (Q * w) @ Q.T
-    Sc = Sc + mu * jnp.diag(jnp.diag(Sc))
-    return jnp.linalg.solve(Sc, b)
+    Sc = Sc + mu * xp.diag(xp.diag(Sc))
+    return xp.linalg.solve(Sc, b)
 
 
-def abs_inv(H):
+def abs_inv(H, xp=jnp):
     """|H|⁻¹ = Q·|Λ|⁻¹·Qᵀ for symmetric H (k, k): the inverse where H is positive definite,
-    and a positive-definite covariance where rounding left it slightly indefinite."""
-    w, Q = jnp.linalg.eigh(0.5 * (H + H.T))
-    return (Q / jnp.abs(w)) @ Q.T
+    and a positive-definite covariance where rounding left it slightly indefinite (``xp`` as
+    for :func:`abs_solve`)."""
+    w, Q = xp.linalg.eigh(0.5 * (H + H.T))
+    return (Q / xp.abs(w)) @ Q.T
 
 
 # --------------------------------------------------------------------------- H_uu factors
@@ -66,6 +70,18 @@ class SchurFactor(NamedTuple):
     L: jax.Array  # (k_r, k_r) Cholesky factor of S = C − BᵀD⁻¹B
     idx_d: jax.Array  # (k_c,) columns of component c
     idx_r: jax.Array  # (k_r,) the other columns
+    inv: jax.Array  # (k,) position of each column in (idx_d, idx_r)
+
+
+def schur_index(ident, c: int, kc: int):
+    """(idx_d (k_c,), idx_r (k_r,), inv (k,)): the columns of component c, the others (each in
+    order), and each column's position in their concatenation — by counting, not sorting."""
+    in_c = ident == c
+    inv = jnp.where(in_c, jnp.cumsum(in_c) - 1, kc + jnp.cumsum(~in_c) - 1)
+    k = ident.shape[0]
+    order = jnp.zeros(k, inv.dtype).at[inv].set(jnp.arange(k, dtype=inv.dtype),
+                                                unique_indices=True)
+    return order[:kc], order[kc:], inv
 
 
 def factor(H, mode, ident):
@@ -82,14 +98,18 @@ def factor(H, mode, ident):
     if mode == "dense":
         return jnp.linalg.cholesky(H)
     _, c, kc = mode
-    k = ident.shape[0]
-    idx_d = jnp.nonzero(ident == c, size=kc)[0]
-    idx_r = jnp.nonzero(ident != c, size=k - kc)[0]
-    d = jnp.diag(H)[idx_d]
-    B = H[idx_d][:, idx_r]
+    idx_d, idx_r, inv = schur_index(ident, c, kc)
+    return schur_factor(jnp.diag(H)[idx_d], H[idx_d][:, idx_r], H[idx_r][:, idx_r],
+                        (idx_d, idx_r, inv))
+
+
+def schur_factor(d, B, C, index) -> SchurFactor:
+    """The :class:`SchurFactor` of H = [[diag(d), B], [Bᵀ, C]] (rows ``idx_d``, then
+    ``idx_r``), from its blocks d (k_c,), B (k_c, k_r), C (k_r, k_r) and
+    ``index = schur_index(ident, c, k_c)``."""
     Y = B / d[:, None]
-    S = H[idx_r][:, idx_r] - B.T @ Y
-    return SchurFactor(d, Y, jnp.linalg.cholesky(S), idx_d, idx_r)
+    S = C - B.T @ Y
+    return SchurFactor(d, Y, jnp.linalg.cholesky(S), *index)
 
 
 def solve(F, b, mode):
@@ -102,14 +122,13 @@ def solve(F, b, mode):
     dd = F.d if b.ndim == 1 else F.d[:, None]
     xr = jax.scipy.linalg.cho_solve((F.L, True), br - F.Y.T @ bd)
     xd = bd / dd - F.Y @ xr
-    return _unpermute(F, xd, xr)
+    return unpermute(F, xd, xr)
 
 
-def _unpermute(F: SchurFactor, xd, xr):
+def unpermute(F: SchurFactor, xd, xr):
     """The vector (or rows) with ``xd`` at ``idx_d`` and ``xr`` at ``idx_r`` — a gather, so
     that reverse-mode autodiff transposes it without a non-unique scatter."""
-    inv = jnp.argsort(jnp.concatenate([F.idx_d, F.idx_r]))
-    return jnp.concatenate([xd, xr], axis=0)[inv]
+    return jnp.concatenate([xd, xr], axis=0)[F.inv]
 
 
 def logdet(F, mode):
@@ -132,7 +151,7 @@ def inv_diag(F, mode):
     Li = tri(F.L, jnp.eye(F.L.shape[0], dtype=F.L.dtype), lower=True)
     # (H⁻¹)_rr = S⁻¹;  (H⁻¹)_dd = D⁻¹ + Y S⁻¹ Yᵀ
     W = tri(F.L, F.Y.T, lower=True)
-    return _unpermute(F, 1.0 / F.d + jnp.sum(W**2, axis=0), jnp.sum(Li**2, axis=0))
+    return unpermute(F, 1.0 / F.d + jnp.sum(W**2, axis=0), jnp.sum(Li**2, axis=0))
 
 
 # --------------------------------------------------------------------------- block CG

@@ -16,6 +16,7 @@ from __future__ import annotations
 import warnings
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -23,11 +24,12 @@ import scipy.sparse as sp
 
 from .._precision import precision, resolve_dtype
 from ..covariance import CorrBlock
+from ..design import buckets as _buckets
 from ..design.ellpack import REDesign, colors, design_mode, from_scipy
 from ..exceptions import ConvergenceWarning
 from ..families import Binomial, Family, Poisson
-from ..fits.map import scale_columns
-from ..kernels.glmm import Data, Params, Prior, jitted_kernels, unpack
+from ..fits.map import scale_columns, use_dense
+from ..kernels.glmm import Data, Params, Prior, jitted_kernels
 from ..quadrature import Rule, get_rule
 from ..results.glmm import ParamLayout
 from ..solvers import STATUS_MESSAGES, Solution
@@ -39,6 +41,11 @@ __all__ = ["GLMMInputs", "MixedGLMBase", "check_vb_start", "exog_arrays", "inges
 MINIM_OPTS = ("maxiter", "gtol", "ftol")
 _METHODS = {"newton": "newton", "trust-ncg": "newton", "newton-cg": "newton", "bfgs": "lbfgs",
             "l-bfgs": "lbfgs", "l-bfgs-b": "lbfgs", "lbfgs": "lbfgs"}
+
+
+def _put(x: np.ndarray):
+    """A numpy array on the device as it is (no conversion program is compiled)."""
+    return jax.device_put(x)
 
 
 def parse_method(name: str) -> str:
@@ -263,6 +270,7 @@ class MixedGLMBase:
         self._data_cache = {}
         self._named = False
         self._formula = None
+        self._pad = _buckets.ENABLED  # whether fits run on padded arrays (design.buckets)
 
     @property
     def names(self):
@@ -286,46 +294,100 @@ class MixedGLMBase:
         rows = np.repeat(np.arange(n), m)
         return sp.csr_array((self._vals.ravel(), (rows, self._cols.ravel())), shape=(n, self.k_vc))
 
-    def _data(self) -> Data:
-        """Device arrays in the model's dtype (cached)."""
+    def _bucket(self, fine: bool = False) -> _buckets.Buckets:
+        """Real and padded numbers of rows and levels (design.buckets; ``fine`` for problems
+        that are not small, see :meth:`_fine`)."""
+        if not self._pad:
+            return _buckets.Buckets(self.nobs, self.nobs, self.k_vc, self.k_vc)
+        return _buckets.buckets(self.nobs, self.k_vc, fine)
+
+    def _fine(self, n_params: int) -> bool:
+        """Whether a fit with ``n_params`` parameters is not small (its Newton iteration uses
+        the structured Hessian, fits.map.use_dense) and so runs in fine buckets."""
+        return not use_dense(n_params, self.nobs)
+
+    def _data(self, padded: bool = False, fine: bool = False) -> Data:
+        """Device arrays in the model's dtype (cached), padded to the shape bucket
+        (design.buckets, ``fine`` or coarse) when ``padded``: what the fits and kernels run on."""
         dt = self.dtype
-        if dt not in self._data_cache:
+        key = (dt, padded, padded and fine)
+        if key not in self._data_cache:
+            b = self._bucket(fine) if padded else _buckets.Buckets(self.nobs, self.nobs,
+                                                                   self.k_vc, self.k_vc)
+            rows = lambda x, fill=0: _put(_buckets.pad(np.asarray(x, dt), b.n_pad, fill))  # noqa: E731
+            trials = np.ones(self.nobs) if self.n_trials is None else self.n_trials
             with precision(dt):
-                trials = np.ones(self.nobs) if self.n_trials is None else self.n_trials
-                self._data_cache[dt] = Data(
-                    y=jnp.asarray(self.endog, dt),
-                    X=jnp.asarray(self.exog, dt),
-                    Z=REDesign(jnp.asarray(self._cols, jnp.int32), jnp.asarray(self._vals, dt)),
-                    ident=jnp.asarray(self.ident, jnp.int32),
-                    n_trials=jnp.asarray(trials, dt),
-                    weights=jnp.asarray(self.freq_weights, dt),
-                    offset=jnp.asarray(self.offset, dt),
-                    const=jnp.asarray(self._const, dt),
-                    corr=tuple(CorrBlock(jnp.asarray(c), jnp.asarray(si), jnp.asarray(zi))
+                self._data_cache[key] = Data(
+                    y=rows(self.endog),
+                    X=rows(self.exog),
+                    Z=REDesign(_put(_buckets.pad(np.asarray(self._cols, np.int32), b.n_pad)),
+                               rows(self._vals)),
+                    ident=_put(_buckets.pad(np.asarray(self.ident, np.int32), b.k_pad,
+                                            self._pad_component)),
+                    n_trials=rows(trials, 1),
+                    weights=rows(self.freq_weights),
+                    offset=rows(self.offset),
+                    const=_put(np.asarray(self._const, dt)),
+                    corr=tuple(CorrBlock(_put(c), _put(si), _put(zi))
                                for c, si, zi in self._corr),
-                    indep=jnp.asarray(self._indep, dt) if self._corr else None,
+                    indep=(_put(_buckets.pad(np.asarray(self._indep, dt), b.k_pad, 1))
+                           if self._corr else None),
+                    level_w=(_put(_buckets.pad(np.ones(self.k_vc, dt), b.k_pad))
+                             if padded and self._pad else None),
                 )
-        return self._data_cache[dt]
+        return self._data_cache[key]
+
+    @property
+    def _pad_component(self) -> int:
+        """The variance component padded levels are assigned to: the one fit_laplace
+        eliminates exactly in the Schur mode (its diagonal block), else the first."""
+        mode = self._design_mode
+        return mode[1] if isinstance(mode, tuple) else 0
+
+    def _padded_design(self, fine: bool = False) -> tuple[np.ndarray, str | tuple]:
+        """The colouring and H_uu factorisation mode of the padded levels."""
+        k_pad = self._bucket(fine).k_pad
+        mode = self._design_mode
+        if isinstance(mode, tuple):  # ("schur", c, k_c): padded levels join component c
+            mode = (mode[0], mode[1], mode[2] + k_pad - self.k_vc)
+        return _buckets.pad(np.asarray(self._color, np.int32), k_pad), mode
 
     def _prior(self) -> Prior:
         with precision(self.dtype):
-            return Prior(jnp.asarray(self.fe_p, self.dtype), jnp.asarray(self.vcp_p, self.dtype))
+            return Prior(_put(np.asarray(self.fe_p, self.dtype)),
+                         _put(np.asarray(self.vcp_p, self.dtype)))
 
-    def _params(self, vec) -> Params:
+    def _params(self, vec, padded: bool = False, vc_fill: float = 0.0, fine: bool = False
+                ) -> Params:
+        """Params on the device from a vector packed like ``params``; with ``padded`` the
+        random effects extended to the level bucket by ``vc_fill`` (for ``_data(True, fine)``)."""
         vec = np.asarray(vec, dtype=np.float64)
         p = self.k_fep + self.k_vcp + self.k_vc
         if vec.shape != (p,):
             raise ValueError(f"params must have shape ({p},), got {vec.shape}")
-        return unpack(vec, self.k_fep, self.k_vcp, self.dtype)
+        kf, kp, dt = self.k_fep, self.k_vcp, self.dtype
+        vc = vec[kf + kp:]
+        if padded:
+            vc = _buckets.pad(vc, self._bucket(fine).k_pad, vc_fill)
+        with precision(dt):
+            return Params(*(_put(np.asarray(x, dt)) for x in (vec[:kf], vec[kf:kf + kp], vc)))
 
-    def _fit_data(self, scale_fe):
-        """``(data, X, A)``: the device data with the fe columns scaled when ``scale_fe``
-        (fits.map.scale_columns), its X (numpy) and the map back fe = A·fe_s (or None)."""
+    def _fit_data(self, scale_fe, fine: bool):
+        """``(data, X, A)``: the padded device data (``fine`` or coarse bucket) with the fe
+        columns scaled when ``scale_fe`` (fits.map.scale_columns), its real rows of X (numpy)
+        and the map back fe = A·fe_s (or None)."""
+        data = self._data(padded=True, fine=fine)
         if not scale_fe or self.k_fep == 0:
-            return self._data(), self.exog, None
+            return data, self.exog, None
         Xs, A = scale_columns(self.exog)
         with precision(self.dtype):
-            return self._data()._replace(X=jnp.asarray(Xs, self.dtype)), Xs, A
+            Xp = _put(_buckets.pad(np.asarray(Xs, self.dtype), self._bucket(fine).n_pad))
+            return data._replace(X=Xp), Xs, A
+
+    def _real(self, p: Params) -> np.ndarray:
+        """A Params (padded levels) as a vector packed like ``params``."""
+        return np.concatenate([np.asarray(p.fe, np.float64), np.asarray(p.vcp, np.float64),
+                               np.asarray(p.vc, np.float64)[:self.k_vc]])
 
     def _no_corr(self, what):
         if self._corr:
@@ -336,18 +398,25 @@ class MixedGLMBase:
                 "(1 | g) + (0 + x | g)")
 
     # ------------------------------------------------------------------ kernels
+    def _kernel_args(self, *vecs, fills=(0.0, 1.0)):
+        """Padded Params of each vector (random effects filled with ``fills``), then the
+        padded data and the prior, for the jitted kernels (the bucket of a fit_map)."""
+        fine = self._fine(self.k_fep + self.k_vcp + self.k_vc)
+        params = [self._params(v, True, fill, fine) for v, fill in zip(vecs, fills)]
+        return (*params, self._data(padded=True, fine=fine), self._prior())
+
     def logposterior(self, params):
         """log p(y, fe, vcp, vc) up to the constants statsmodels also omits."""
         with precision(self.dtype):
             lp = jitted_kernels(self.family, self.vb_rule).logposterior
-            return float(lp(self._params(params), self._data(), self._prior()))
+            return float(lp(*self._kernel_args(params)))
 
     def logposterior_grad(self, params):
         """Gradient of :meth:`logposterior` (autodiff), packed like ``params``."""
         with precision(self.dtype):
             g = jitted_kernels(self.family, self.vb_rule).logposterior_grad(
-                self._params(params), self._data(), self._prior())
-            return np.concatenate([np.asarray(x, np.float64) for x in g])
+                *self._kernel_args(params))
+            return self._real(g)
 
     def vb_elbo(self, vb_mean, vb_sd):
         """The mean-field ELBO at (vb_mean, vb_sd), each packed like ``params``.  Models with
@@ -355,17 +424,16 @@ class MixedGLMBase:
         self._no_corr("vb_elbo")
         with precision(self.dtype):
             el = jitted_kernels(self.family, self.vb_rule).elbo
-            return float(el(self._params(vb_mean), self._params(vb_sd), self._data(),
-                            self._prior()))
+            # padded levels at mean 0, sd 1, where their (inert) terms are 0
+            return float(el(*self._kernel_args(vb_mean, vb_sd)))
 
     def vb_elbo_grad(self, vb_mean, vb_sd):
         """Gradients of :meth:`vb_elbo` with respect to ``vb_mean`` and ``vb_sd``."""
         self._no_corr("vb_elbo_grad")
         with precision(self.dtype):
             gm, gs = jitted_kernels(self.family, self.vb_rule).elbo_grad(
-                self._params(vb_mean), self._params(vb_sd), self._data(), self._prior())
-            cat = lambda p: np.concatenate([np.asarray(x, np.float64) for x in p])  # noqa: E731
-            return cat(gm), cat(gs)
+                *self._kernel_args(vb_mean, vb_sd))
+            return self._real(gm), self._real(gs)
 
     def predict(self, params, exog=None, linear=False):
         """Mean of the fixed-effects part: ``exog @ params[:k_fep]`` (plus the model's offset

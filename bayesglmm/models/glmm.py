@@ -105,11 +105,14 @@ class _BayesMixedGLM(MixedGLMBase):
             ``cov_params()`` is the inverse of the exact Hessian of −log p at the mode.
         """
         self._no_corr("fit_map")
-        data, _, A = self._fit_data(scale_fe)
-        fit = _map.fit_map(self.family, data, self._prior(), color=self._color,
+        fine = self._fine(self.k_fep + self.k_vcp + self.k_vc)
+        data, _, A = self._fit_data(scale_fe, fine)
+        color, _ = self._padded_design(fine)
+        fit = _map.fit_map(self.family, data, self._prior(), color=color,
                            n_colors=self._n_colors, method=parse_method(method),
                            opts=parse_minim_opts(minim_opts, default_options(self.dtype)),
-                           rng=check_random_state(rng), fe_transform=A)
+                           rng=check_random_state(rng), fe_transform=A, k_vc=self.k_vc,
+                           nobs=self.nobs)
         retvals = optimize_result(fit.solution, "Laplace")
         retvals.x = np.concatenate([fit.solution.a, fit.solution.v[:, 0]])
         retvals.method = method
@@ -143,13 +146,15 @@ class _BayesMixedGLM(MixedGLMBase):
         """
         self._no_corr("fit_vb")
         mean, sd = check_vb_start(mean, sd, self.k_fep + self.k_vcp + self.k_vc)
-        data, X, A = self._fit_data(scale_fe)
-        fit = _vb.fit_vb(self.family, self.vb_rule, data, self._prior(), color=self._color,
+        fine = self._fine(2 * (self.k_fep + self.k_vcp + self.k_vc))
+        data, X, A = self._fit_data(scale_fe, fine)
+        color, _ = self._padded_design(fine)
+        fit = _vb.fit_vb(self.family, self.vb_rule, data, self._prior(), color=color,
                          n_colors=self._n_colors, k_vcp=self.k_vcp, X=X,
                          method=parse_method(fit_method),
                          opts=parse_minim_opts(minim_opts, default_options(self.dtype)),
                          mean=mean, sd=sd, rng=None if sd is not None else check_random_state(rng),
-                         fe_transform=A)
+                         fe_transform=A, k_vc=self.k_vc)
         retvals = optimize_result(fit.solution, "VB")
         retvals.x = fit.x
         retvals.method = fit_method
@@ -189,9 +194,12 @@ class _BayesMixedGLM(MixedGLMBase):
             ``log_post`` (log marginal posterior, priors only), ``is_singular``.
         """
         opts = parse_minim_opts(minim_opts, _laplace.default_options(self.dtype))
-        fit = _laplace.fit_laplace(self.family, self._data(), self._prior(), self.k_fep,
-                                   mode=self._design_mode, priors=priors, start=start,
+        fine = self._fine(self.k_fep + self.k_vcp + self.k_vc)
+        _, mode = self._padded_design(fine)
+        fit = _laplace.fit_laplace(self.family, self._data(True, fine), self._prior(),
+                                   self.k_fep, mode=mode, priors=priors, start=start,
                                    opts=opts, integrate=integrate)
+        fit = _real_levels(fit, self.k_vc)
         retvals = optimize_result(fit.solution, "Marginal Laplace", counters=False)
         retvals.method = "newton"
         if fit.is_singular:
@@ -210,6 +218,17 @@ class _BayesMixedGLM(MixedGLMBase):
         from .._repr import glmm_repr
 
         return glmm_repr(self)
+
+
+def _real_levels(fit, k: int):
+    """A fits.laplace.LaplaceFit on padded levels (design.buckets) restricted to the first
+    k, the real ones."""
+    out = fit._replace(solution=fit.solution._replace(v=fit.solution.v[:k]), vc=fit.vc[:k],
+                       vc_sd=fit.vc_sd[:k], vc_sd_cond=fit.vc_sd_cond[:k])
+    if fit.integrated is not None:
+        out = out._replace(integrated=fit.integrated._replace(
+            vc_mean=fit.integrated.vc_mean[:k], vc_sd=fit.integrated.vc_sd[:k]))
+    return out
 
 
 class BinomialBayesMixedGLM(_BayesMixedGLM):

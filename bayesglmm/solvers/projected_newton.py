@@ -16,6 +16,13 @@ Stops (``status``, a key of solvers.STATUS_MESSAGES) when ‖g_free‖_∞ ≤ g
 decrement −½·gᵀd ≤ ftol·(1 + |f|) (0), after ``maxiter`` iterations (1), when a line search
 fails (2) or on a non-finite f, g or H (3).  An auxiliary ``u`` (the inner problem's warm
 start) is carried along: ``value`` and ``vgh`` return its value at the new point.
+
+Two drivers run the same iteration: :func:`projected_newton` inside ``lax.while_loop`` (for a
+caller that vmaps it, fits.integrate) and :func:`projected_newton_host`, a Python loop over
+jitted ``value`` and ``vgh`` programs (fits.laplace).  The host loop compiles only those two
+programs — no outer ``while_loop`` holding a line-search loop and two copies of the inner
+solve — and costs microseconds per iteration in round trips; steps 2–3 and the stopping tests
+are one function (:func:`_direction`) for both, on numpy in the host loop.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ..linalg.psd import abs_solve
-from .linesearch import backtrack
+from .linesearch import backtrack, backtrack_host
 
-__all__ = ["ProjectedNewtonOptions", "ProjectedNewtonState", "projected_newton"]
+__all__ = ["ProjectedNewtonOptions", "ProjectedNewtonState", "projected_newton",
+           "projected_newton_host"]
 
 
 class ProjectedNewtonOptions(NamedTuple):
@@ -53,6 +62,31 @@ class ProjectedNewtonState(NamedTuple):
     done: jax.Array  # () bool
 
 
+def _direction(x, f, g, H, lb, opts: ProjectedNewtonOptions, xp=jnp):
+    """Steps 2–3 and the convergence test at x: the free gradient ``gm`` (k,), the capped
+    direction ``d`` (k,) on the free coordinates, ``small`` (converged) and ``finite``
+    (f, g and H are).  ``xp`` is ``jax.numpy`` or ``numpy`` (the host loop)."""
+    active = (x <= lb + 1e-10) & (g > 0)
+    free = ~active
+    gm = xp.where(free, g, 0.0)
+    finite = xp.isfinite(f) & xp.all(xp.isfinite(g)) & xp.all(xp.isfinite(H))
+    eye = xp.eye(x.shape[0], dtype=x.dtype)
+    Hf = xp.where(free[:, None] & free[None, :], H, eye)
+    if xp is np and not finite:  # numpy's eigh refuses non-finite input; d is unused then
+        Hf = eye
+    d = xp.where(free, abs_solve(Hf, -gm, xp=xp), 0.0)
+    dmax = xp.max(xp.abs(d), initial=0.0)
+    d = d * (opts.max_step / xp.maximum(dmax, opts.max_step))  # ‖d‖_∞ ≤ max_step
+    slope = xp.sum(gm * d)
+    small = ((xp.max(xp.abs(gm), initial=0.0) <= opts.gtol)
+             | (-0.5 * slope <= opts.ftol * (1 + xp.abs(f))))
+    return gm, d, small, finite
+
+
+def _status(small, finite, ls_failed, xp=jnp):
+    return xp.where(small, 0, xp.where(~finite, 3, xp.where(ls_failed, 2, 1)))
+
+
 def projected_newton(vgh: Callable, value: Callable, x0, u0, lb,
                      opts: ProjectedNewtonOptions = ProjectedNewtonOptions()
                      ) -> ProjectedNewtonState:
@@ -72,26 +106,16 @@ def projected_newton(vgh: Callable, value: Callable, x0, u0, lb,
     ProjectedNewtonState at the last point; ``it`` counts the evaluations of (f, g, H), one
     more than the steps taken.
     """
-    k = x0.shape[0]
-    eye = jnp.eye(k, dtype=x0.dtype)
+    eye = jnp.eye(x0.shape[0], dtype=x0.dtype)
 
     def cond(s):
         return ~s.done
 
     def body(s):
         f, g, H, u = vgh(s.x, s.u)
-        active = (s.x <= lb + 1e-10) & (g > 0)
-        free = ~active
-        gm = jnp.where(free, g, 0.0)
-        d = abs_solve(jnp.where(free[:, None] & free[None, :], H, eye), -gm)
-        d = jnp.where(free, d, 0.0)
-        d = d * jnp.minimum(1.0, opts.max_step / (jnp.max(jnp.abs(d), initial=0.0) + 1e-300))
-        slope = jnp.sum(gm * d)
-        small = ((jnp.max(jnp.abs(gm), initial=0.0) <= opts.gtol)
-                 | (-0.5 * slope <= opts.ftol * (1 + jnp.abs(f))))
-        finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(H))
+        gm, d, small, finite = _direction(s.x, f, g, H, lb, opts)
         stop = small | ~finite | s.ls_failed | (s.it >= opts.maxiter)
-        status = jnp.where(small, 0, jnp.where(~finite, 3, jnp.where(s.ls_failed, 2, 1)))
+        status = _status(small, finite, s.ls_failed)
 
         def phi(t):  # f along the projected path; (x(t), u at x(t)) come back as aux
             xt = jnp.maximum(s.x + t * d, lb)
@@ -112,3 +136,57 @@ def projected_newton(vgh: Callable, value: Callable, x0, u0, lb,
                                 jnp.zeros_like(x0), eye, jnp.asarray(0), jnp.asarray(1),
                                 jnp.asarray(False), jnp.asarray(False))
     return lax.while_loop(cond, body, init)
+
+
+def projected_newton_host(vgh: Callable, value: Callable, x0, u0, lb,
+                          opts: ProjectedNewtonOptions = ProjectedNewtonOptions()):
+    """:func:`projected_newton` driven from Python, over jitted ``value`` and ``vgh``.
+
+    Parameters
+    ----------
+    vgh : ``vgh(x, u) -> (f, g, H, aux)`` at a point x where ``value`` returned u (the
+        auxiliary is already solved for there); ``aux`` is anything the caller wants back
+        from the last evaluation or passed to ``value`` (e.g. du/dx)
+    value : ``value(x, u, aux, dx) -> (f, u_new)``: f at x, solving for the auxiliary from
+        the warm start u at the base point x − dx, where ``vgh`` returned ``aux`` (a caller
+        may predict u at x from them); ``aux`` and ``dx`` are None on the first call, at x0
+        from u0
+    x0 : (k,) numpy start (projected onto x ≥ lb); its dtype is the iteration's
+    u0 : the auxiliary start (kept as whatever ``value`` returns, e.g. a device array)
+    lb : (k,) numpy lower bounds (−inf where unbounded)
+    opts : ProjectedNewtonOptions
+
+    Returns
+    -------
+    state : ProjectedNewtonState (numpy; ``done`` True), as :func:`projected_newton`'s
+    aux : ``vgh``'s ``aux`` at the returned point
+    """
+    x0 = np.asarray(x0)
+    lb = np.asarray(lb, x0.dtype)
+    x = np.maximum(x0, lb)
+    _, u = value(x, u0, None, None)
+    it, ls_failed = 0, False
+    while True:
+        f, g, H, aux = vgh(x, u)
+        f, g, H = np.asarray(f), np.asarray(g), np.asarray(H)
+        gm, d, small, finite = _direction(x, f, g, H, lb, opts, xp=np)
+        stop = small or not finite or ls_failed or it >= opts.maxiter
+        it += 1
+        if stop:
+            status = int(_status(small, finite, ls_failed, xp=np))
+            return ProjectedNewtonState(x, u, f, g, H, np.asarray(it), np.asarray(status),
+                                        np.asarray(ls_failed), np.asarray(True)), aux
+
+        def phi(t, x=x, d=d, u=u, aux=aux):  # f along the projected path
+            xt = np.maximum(x + t * d, lb)
+            ft, ut = value(xt, u, aux, xt - x)
+            ft = np.asarray(ft)
+            return (ft if np.isfinite(ft) else np.asarray(np.inf, ft.dtype)), (xt, ut)
+
+        def accept(t, ft, aux, x=x, f=f, gm=gm):  # Armijo along the projection arc
+            return ft <= f + 1e-4 * np.sum(gm * (aux[0] - x))
+
+        _, _, (xt, ut), _, ok = backtrack_host(phi, accept, opts.max_ls + 1)
+        if ok:
+            x, u = xt, ut
+        ls_failed = not ok

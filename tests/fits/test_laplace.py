@@ -16,8 +16,8 @@ import bayesglmm as bg
 from bayesglmm import datasets
 from bayesglmm._precision import precision
 from bayesglmm.design.ellpack import design_mode
-from bayesglmm.fits.laplace import LOG_SD_MIN, SINGULAR_SD, fit_laplace
-from bayesglmm.kernels.marginal import conditional_mode, marginal_loglik, objective
+from bayesglmm.fits.laplace import LOG_SD_MIN, SINGULAR_SD, fit_laplace, glm_start
+from bayesglmm.kernels.marginal import conditional_mode, marginal_loglik, objective, solve_mode
 from tests.helpers import gen_crossed_logit, lme4_reference
 
 REF = Path(__file__).parents[1] / "reference"
@@ -220,3 +220,83 @@ def test_inner_newton_and_laplace_match_dense_reference(crossed):
     np.testing.assert_allclose(np.asarray(u), ref.x, atol=1e-9)
     ll_ref = -h(ref.x) - 0.5 * np.linalg.slogdet(hess(ref.x))[1]  # const = 0 for 0/1 data
     np.testing.assert_allclose(float(ll), ll_ref, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the solves
+def test_inner_newton_stops_at_the_rounding_floor(crossed):
+    """With an unreachable tolerance the inner Newton stops where ∇_u h stops falling (its
+    rounding floor) within a few steps, not after maxiter steps of empty line searches; ℓ from
+    the loop's last evaluation (value_only) is the differentiable value."""
+    model = crossed
+    mode = _mode(model)
+    with precision(np.float64):
+        theta = jnp.array([-0.3, 0.2, 0.4])
+        data, prior = model._data(), model._prior()
+        k = data.ident.shape[0]
+        s = jax.jit(solve_mode(model.family, mode, 0.0, 100))(theta, jnp.zeros(k), data)
+        u = conditional_mode(model.family, mode)(theta, jnp.zeros(k), data)
+        obj = objective(model.family, mode, True)
+        v1, u1 = jax.jit(obj.value_only)(theta, jnp.zeros(k), data, prior)
+        v2, _ = jax.jit(obj.value)(theta, jnp.zeros(k), data, prior)
+    assert bool(s.done) and int(s.steps) <= 12
+    assert 0.0 < float(s.gmax) < 1e-12
+    np.testing.assert_allclose(s.u, u, atol=1e-12)
+    np.testing.assert_allclose(u1, u, atol=1e-12)
+    np.testing.assert_allclose(v1, v2, rtol=1e-13)
+
+
+@pytest.mark.parametrize("which", ["one factor", "crossed"])
+def test_derivatives_agree_across_factorisations(which, crossed):
+    """∇J, ∇²J and du*/dθ at u* (objective.vgh_at, with log det H_uu's written-out derivative
+    and H_uu's blocks) are the same from the diagonal or Schur factor as from the dense one."""
+    model = _cbpp() if which == "one factor" else crossed
+    mode = _mode(model)
+    assert mode == ("diag" if which == "one factor" else ("schur", 0, 6))
+    with precision(np.float64):
+        theta = jnp.array([-1.4, -1.0, -1.1, -1.5, -0.4] if which == "one factor"
+                          else [-0.3, 0.2, 0.4])
+        data, prior = model._data(), model._prior()
+        u = conditional_mode(model.family, mode)(theta, jnp.zeros(model.k_vc), data)
+        out = [jax.jit(objective(model.family, m, True).vgh_at)(theta, u, data, prior)[:4]
+               for m in (mode, "dense")]
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_start_is_the_glm_fit():
+    """The default start is lme4's, the GLM without random effects (statsmodels' GLM here);
+    from it and from zero the fit reaches the same optimum."""
+    import statsmodels.api as sm
+
+    model = _cbpp()
+    d = datasets.load("cbpp")
+    glm = sm.GLM(np.c_[d["incidence"], d["size"] - d["incidence"]], model.exog,
+                 family=sm.families.Binomial()).fit()
+    with precision(np.float64):
+        fe0 = glm_start(model.family, model._data())
+    # a start, to a Newton decrement of START_TOL·(1 + |ll|): here ~1e-3 relative
+    np.testing.assert_allclose(fe0, glm.params, rtol=1e-2)
+    a = _fit(model, priors=False)
+    b = _fit(model, priors=False, start=np.zeros(model.k_fep + model.k_vcp))
+    assert a.success and b.success and a.nit < b.nit
+    np.testing.assert_allclose(a.solution.a, b.solution.a, rtol=1e-6)
+    np.testing.assert_allclose(a.llf, b.llf, rtol=1e-12)
+
+
+def test_levels_without_data_are_inert():
+    """A random-effect level no row uses (as shape-bucket padding adds) changes nothing: its
+    u* = 0 and H_uu = 1 contribute nothing to ℓ, and its vc is 0 with SD exp(vcp)."""
+    model = _cbpp()
+    with precision(np.float64):
+        data = model._data()
+        padded = data._replace(ident=jnp.concatenate([data.ident, jnp.zeros(2, data.ident.dtype)]))
+    fits = [fit_laplace(model.family, dd, model._prior(), model.k_fep, mode="diag",
+                        priors=False) for dd in (data, padded)]
+    a, b = fits
+    assert a.success and b.success
+    np.testing.assert_allclose(b.solution.a, a.solution.a, rtol=1e-9)
+    np.testing.assert_allclose(b.llf, a.llf, rtol=1e-13)
+    np.testing.assert_allclose(b.cov, a.cov, rtol=1e-7)
+    np.testing.assert_allclose(b.vc[:15], a.vc, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(b.vc[15:], 0.0, atol=1e-14)
+    np.testing.assert_allclose(b.vc_sd_cond[15:], np.exp(b.vcp[0]), rtol=1e-12)

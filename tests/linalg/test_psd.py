@@ -30,6 +30,9 @@ def test_abs_solve_and_inverse_use_absolute_eigenvalues():
     A = _abs(S)
     np.testing.assert_allclose(xd, np.linalg.solve(A + 0.5 * np.diag(np.diag(A)), b), rtol=1e-12)
     np.testing.assert_allclose(Si, np.linalg.inv(A), rtol=1e-12)
+    # the numpy form (host-side callers) is the same rule
+    np.testing.assert_allclose(psd.abs_solve(S, b, xp=np), ref, rtol=1e-12)
+    np.testing.assert_allclose(psd.abs_inv(S, xp=np), np.linalg.inv(A), rtol=1e-12)
     # a singular direction is floored at 1e-10·max|λ| instead of dividing by zero
     with precision(np.float64):
         xs = psd.abs_solve(jnp.diag(jnp.array([2.0, 0.0])), jnp.array([1.0, 1.0]))
@@ -76,6 +79,15 @@ def test_factorisations_match_dense(spd, mode):
     np.testing.assert_allclose(dinv, np.diag(Hi), rtol=1e-12)
     y = Hi @ b[:, 0]
     np.testing.assert_allclose(dq, -y @ E @ y, rtol=1e-10)
+
+
+def test_schur_index_partitions_without_sorting(spd):
+    _, ident = spd
+    with precision(np.float64):
+        idx_d, idx_r, inv = (np.asarray(x) for x in psd.schur_index(jnp.asarray(ident), 1, 4))
+    np.testing.assert_array_equal(idx_d, np.flatnonzero(ident == 1))
+    np.testing.assert_array_equal(idx_r, np.flatnonzero(ident != 1))
+    np.testing.assert_array_equal(np.concatenate([idx_d, idx_r])[inv], np.arange(len(ident)))
 
 
 def test_diag_mode_is_elementwise():

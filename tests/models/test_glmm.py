@@ -348,3 +348,83 @@ def test_prediction_interval_uses_full_laplace_covariance():
     Xd = np.column_stack([model.exog[:4], np.zeros((4, 1)), model.exog_vc.toarray()[:4]])
     np.testing.assert_allclose(pr["linear_sd"], np.sqrt(np.einsum("ij,jk,ik->i", Xd, C, Xd)),
                                rtol=1e-10)
+
+
+def _padded_and_plain(monkeypatch, make, fine=False):
+    """The model built with shape buckets (design.buckets) and without."""
+    from bayesglmm.design import buckets
+
+    padded = make()
+    with monkeypatch.context() as m:
+        m.setattr(buckets, "ENABLED", False)
+        plain = make()
+    b = padded._bucket(fine)
+    assert b.n_pad > b.n or b.k_pad > b.k  # something is padded
+    assert plain._bucket(fine) == (plain.nobs, plain.nobs, plain.k_vc, plain.k_vc)
+    return padded, plain
+
+
+def _same_fit(r1, r2, atol=1e-8):
+    np.testing.assert_allclose(r1.params, r2.params, atol=atol)
+    np.testing.assert_allclose(np.asarray(r1.cov_params()), np.asarray(r2.cov_params()),
+                               atol=atol)
+    np.testing.assert_allclose(r1.vc_sd, r2.vc_sd, atol=atol)
+    assert r1.optim_retvals.success == r2.optim_retvals.success
+
+
+def test_padding_changes_no_result(monkeypatch):
+    """cbpp (56 rows, 15 herds) runs padded to 1024 rows and 16 levels: inert rows and
+    levels change no fit, kernel value or gradient (to rounding and solver tolerance)."""
+    df = datasets.load("cbpp")
+    padded, plain = _padded_and_plain(monkeypatch, lambda: bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df, n_trials="size"))
+    assert padded._bucket() == (56, 1024, 15, 16)
+    _same_fit(padded.fit_map(rng=0), plain.fit_map(rng=0))
+    _same_fit(padded.fit_vb(rng=0), plain.fit_vb(rng=0))
+    a, b = padded.fit_laplace(priors=False), plain.fit_laplace(priors=False)
+    _same_fit(a, b)
+    assert a.llf == pytest.approx(b.llf, rel=1e-12)
+    np.testing.assert_allclose(a.vc_sd_cond, b.vc_sd_cond, atol=1e-8)
+    x = np.random.default_rng(0).normal(size=padded.k_fep + padded.k_vcp + padded.k_vc) * 0.3
+    s = np.exp(x - 1)
+    assert padded.logposterior(x) == pytest.approx(plain.logposterior(x), rel=1e-13)
+    np.testing.assert_allclose(padded.logposterior_grad(x), plain.logposterior_grad(x),
+                               rtol=1e-12, atol=1e-12)
+    assert padded.vb_elbo(x, s) == pytest.approx(plain.vb_elbo(x, s), rel=1e-13)
+    for g1, g2 in zip(padded.vb_elbo_grad(x, s), plain.vb_elbo_grad(x, s)):
+        np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_padding_changes_no_result_crossed_and_correlated(monkeypatch):
+    """fit_laplace(integrate=True); crossed factors (two colours; fit_laplace's Schur mode,
+    whose eliminated component the padded levels join); the fine buckets of larger problems
+    (grouseticks: 403 rows and 584 levels run as 416 and 608, structured Newton); and a
+    correlated (1 + x | g) term (fit_laplace only)."""
+    df = datasets.load("cbpp")
+    padded, plain = _padded_and_plain(monkeypatch, lambda: bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df, n_trials="size"))
+    _same_fit(padded.fit_laplace(integrate=True), plain.fit_laplace(integrate=True), 1e-7)
+    name, family, design = next(d for d in DESIGNS if d[0] == "crossed_poisson")
+    y, X, Z, ident = design()
+    padded, plain = _padded_and_plain(monkeypatch, lambda: bg.PoissonBayesMixedGLM(
+        y, X, sparse.csr_array(Z), ident))
+    assert isinstance(padded._design_mode, tuple) and padded._n_colors == 2
+    _same_fit(padded.fit_map(rng=0), plain.fit_map(rng=0))
+    _same_fit(padded.fit_vb(rng=0), plain.fit_vb(rng=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.SingularFitWarning)
+        _same_fit(padded.fit_laplace(priors=False), plain.fit_laplace(priors=False))
+    gt = datasets.load("grouseticks")
+    vcf = {"BROOD": "0 + C(BROOD)", "INDEX": "0 + C(INDEX)", "LOCATION": "0 + C(LOCATION)"}
+    padded, plain = _padded_and_plain(monkeypatch, lambda: bg.PoissonBayesMixedGLM.from_formula(
+        "TICKS ~ YEAR + cHEIGHT", vcf, gt), fine=True)
+    assert padded._bucket(fine=True) == (403, 416, 584, 608)
+    _same_fit(padded.fit_vb(rng=0), plain.fit_vb(rng=0), 1e-7)
+    _same_fit(padded.fit_map(rng=0), plain.fit_map(rng=0), 1e-6)
+    df = _village_data()
+    padded, plain = _padded_and_plain(monkeypatch, lambda: bg.BinomialBayesMixedGLM.from_formula(
+        "y ~ year_cen + (1 + year_cen | Village)", {}, df))
+    a, b = padded.fit_laplace(priors=False), plain.fit_laplace(priors=False)
+    _same_fit(a, b)
+    assert a.llf == pytest.approx(b.llf, rel=1e-12)

@@ -8,10 +8,10 @@ from scipy import sparse as sp
 
 import bayesglmm as bg
 from bayesglmm._precision import precision
-from bayesglmm.fits.map import map_functions
+from bayesglmm.fits.map import map_objective, map_program
+from bayesglmm.fits.vb import vb_objective, vb_program
 from bayesglmm.solvers import NewtonOptions, newton
-from bayesglmm.solvers.newton import default_options, dense_step, structured_step
-from bayesglmm.fits.vb import vb_functions
+from bayesglmm.solvers.newton import dense_step, structured_step
 from tests.helpers import gen_crossed_logit, gen_simple_poisson
 
 
@@ -19,12 +19,7 @@ def _setup(gen, vb=False):
     y, X, Z, ident = gen
     model = bg.BinomialBayesMixedGLM(y, X, Z, ident) if set(np.unique(y)) <= {0, 1} else \
         bg.PoissonBayesMixedGLM(y, X, Z, ident)
-    if vb:
-        _, f = vb_functions(model.family, model.vb_rule, False, model._n_colors, "newton",
-                            NewtonOptions())
-    else:
-        _, _, f = map_functions(model.family, False, model._n_colors, "newton", NewtonOptions(),
-                                False)
+    f = vb_objective(model.family, model.vb_rule) if vb else map_objective(model.family)
     return model, f
 
 
@@ -149,27 +144,25 @@ def test_structured_blocks_are_the_dense_hessian_blocks(vb):
     np.testing.assert_allclose(hu, np.einsum("jrks,ks->jr", Hvv, u), rtol=1e-10, atol=1e-10)
 
 
-def test_solution_counts_all_the_work():
+def test_solution_counts_all_the_work(monkeypatch):
     """n_iter includes the v-only warm-up steps; line-search evaluations and CG iterations
-    are counted too (crossed design: inexact Newton with CG)."""
+    are counted too (crossed design, structured path: inexact Newton with CG)."""
+    import bayesglmm.fits.map as map_mod
+
+    monkeypatch.setattr(map_mod, "DENSE_MAX", 0)
     y, X, Z, ident = gen_crossed_logit(8, 8, 1, 2)
     model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
-    solve, _, _ = map_functions(model.family, False, model._n_colors, "newton",
-                                NewtonOptions(), False)
-    with precision(np.float64):
-        a0 = jnp.concatenate([jnp.zeros(model.k_fep), jnp.ones(model.k_vcp)])
-        v0 = jnp.asarray(np.random.default_rng(0).normal(size=(model.k_vc, 1)))
-        sol, _ = solve(a0, v0, model._data(), model._prior(), jnp.asarray(model._color))
-    assert int(sol.status) == 0
-    assert 1 <= int(sol.n_warm) <= NewtonOptions().warm_v
-    assert int(sol.n_iter) > int(sol.n_warm)
-    assert int(sol.n_fev) >= int(sol.n_iter)  # at least one evaluation per step
-    assert int(sol.n_cg) >= 1
+    sol = model.fit_map(rng=0).optim_retvals
+    assert sol.status == 0
+    assert 1 <= sol.n_warm <= NewtonOptions().warm_v
+    assert sol.nit > sol.n_warm
+    assert sol.n_fev >= sol.nit  # at least one evaluation per step
+    assert sol.n_cg >= 1
 
 
 def test_a_second_fit_does_not_recompile(monkeypatch):
-    """The jitted solve (structured path) is traced once per static configuration: a new
-    random start reuses the compiled graph."""
+    """The jitted Newton programs (structured path) are traced once per static configuration
+    and shape: a new random start, or other iteration limits, reuse them."""
     import bayesglmm.fits.map as map_mod
 
     monkeypatch.setattr(map_mod, "DENSE_MAX", 0)
@@ -177,11 +170,12 @@ def test_a_second_fit_does_not_recompile(monkeypatch):
     model = bg.BinomialBayesMixedGLM(y, X, Z, ident)
     model.fit_map(rng=0)
     model.fit_vb(rng=0)
-    solve, _, _ = map_functions(model.family, False, model._n_colors, "newton",
-                                default_options(model.dtype), True)
-    solve_vb, _ = vb_functions(model.family, model.vb_rule, False, model._n_colors, "newton",
-                               default_options(model.dtype))
-    before = solve._cache_size(), solve_vb._cache_size()
-    model.fit_map(rng=1)
-    model.fit_vb(rng=1)
-    assert (solve._cache_size(), solve_vb._cache_size()) == before
+    # crossed design with the full covariance: the step at the mode is a gradient
+    programs = (map_program(model.family, False, model._n_colors),
+                vb_program(model.family, model.vb_rule, False, model._n_colors))
+    sizes = lambda: [p._cache_size() for p in programs]  # noqa: E731
+    before = sizes()
+    assert before == [1, 1]
+    model.fit_map(rng=1, minim_opts={"maxiter": 50})
+    model.fit_vb(rng=1, minim_opts={"gtol": 1e-7})
+    assert sizes() == before
