@@ -20,7 +20,9 @@ _LAZY = {
     "MixedLMResults": ".results.lmm",
     "PoissonBayesMixedGLM": ".models.glmm",
     "SingularFitWarning": ".exceptions",
+    "anova": ".inference.lrt",
     "clear_cache": "._cache",
+    "compare_lr_test": ".inference.lrt",
     "mixedlm": ".models.lmm",
 }
 _SUBMODULES = {"datasets"}
@@ -33,7 +35,9 @@ __all__ = [
     "MixedLMResults",
     "PoissonBayesMixedGLM",
     "SingularFitWarning",
+    "anova",
     "clear_cache",
+    "compare_lr_test",
     "datasets",
     "mixedlm",
 ]
@@ -42,6 +46,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from . import datasets
     from ._cache import clear_cache
     from .exceptions import ConvergenceWarning, SingularFitWarning
+    from .inference.lrt import anova, compare_lr_test
     from .models.glmm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
     from .models.lmm import MixedLM, mixedlm
     from .results.glmm import BayesMixedGLMResults

@@ -121,7 +121,7 @@ def to_inference_data(result, draws: int = 1000, rng=None, *, chains: int = 4,
             if posterior_predictive:
                 pp.append(predictive(model, eta, gen))
     shape = lambda x: np.concatenate(x).reshape(chains, draws // chains, *x[0].shape[1:])  # noqa: E731
-    d = Draws(shape(fe), shape(vcp), shape(vc) if vc else None)
+    d = Draws(shape(fe), shape(vcp), shape(vc) if vc else np.empty((chains, draws // chains, 0)))
 
     k_sd = lay.k_sd
     post = {"fe": d.fe, "log_sd": d.vcp[..., :k_sd], "sd": np.exp(d.vcp[..., :k_sd])}

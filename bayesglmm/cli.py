@@ -233,7 +233,8 @@ def _input_errors() -> tuple:
     return tuple(errors)
 
 
-def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
+def _one_line_warnings(message: Warning | str, category: type[Warning], filename: str,
+                       lineno: int, line: str | None = None) -> str:
     return f"warning: {category.__name__}: {message}\n"
 
 

@@ -157,7 +157,7 @@ class Binomial(Family):
     def check_endog(self, y, n, name="endog"):
         if n is None:
             check_binary(y, name)
-            if np.all(y == y[0]) and len(y) > 1:
+            if len(y) > 1 and np.all(y == y[0]):
                 raise ValueError(f"{name} must contain both 0 and 1; all values are {y[0]:g}")
             return
         check_counts(y, name)

@@ -122,11 +122,10 @@ def draw(result, n: int, rng: np.random.Generator, chunk: int = 1000) -> Iterato
     mean = np.asarray(result.params, np.float64)  # (kf + kp + kv,)
     sd = np.concatenate([result.fe_sd, result.vcp_sd, result.vc_sd])
     cp = np.asarray(result.cov_params(), np.float64)
-    if kind == "vb":
-        L = None
-    elif kind == "map":
+    L = np.zeros((0, 0))  # (vb: independent coordinates)
+    if kind == "map":
         L = _sqrt_cov(cp, "posterior")
-    else:
+    elif kind != "vb":
         L = _sqrt_cov(cp[:kf + kp, :kf + kp], "(fe, vcp)")
     if kind != "map" and not np.all(np.isfinite(sd)):
         raise ValueError("some posterior SDs are not finite (a singular fit?): no Gaussian draws")

@@ -81,6 +81,7 @@ def test_rules_integrate_constants():
         get_rule("simpson")
 
 
+@pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 def test_softplus_moments_are_the_rule_applied_to_the_derivatives(dtype, tol):
     """``softplus_moments`` (one fused pass, σ and softplus from one exponential) against the

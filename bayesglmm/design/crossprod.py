@@ -65,6 +65,11 @@ def _bincount(idx, w, size):
     return np.bincount(idx, weights=w, minlength=size)[:size]
 
 
+def _indptr(sorted_idx, size):
+    """CSR row pointers of entries sorted by row index."""
+    return np.concatenate([[0], np.cumsum(np.bincount(sorted_idx, minlength=size))])
+
+
 def _unique_rows(a):
     """Unique rows of a 2-d array: (rows, inverse, index of the first occurrence of each)."""
     uniq, first, inv = np.unique(a, axis=0, return_index=True, return_inverse=True)
@@ -76,6 +81,7 @@ def _grouped_pairs(c_row, c_lvl, c_val, lvl_cls, n_cls, m):
 
     Returns ``(idx, cls, val)``: for each distinct (i ≥ j, class k) the flat index ``i*m + j``
     (sorted), ``k`` and ``Σ_{l in k} c_il c_jlᵀ`` (q₁ × q₁).
+    The entries come sorted by (row, level).
     """
     import scipy.sparse as sp
 
@@ -84,14 +90,16 @@ def _grouped_pairs(c_row, c_lvl, c_val, lvl_cls, n_cls, m):
     K = max(n_cls, 1)
     ent_cls = lvl_cls[c_lvl]
     if q1 == 1:
-        # one sparse product: (i, l) · (l, j*K + k) → (i, j*K + k), rows and columns sorted
-        a = sp.csr_matrix((c_val[:, 0], (c_row, c_lvl)), shape=(m, L1))
-        b = sp.csc_matrix((c_val[:, 0], (c_lvl, c_row.astype(np.int64) * K + ent_cls)),
-                          shape=(L1, m * K))
-        prod = (a @ b).tocsc().tocsr()  # two counting-sort transposes: sorted columns
+        # one sparse product (i, l) · (l, j*K + k) → (i, j*K + k), both factors built in CSR
+        # form directly (no conversions)
+        a = sp.csr_matrix((c_val[:, 0], c_lvl, _indptr(c_row, m)), shape=(m, L1))
+        order = np.argsort(c_lvl, kind="stable")
+        b = sp.csr_matrix((c_val[order, 0], (c_row.astype(np.int64) * K + ent_cls)[order],
+                           _indptr(c_lvl, L1)), shape=(L1, m * K))
+        prod = a @ b
+        prod.sort_indices()  # columns sorted within each row
         i = np.repeat(np.arange(m, dtype=np.int64), np.diff(prod.indptr))
-        col = prod.indices.astype(np.int64)
-        j, k = col // K, col % K
+        j, k = np.divmod(prod.indices.astype(np.int64), K)
         keep = i >= j
         return i[keep] * m + j[keep], k[keep], prod.data[keep][:, None, None]
     # general q₁: every pair of entries sharing a level, then summed by (i, j, class)

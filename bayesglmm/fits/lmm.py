@@ -1,48 +1,63 @@
 """Fitting a linear mixed model: bounded minimisation of the profiled deviance over θ, then the
 estimates at θ̂ and the covariance of statsmodels' ψ.
 
-L-BFGS-B (scipy) drives the jitted ``(d, ∇d)`` of :func:`bayesglmm.kernels.lmm.evaluate`; a few
-Newton steps with the exact (autodiff) Hessian then polish the free coordinates when L-BFGS-B
-leaves a gradient that matters, so that estimates agree with lme4's to well under 1e-4.  At θ̂
-the same compiled evaluation gives ``t = [X y]ᵀV⁻¹[X y]`` (hence β̂, (XᵀV⁻¹X)⁻¹ and σ̂²) and the
-BLUP maps.  Nothing here warns: the caller reads :class:`ThetaFit` and decides.
+All derivatives are JAX autodiff of the one profiled deviance (:mod:`bayesglmm.kernels.lmm`),
+in two compiled programs per model structure: :func:`~bayesglmm.kernels.lmm.evaluate`
+(``jax.value_and_grad``: d, ∇d and the estimates' maps) and
+:func:`~bayesglmm.kernels.lmm.second_order` (``jax.hessian``: ∇²d, and the Hessian over ψ).
+:mod:`.lmm_theta` minimises over θ.  An exact Hessian costs a fixed multiple of an evaluation
+at any size (the Hessian program differentiates through the Cholesky pieces by the JVP rule of
+:func:`~bayesglmm.linalg.cholesky.logdet_solve_inverse`: two m × m products per θ entry, where m
+is the dense block of the random terms after the largest).  Where ``struct.m <=
+HESSIAN_ONLY_MAX_M`` a Hessian costs about an evaluation: the default is a bound-constrained
+Newton method that stops on the Newton decrement ``½ gᵀH⁻¹g``, and the Hessian program serves
+the whole fit.  Above it the default is L-BFGS-B on the value and gradient (the evaluation
+program), then Newton's method from where it stops: usually one Hessian, at θ̂, which certifies
+the optimum.  The Hessian at θ̂ gives the covariance of ψ with the fit (within
+``EAGER_COV_MAX_M`` and ``EAGER_COV_MAX_ENTRIES``, bounds of memory), so ``summary()`` compiles
+and computes nothing; beyond them the default is L-BFGS-B alone, and the covariance of ψ is
+formed on first request (``bse``, ``summary()``) by the same Hessian program.  The evaluation
+at θ̂ gives ``t = [X y]ᵀV⁻¹[X y]`` (hence β̂, (XᵀV⁻¹X)⁻¹ and σ̂²) and the BLUP maps.  Nothing
+here warns: the caller reads :class:`~.lmm_theta.ThetaFit` and decides.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
+import os
+import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-import jax
 import numpy as np
-import scipy.linalg
-import scipy.optimize
 
-from .._precision import precision
 from ..design.crossprod import CrossProd, Structure
-from ..kernels.lmm import deviance_hessian, evaluate, psi_blocks, psi_hessian, theta_to_psi
 from ..linalg._blas import single_threaded_blas
-from ..solvers.linesearch import backtrack_host
+from .lmm_theta import DECREMENT_TOL, Derivatives, ThetaFit, minimise_theta
 
-__all__ = ["EAGER_COV_MAX_M", "LMMFit", "ThetaFit", "fit_lmm", "minimise_theta", "psi_cov"]
+__all__ = ["DECREMENT_TOL", "EAGER_COV_MAX_ENTRIES", "EAGER_COV_MAX_M", "HESSIAN_ONLY_MAX_M",
+           "LMMFit", "ThetaFit", "default_method", "fit_lmm", "lmm_dtype", "minimise_theta",
+           "psi_cov"]  # DECREMENT_TOL, ThetaFit, minimise_theta: from .lmm_theta
 
-# The covariance of ψ is computed during the fit when the dense block of the random terms
-# other than the largest has at most this many rows; above it the exact Hessian (n_θ tangents
-# through an m × m Cholesky and its reverse rule) costs more than the fit itself, and it is
-# computed on first request instead (``bse``, ``summary()``).
-EAGER_COV_MAX_M = 200
+# Largest dense block (rows m of the random terms other than the largest) for which the
+# covariance of ψ is formed with the fit; above it it waits for its first use.  One exact
+# Hessian costs a fixed multiple of one evaluation at any m (both O(m³): the factorisation, S⁻¹
+# and per θ entry two m × m products, kernels.lmm.second_order), about a dozen on the
+# InstEval-shaped design (m = 1,126): a fraction of any fit.  The bounds are of memory: the
+# Hessian holds n_θ m × m tangents at once (at most EAGER_COV_MAX_ENTRIES entries, 400 MB in
+# float64, per array).
+EAGER_COV_MAX_M = 4000
+EAGER_COV_MAX_ENTRIES = 50_000_000
 
-
-class ThetaFit(NamedTuple):
-    """Outcome of :func:`minimise_theta`."""
-
-    theta: np.ndarray  # (n_theta,) the minimiser
-    fun: float  # deviance at theta
-    grad_norm: float  # max |∇d| over the free coordinates
-    converged: bool
-    n_evals: int
-    message: str
+# Largest dense block for which the Hessian program alone serves the whole fit (a Hessian
+# costs about one evaluation there) and the default method is Newton's from the start.  Above
+# it the default is L-BFGS-B on the evaluation program, then Newton's method from where it stops
+# (usually one exact Hessian, that certifies the optimum and gives the covariance): on the
+# InstEval-shaped design (m = 1,126, a Hessian about a dozen evaluations) 3.0–3.8 s of CPU warm
+# against 4.0 s for Newton's method from the start.
+HESSIAN_ONLY_MAX_M = 200
 
 
 class LMMFit(NamedTuple):
@@ -60,120 +75,130 @@ class LMMFit(NamedTuple):
     optim: ThetaFit
 
 
-class _EvalCache:
-    """``θ → (d, ∇d)`` for the optimiser through :func:`~bayesglmm.kernels.lmm.evaluate`,
-    remembering the last few points (the optimiser re-evaluates its final θ, and the fit needs
-    the auxiliary outputs there)."""
+class _Memo:
+    """The last few results of ``fn`` by θ (the optimiser re-evaluates its final θ, and the fit
+    needs the auxiliary outputs there)."""
 
-    def __init__(self, cp, struct, reml, dtype, size=4):
-        self.cp, self.struct, self.reml, self.dtype, self.size = cp, struct, reml, dtype, size
-        self.memo = {}
+    def __init__(self, fn, size=4):
+        self.fn, self.size, self.memo = fn, size, {}
 
-    def full(self, theta):
+    def __call__(self, theta):
         x = np.asarray(theta, np.float64)
         key = x.tobytes()
         if key not in self.memo:
-            out = evaluate(x.astype(self.dtype), self.cp, self.struct, self.reml)
             if len(self.memo) >= self.size:
                 self.memo.pop(next(iter(self.memo)))
-            self.memo[key] = out
+            self.memo[key] = self.fn(x)
         return self.memo[key]
 
+
+class _Engine:
+    """θ → (d, ∇d), exact :class:`~.lmm_theta.Derivatives` and the estimates' maps, through
+    the compiled programs of :mod:`bayesglmm.kernels.lmm`.
+
+    With ``hessian_only`` (small structures, where a Hessian costs about an evaluation) every
+    request goes to the Hessian program :func:`~bayesglmm.kernels.lmm.second_order`: a fit then
+    traces and compiles one program.  Otherwise (d, ∇d) and the maps come from
+    :func:`~bayesglmm.kernels.lmm.evaluate` and only Hessians from ``second_order``.
+    """
+
+    def __init__(self, cp: CrossProd, struct: Structure, reml: bool, dtype,
+                 hessian_only: bool = False):
+        import jax
+
+        from ..kernels.lmm import programs, theta_to_psi
+
+        evaluate, second_order = programs(cp, struct)
+        # on the device once (device_put: jnp.asarray would compile a program per shape)
+        cpj = jax.device_put(cp)
+        self.hessian_only = hessian_only
+        self.full = _Memo(lambda th: evaluate(th.astype(dtype), cpj, struct, reml))
+        self.second = _Memo(lambda th: second_order(
+            th.astype(dtype), theta_to_psi(th, struct, np.dtype(dtype).type), cpj, struct, reml))
+
     def __call__(self, theta):
+        if self.hessian_only:
+            return self.second(theta)[:2]
         dev, grad, _ = self.full(theta)
         return dev, grad
 
+    def derivs(self, theta) -> Derivatives:
+        value, grad, hess = self.second(theta)[:3]
+        return Derivatives(float(value), np.asarray(grad, np.float64),
+                           np.asarray(hess, np.float64))
 
-def minimise_theta(
-    value_and_grad: Callable,
-    hessian: Callable,
-    theta0: np.ndarray,
-    lower: np.ndarray,
-    maxiter: int = 1000,
-    newton_steps: int = 8,
-    gtol: float = 1e-5,
-    polish: bool = True,
-) -> ThetaFit:
-    """Minimise ``d(θ)`` subject to ``θ ≥ lower`` (``-inf`` for unbounded coordinates).
+    def psi_information(self, theta):
+        """∇²_ψ ½d(θ(ψ)) at θ (see :func:`~bayesglmm.kernels.lmm.second_order`)."""
+        return np.asarray(self.second(theta)[3], np.float64)
 
-    ``hessian(θ)`` is the exact (autodiff) Hessian used by the Newton polish.
+    def estimates(self, theta):
+        """``(d, t, B1, B2)`` at θ: see :func:`~bayesglmm.kernels.lmm._factor`."""
+        if self.hessian_only:
+            dev, _, _, _, (t, b1, b2) = self.second(theta)
+        else:
+            dev, _, (t, b1, b2) = self.full(theta)
+        return dev, t, b1, b2
+
+
+# accelerator plugins JAX would load (modules, the namespace of PJRT plugins, libtpu)
+_PLUGIN_MODULES = ("jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                   "jax_rocm7_plugin", "libtpu")
+
+
+def _cpu_backend() -> bool:
+    """Whether JAX computes on the CPU.  Without importing JAX when it is not imported yet and
+    no accelerator plugin is installed (JAX then has the CPU backend only): building a model
+    needs no JAX.  Anything else (a plugin, ``JAX_PLATFORMS`` naming another platform) asks JAX.
     """
-    count = [0]
+    if "jax" not in sys.modules:
+        plat = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+        if plat == "cpu":
+            return True
+        if not plat and not any(importlib.util.find_spec(m) for m in _PLUGIN_MODULES) \
+                and not importlib.metadata.entry_points(group="jax_plugins"):
+            return True
+    import jax
 
-    def fg(x):
-        count[0] += 1
-        v, g = value_and_grad(x)
-        v = float(v)
-        g = np.asarray(g, dtype=np.float64)
-        if not np.isfinite(v):
-            return np.inf, np.zeros_like(x)
-        return v, g
-
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    res = scipy.optimize.minimize(
-        fg, np.asarray(theta0, np.float64), jac=True, method="L-BFGS-B", bounds=bounds,
-        options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-9, "maxcor": 20},
-    )
-    theta, fun = np.maximum(res.x, lower), float(res.fun)
-    fun, g = fg(theta)
-    # Newton polish on the coordinates not held at their bound, when L-BFGS-B left a
-    # gradient that matters (each polish step costs one Hessian and 1-12 evaluations)
-    free = ~((theta <= lower + 1e-8) & (g > 0))
-    g_free = float(np.max(np.abs(g[free]))) if free.any() else 0.0
-    if polish and g_free > 1e-8 * max(1.0, abs(fun)):
-        for _ in range(newton_steps):
-            free = ~((theta <= lower + 1e-8) & (g > 0))
-            if not free.any():
-                break
-            h = np.asarray(hessian(theta), dtype=np.float64)[np.ix_(free, free)]
-            try:
-                ev = np.linalg.eigvalsh(h)
-                if not np.all(np.isfinite(ev)) or ev.min() <= 0:
-                    break
-                step = np.linalg.solve(h, g[free])
-            except np.linalg.LinAlgError:
-                break
-
-            def phi(t, theta=theta, free=free, step=step):  # d at the projected Newton step
-                cand = theta.copy()
-                cand[free] = theta[free] - t * step
-                cand = np.maximum(cand, lower)
-                f_c, g_c = fg(cand)
-                return f_c, (cand, g_c)
-
-            def accept(t, f_c, aux, f_max=fun + 1e-12 * abs(fun)):  # no increase beyond roundoff
-                return f_c <= f_max
-
-            # t = 1, 1/2, …: at most 12 evaluations
-            _, f_c, (cand, g_c), _, ok = backtrack_host(phi, accept, 12)
-            if not ok:
-                break
-            done = np.max(np.abs(cand - theta)) < 1e-10
-            theta, fun, g = cand, f_c, g_c
-            if done:
-                break
-    free = ~((theta <= lower + 1e-8) & (g > 0))
-    gnorm = float(np.max(np.abs(g[free]))) if free.any() else 0.0
-    converged = bool(np.isfinite(fun) and gnorm < gtol * max(1.0, abs(fun)))
-    msg = str(res.message) if not converged else "converged"
-    return ThetaFit(theta, fun, gnorm, converged, count[0], msg)
+    return jax.default_backend() == "cpu"
 
 
-def psi_cov(theta, cp: CrossProd, struct: Structure, reml: bool, dtype):
-    """Inverse Hessian of the profiled log-likelihood over ψ (statsmodels' ``cov_re / scale``
-    per block, lower triangle), from :func:`~bayesglmm.kernels.lmm.psi_hessian`.
+def lmm_dtype(dtype=None) -> np.dtype:
+    """:func:`bayesglmm._precision.resolve_dtype`, without importing JAX for the default on CPU."""
+    if dtype is None and _cpu_backend():
+        return np.dtype(np.float64)
+    if dtype is not None and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64)):
+        return np.dtype(dtype)
+    from .._precision import resolve_dtype  # the default off CPU, and the error message
 
-    ``cp`` holds host or device arrays.  Returns ``None`` where it cannot be formed or
-    inverted, e.g. with a variance on the boundary.
-    """
+    return resolve_dtype(dtype)
+
+
+def _eager(struct: Structure) -> bool:
+    """Whether the covariance of ψ (one exact Hessian) is formed with the fit."""
+    return struct.m <= EAGER_COV_MAX_M and struct.n_theta * struct.m ** 2 <= EAGER_COV_MAX_ENTRIES
+
+
+def default_method(struct: Structure) -> str:
+    """``"newton"`` where a Hessian costs about an evaluation (``struct.m <=
+    HESSIAN_ONLY_MAX_M``), ``"lbfgs"`` (L-BFGS-B, then Newton) where the covariance is formed
+    with the fit (``struct.m <= EAGER_COV_MAX_M``, ``n_θ m² <= EAGER_COV_MAX_ENTRIES``), else
+    ``"lbfgs-only"`` (no Hessian in the fit)."""
+    if not _eager(struct):
+        return "lbfgs-only"
+    return "newton" if struct.m <= HESSIAN_ONLY_MAX_M else "lbfgs"
+
+
+def _boundary(theta, struct: Structure, dtype) -> bool:
+    """Whether ψ at θ has a variance on (or below) zero, or is not finite."""
+    from ..kernels.lmm import psi_blocks, theta_to_psi
+
     psi0 = theta_to_psi(theta, struct, np.dtype(dtype).type)
     is_var = np.array([i == j for _, pos in psi_blocks(struct) for i, j in pos])
-    if not np.all(np.isfinite(psi0)) or np.any(psi0[is_var] <= 0):
-        return None
-    with precision(dtype), single_threaded_blas():
-        if not isinstance(cp.n, jax.Array):  # host arrays (a deferred call)
-            cp = jax.device_put(cp)
-        h = np.asarray(psi_hessian(psi0, cp, struct, reml), np.float64)
+    return not np.all(np.isfinite(psi0)) or bool(np.any(psi0[is_var] <= 0))
+
+
+def _invert(h):
+    """The inverse of the symmetrised ψ-information, or None where it is not finite/singular."""
     h = 0.5 * (h + h.T)
     if not np.all(np.isfinite(h)):
         return None
@@ -183,8 +208,25 @@ def psi_cov(theta, cp: CrossProd, struct: Structure, reml: bool, dtype):
         return None
 
 
+def psi_cov(theta, cp: CrossProd, struct: Structure, reml: bool, dtype):
+    """Inverse Hessian of the profiled log-likelihood over ψ (statsmodels' ``cov_re / scale``
+    per block, lower triangle), from the autodiff Hessian of
+    :func:`~bayesglmm.kernels.lmm.second_order` at θ.  The deferred covariance of large models
+    (a picklable ``functools.partial`` of this, holding host arrays).
+
+    Returns ``None`` where it cannot be formed or inverted, e.g. with a variance on the
+    boundary.
+    """
+    if _boundary(theta, struct, dtype):
+        return None
+    from .._precision import precision
+
+    with precision(dtype), single_threaded_blas():
+        return _invert(_Engine(cp, struct, reml, dtype).psi_information(theta))
+
+
 def fit_lmm(cp: CrossProd, struct: Structure, theta0, lower, diag, reml: bool, dtype,
-            maxiter: int = 1000, polish: bool = True) -> LMMFit:
+            maxiter: int = 1000, method: str = "auto") -> LMMFit:
     """Fit θ by :func:`minimise_theta` and form the estimates at θ̂.
 
     Parameters
@@ -195,40 +237,55 @@ def fit_lmm(cp: CrossProd, struct: Structure, theta0, lower, diag, reml: bool, d
     diag : int array, the θ indices of diagonal entries of λ
     reml : bool
     dtype : float32 or float64
+    maxiter : int
+    method : ``"auto"`` (:func:`default_method`), ``"newton"``, ``"lbfgs"`` or ``"lbfgs-only"``
+        (see :func:`minimise_theta`)
 
     Returns
     -------
     LMMFit
-        With the covariance of ψ computed when ``struct.m <= EAGER_COV_MAX_M``, else deferred.
+        With the covariance of ψ from the exact Hessian at θ̂: computed with the fit within the
+        memory bounds (``EAGER_COV_MAX_M``, ``EAGER_COV_MAX_ENTRIES``), else deferred to its
+        first use.
     """
+    from .._precision import precision
+
+    if method == "auto":
+        method = default_method(struct)
+    eager = _eager(struct)
     with precision(dtype), single_threaded_blas():
-        # on the device once (device_put: jnp.asarray would compile a program per shape)
-        cpj = jax.device_put(cp)
-        vg = _EvalCache(cpj, struct, reml, dtype)
-
-        def hessian(th):
-            th = np.asarray(th, np.float64).astype(dtype)
-            return np.asarray(deviance_hessian(th, cpj, struct, reml), np.float64)
-
-        optim = minimise_theta(vg, hessian, theta0, lower, maxiter=maxiter, polish=polish,
-                               gtol=1e-5 if dtype == np.float64 else 1e-2)
+        # small structures: one program (the Hessian one) for the whole fit; L-BFGS-B alone
+        # needs the value program, and the Hessian one at its end for the covariance
+        engine = _Engine(cp, struct, reml, dtype, hessian_only=struct.m <= HESSIAN_ONLY_MAX_M
+                         and method != "lbfgs-only")
+        f64 = dtype == np.float64
+        optim = minimise_theta(engine, engine.derivs if method != "lbfgs-only" or eager else None,
+                               theta0, lower, method=method, maxiter=maxiter,
+                               gtol=1e-5 if f64 else 1e-2,
+                               decrement_tol=DECREMENT_TOL if f64 else 1e-3,
+                               f_tol=1e-12 if f64 else 1e-6)
         theta = optim.theta.copy()
         theta[diag] = np.where(theta[diag] < 1e-10, 0.0, theta[diag])
-        dev, _, (t, b1k, b2k) = vg.full(theta)
-    # β̂, (XᵀV⁻¹X)⁻¹, σ̂² from t = [X y]ᵀV⁻¹[X y] = [[R_X, 0], [c_βᵀ, r_θ]] [[R_X, 0], [c_βᵀ, r_θ]]ᵀ
-    p = t.shape[0] - 1
-    t = np.asarray(t, np.float64)
-    r = np.linalg.cholesky(t)
-    rx_inv = scipy.linalg.solve_triangular(r[:p, :p], np.eye(p), lower=True)
-    txx_inv = rx_inv.T @ rx_inv
-    beta = rx_inv.T @ r[p, :p]
-    n = int(cp.n)  # rows
-    sigma2 = float(r[p, p] ** 2) / (n - p if reml else n)  # r²_θ / ν
-    coef = np.concatenate([-beta, [1.0]])  # b = B [−β̂; 1]
-    b1 = np.asarray(b1k, np.float64) @ coef
-    b2 = np.asarray(b2k, np.float64) @ coef
-    if struct.m <= EAGER_COV_MAX_M:
-        cov = psi_cov(theta, cpj, struct, reml, dtype)
-    else:  # deferred: a picklable callable holding the host arrays
-        cov = functools.partial(psi_cov, theta, cp, struct, reml, dtype)
+        dev, t, b1k, b2k = engine.estimates(theta)
+        if _boundary(theta, struct, dtype):
+            cov = None
+        elif eager:  # at the Hessian the optimiser ended on, where θ̂ is that θ
+            cov = _invert(engine.psi_information(theta))
+        else:  # deferred: a picklable callable holding the host arrays
+            cov = functools.partial(psi_cov, theta, cp, struct, reml, dtype)
+        # β̂, (XᵀV⁻¹X)⁻¹, σ̂² from t = [X y]ᵀV⁻¹[X y] = [[R_X, 0], [c_βᵀ, r_θ]] [[R_X, 0], [c_βᵀ, r_θ]]ᵀ
+        # (inside the single-threaded context: waking OpenBLAS's threads costs milliseconds)
+        import scipy.linalg
+
+        p = t.shape[0] - 1
+        t = np.asarray(t, np.float64)
+        r = np.linalg.cholesky(t)
+        rx_inv = scipy.linalg.solve_triangular(r[:p, :p], np.eye(p), lower=True)
+        txx_inv = rx_inv.T @ rx_inv
+        beta = rx_inv.T @ r[p, :p]
+        n = int(cp.n)  # rows
+        sigma2 = float(r[p, p] ** 2) / (n - p if reml else n)  # r²_θ / ν
+        coef = np.concatenate([-beta, [1.0]])  # b = B [−β̂; 1]
+        b1 = np.asarray(b1k, np.float64) @ coef
+        b2 = np.asarray(b2k, np.float64) @ coef
     return LMMFit(theta, float(dev), beta, txx_inv, sigma2, b1, b2, cov, optim)

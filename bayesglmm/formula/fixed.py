@@ -7,16 +7,18 @@ for new data with the fitted coding.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import formulaic
 import numpy as np
 import pandas as pd
-import scipy.linalg
 
+from ..checks import aliased_columns, rank_message
 from .frame import model_frame, used_columns
 
-__all__ = ["Fixed", "check_rank", "fixed_design", "new_exog", "spec_columns"]
+__all__ = ["Fixed", "aliased_columns", "check_rank", "fixed_design", "missing_rows", "new_exog",
+           "rank_message", "spec_columns"]
 
 
 class Fixed(NamedTuple):
@@ -34,10 +36,31 @@ def fixed_design(formula: str, data: pd.DataFrame) -> Fixed:
     mm = formulaic.model_matrix(formula, data, na_action="raise")
     lhs, rhs = mm.lhs, mm.rhs
     if lhs.shape[1] != 1:
-        raise ValueError(f"the response of {formula!r} must be a single numeric column, got "
-                         f"{lhs.shape[1]} columns (is it a text column?)")
-    return Fixed(np.asarray(lhs, dtype=np.float64).ravel(), np.asarray(rhs, dtype=np.float64),
-                 str(lhs.columns[0]), [str(c) for c in rhs.columns], rhs.model_spec)
+        raise ValueError(_response_message(formula, lhs, data))
+    y, X = np.asarray(lhs, dtype=np.float64).ravel(), np.asarray(rhs, dtype=np.float64)
+    for name, col in [(str(lhs.columns[0]), y[:, None])] + [
+            (str(c), X[:, j:j + 1]) for j, c in enumerate(rhs.columns)]:
+        bad = ~np.isfinite(col)
+        if bad.any():  # a transform such as np.log(x) at x = 0
+            raise ValueError(f"term {name!r} of {formula!r} has {int(bad.sum())} non-finite "
+                             f"value(s) (first in row {int(np.argmax(bad))}); transform or "
+                             "filter the data so that it is finite")
+    return Fixed(y, X, str(lhs.columns[0]), [str(c) for c in rhs.columns], rhs.model_spec)
+
+
+def _response_message(formula: str, lhs, data: pd.DataFrame) -> str:
+    """Why the left-hand side of ``formula`` is not one numeric column."""
+    names = [str(v) for v in lhs.model_spec.required_variables if str(v) in data.columns]
+    for v in names:
+        col = data[v]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            kind = "categorical" if isinstance(col.dtype, pd.CategoricalDtype) else (
+                "boolean" if pd.api.types.is_bool_dtype(col) else "text")
+            return (f"the response {v!r} of {formula!r} is a {kind} column "
+                    f"({col.nunique()} distinct values); it must be one numeric column — "
+                    f"recode it, e.g. data[{v!r}] = (data[{v!r}] == <level>).astype(int)")
+    return (f"the response of {formula!r} must be a single numeric column, got "
+            f"{lhs.shape[1]} columns")
 
 
 def spec_columns(spec) -> list[str]:
@@ -55,15 +78,31 @@ def new_exog(spec, data: pd.DataFrame, *, na_action: str = "raise") -> np.ndarra
     cols = used_columns([], data, spec_columns(spec))
     if na_action == "raise":
         model_frame(data, cols, "raise")
+    else:
+        missing_rows(data, cols, "new data", stacklevel=4)
     return np.asarray(spec.get_model_matrix(data, na_action=na_action), dtype=np.float64)
 
 
-def check_rank(X: np.ndarray, names: list) -> None:
-    """Raise ValueError naming the columns of X that are linear combinations of others.
+def missing_rows(data: pd.DataFrame, cols, what: str = "new data",
+                 stacklevel: int = 3) -> np.ndarray:
+    """(n,) bool: rows of ``data`` with a missing value in ``cols``; warns naming those
+    columns (statsmodels' predict policy: such rows predict NaN)."""
+    cols = list(cols)
+    if not cols or len(data) == 0:
+        return np.zeros(len(data), bool)
+    bad = data[cols].isna()
+    rows = bad.any(axis=1).to_numpy()
+    if rows.any():
+        named = [c for c in cols if bad[c].any()]
+        warnings.warn(f"{int(rows.sum())} row(s) of {what} have missing values in "
+                      f"{', '.join(repr(c) for c in named)}; their predictions are NaN",
+                      UserWarning, stacklevel=stacklevel)
+    return rows
 
-    Pivoted QR of the column-scaled X: a diagonal of R below ``max(n, p)·100·eps·|R₁₁|``
-    marks a column (``piv[rank:]``) in the span of the ones before it.
-    """
+
+def check_rank(X: np.ndarray, names: list) -> None:
+    """Raise ValueError naming the columns of X that are linear combinations of others
+    (:func:`aliased_columns`), or when X has at least as many columns as rows."""
     n, p = X.shape
     if p == 0:
         return
@@ -72,15 +111,6 @@ def check_rank(X: np.ndarray, names: list) -> None:
             f"the model has {p} fixed-effect parameters but only {n} rows; "
             "it needs more rows than fixed effects"
         )
-    scale = np.linalg.norm(X, axis=0)
-    scale[scale == 0] = 1.0
-    _, r, piv = scipy.linalg.qr(X / scale, mode="economic", pivoting=True)
-    d = np.abs(np.diag(r))
-    rank = int(np.sum(d > max(n, p) * np.finfo(float).eps * 100 * d[0])) if d[0] > 0 else 0
-    if rank < p:
-        dep = [str(names[i]) for i in sorted(piv[rank:])]
-        raise ValueError(
-            f"fixed-effects design is rank deficient (rank {rank} < {p} columns): "
-            f"{', '.join(repr(d) for d in dep)} {'is' if len(dep) == 1 else 'are'} a linear "
-            "combination of other columns; drop or recode them"
-        )
+    dep = aliased_columns(X)
+    if dep:
+        raise ValueError(rank_message(X, names, dep))

@@ -92,6 +92,9 @@ def model_frame(data: pd.DataFrame, cols: Sequence[str], missing: str = "raise",
     if missing not in MISSING:
         raise ValueError(f"missing must be 'none', 'raise' or 'drop', got {missing!r}")
     cols = list(cols)
+    if len(data) == 0:
+        raise ValueError("data has no rows; a model needs data (check the filter that built "
+                         "the DataFrame)")
     bad = data[cols].isna()
     keep, n_drop = None, 0
     if bad.to_numpy().any():
@@ -106,10 +109,15 @@ def model_frame(data: pd.DataFrame, cols: Sequence[str], missing: str = "raise",
         warnings.warn(f"dropped {n_drop} row(s) with missing values in {', '.join(counts)}",
                       UserWarning, stacklevel=stacklevel + 1)
         data = data.loc[keep].reset_index(drop=True)
+        if len(data) == 0:
+            raise ValueError(f"missing='drop' dropped every row (missing values in "
+                             f"{', '.join(counts)}); no data are left to fit")
     for c in cols:
         col = data[c]
         if pd.api.types.is_numeric_dtype(col) and not np.all(np.isfinite(col.to_numpy(float))):
-            raise ValueError(f"column {c!r} has infinite value(s)")
+            k = int((~np.isfinite(col.to_numpy(float))).sum())
+            raise ValueError(f"column {c!r} has infinite value(s) ({k} row(s)); remove or "
+                             "replace those rows (missing='drop' drops only NaN)")
     return Frame(data, keep, n_drop)
 
 

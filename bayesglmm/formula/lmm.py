@@ -8,6 +8,7 @@ terms (:class:`.random.Term`) are used as they are: the cross-products of
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ class Design:
     group_labels: np.ndarray | None = None  # (n,) the `groups` values, for group sizes
     fixed_spec: object = None  # formulaic ModelSpec of X, for predict(new_data)
     n_dropped: int = 0
+    row_index: object = None  # (n,) pandas Index of the rows used, when the data had one
 
 
 def _check_terms(terms: list[Term], n: int) -> None:
@@ -84,22 +86,31 @@ def lmm_design(formula, data, groups=None, re_formula=None, vc_formula=None,
     check_rank(fixed.X, fixed.xnames)
     _check_terms(terms, len(fixed.y))
     return Design(fixed.y, fixed.X, fixed.yname, fixed.xnames, terms, gterm, glab, fixed.spec,
-                  frame.n_dropped)
+                  frame.n_dropped, df.index)
 
 
-def design_from_arrays(endog, exog, groups, exog_re=None, exog_vc=None) -> Design:
+def design_from_arrays(endog, exog, groups, exog_re=None, exog_vc=None,
+                       missing="none") -> Design:
     """Build a :class:`Design` from arrays, with statsmodels' meaning of each argument.
 
     ``exog_vc`` is a dict ``name -> (n, k)`` array: within each group, each of the ``k``
-    columns is a random coefficient, all ``k`` sharing the variance ``name``.
+    columns is a random coefficient, all ``k`` sharing the variance ``name``; statsmodels'
+    older dict of dicts ``name -> {group: (n_g, k_g) array}`` is converted to that form
+    (:func:`vc_from_dicts`).  ``missing="drop"`` drops the rows with a NaN in any array.
     """
+    if missing not in ("none", "raise", "drop"):
+        raise ValueError(f"missing must be 'none', 'raise' or 'drop', got {missing!r}")
+    if exog_vc and any(isinstance(v, dict) for v in exog_vc.values()):
+        exog_vc = vc_from_dicts(exog_vc, groups)
+    n_dropped = 0
+    if missing == "drop":
+        endog, exog, groups, exog_re, exog_vc, n_dropped = _drop_rows(
+            endog, exog, groups, exog_re, exog_vc)
     y = check_1d(endog, "endog")
     n = len(y)
     X = check_2d(exog, "exog")
     check_length(n, X.shape[0], "exog")
-    xnames = list(exog.columns) if isinstance(exog, pd.DataFrame) else [
-        "const" if np.all(X[:, j] == 1) else f"x{j + 1}" for j in range(X.shape[1])
-    ]
+    xnames = list(exog.columns) if isinstance(exog, pd.DataFrame) else _exog_names(X)
     yname = str(getattr(endog, "name", None) or "y")
     g = np.asarray(groups)
     if g.ndim != 1 or len(g) != n:
@@ -109,15 +120,16 @@ def design_from_arrays(endog, exog, groups, exog_re=None, exog_vc=None) -> Desig
     index, codes = index_codes(g)
     terms = []
     gterm = None
-    if exog_re is None:
+    if exog_re is None and exog_vc:  # statsmodels: variance components only
+        z, cols = np.ones((n, 0)), []
+    elif exog_re is None:
         z, cols = np.ones((n, 1)), ["Group"]
     else:
         z = check_2d(exog_re, "exog_re")
         check_length(n, z.shape[0], "exog_re")
         cols = list(exog_re.columns) if isinstance(exog_re, pd.DataFrame) else (
-            ["Group"] + [f"z{j + 1}" for j in range(1, z.shape[1])]
-            if np.all(z[:, 0] == 1) else [f"z{j + 1}" for j in range(z.shape[1])]
-        )
+            [str(exog_re.name)] if isinstance(exog_re, pd.Series) and exog_re.name is not None
+            else [f"x_re{j + 1}" for j in range(z.shape[1])])  # statsmodels' names
     if z.shape[1] > 0:
         terms.append(Term("Group", "Group", "re", cols, codes, z, index, "Group"))
         gterm = 0
@@ -132,4 +144,72 @@ def design_from_arrays(endog, exog, groups, exog_re=None, exog_vc=None) -> Desig
         raise ValueError("the model has no random effects (exog_re has no columns and no exog_vc)")
     check_rank(X, xnames)
     _check_terms(terms, n)
-    return Design(y, X, yname, xnames, terms, gterm, g, None, 0)
+    index = next((a.index for a in (endog, exog) if isinstance(a, (pd.Series, pd.DataFrame))),
+                 None)
+    return Design(y, X, yname, xnames, terms, gterm, g, None, n_dropped, index)
+
+
+def _exog_names(X) -> list:
+    """statsmodels' names of array columns: ``const`` for a constant, ``x1, x2, ...`` for the
+    others in order."""
+    names, k = [], 0
+    for j in range(X.shape[1]):
+        if np.all(X[:, j] == 1):
+            names.append("const")
+        else:
+            k += 1
+            names.append(f"x{k}")
+    return names
+
+
+def vc_from_dicts(exog_vc: dict, groups) -> dict:
+    """statsmodels' deprecated ``{name: {group: (n_g, k_g) array}}`` as ``{name: (n, K)}``.
+
+    Column j of group g's matrix is random coefficient j of that group; the rows of a group
+    are its rows in data order (statsmodels' ``row_indices``).  ``K = max k_g``; a group with
+    fewer columns has zeros in the others (coefficients no row loads on).
+    """
+    warnings.warn("Using deprecated variance components format (a dict of dicts); pass "
+                  "exog_vc as {name: (n, k) array}", FutureWarning, stacklevel=4)
+    g = np.asarray(groups)
+    out = {}
+    for name, per in exog_vc.items():
+        if not isinstance(per, dict):
+            out[name] = per
+            continue
+        mats = {lab: np.atleast_2d(np.asarray(m, np.float64).reshape(len(m), -1))
+                for lab, m in per.items()}
+        width = max((m.shape[1] for m in mats.values()), default=0)
+        v = np.zeros((len(g), width))
+        for lab, m in mats.items():
+            rows = np.flatnonzero(g == lab)
+            if len(rows) != m.shape[0]:
+                raise ValueError(f"exog_vc[{name!r}][{lab!r}] has {m.shape[0]} rows but group "
+                                 f"{lab!r} has {len(rows)}")
+            v[rows, : m.shape[1]] = m
+        out[name] = v
+    return out
+
+
+def _drop_rows(endog, exog, groups, exog_re, exog_vc):
+    """statsmodels' ``missing="drop"`` for arrays: the rows without NaN in any array."""
+    def nan_rows(a):
+        a = np.asarray(a, dtype=object if np.asarray(a).dtype.kind == "O" else None)
+        m = pd.isna(pd.DataFrame(a.reshape(len(a), -1))).any(axis=1).to_numpy()
+        return m
+
+    arrays = [endog, exog, groups] + ([] if exog_re is None else [exog_re]) + list(
+        (exog_vc or {}).values())
+    bad = np.zeros(len(np.asarray(endog)), bool)
+    for a in arrays:
+        bad |= nan_rows(a)
+    keep = np.flatnonzero(~bad)
+
+    def take(a):
+        return None if a is None else (a.iloc[keep] if hasattr(a, "iloc") else np.asarray(a)[keep])
+
+    if bad.any():
+        warnings.warn(f"missing='drop': {int(bad.sum())} row(s) with missing values dropped",
+                      UserWarning, stacklevel=4)
+    vc = None if exog_vc is None else {k: take(v) for k, v in exog_vc.items()}
+    return take(endog), take(exog), take(groups), take(exog_re), vc, int(bad.sum())

@@ -27,7 +27,7 @@ from .frame import group_keys, index_codes, level_codes
 from .terms import TermSpec
 
 __all__ = ["CellRows", "ColumnZ", "FormulaZ", "LevelRows", "SparseTerm", "Term", "build_terms",
-           "vc_terms"]
+           "check_covariates", "vc_terms"]
 
 # "0 + C(g)" (an indicator per level of g) and "0 + C(g):x" (a slope on x per level)
 _FACTOR_TERM = re.compile(
@@ -178,6 +178,30 @@ class SparseTerm:
         return c, v
 
 
+def check_covariates(terms) -> None:
+    """Raise when a random-effect covariate is zero in every row: its variance (and, in a
+    correlated term, its correlations) would not be identified — the fit would report its
+    start value, or a non-finite covariance."""
+    for t in terms:
+        if isinstance(t, SparseTerm):
+            if t.vals.size == 0 or not np.any(t.vals):
+                raise ValueError(f"variance component {t.name!r} has an all-zero design "
+                                 "(every covariate is zero); its variance cannot be estimated "
+                                 "— remove it")
+            continue
+        if not np.all(np.isfinite(t.z)):  # a transform such as np.log(x) at x = 0
+            j = int(np.argmax(~np.all(np.isfinite(t.z), axis=0)))
+            raise ValueError(f"random-effect covariate {str(t.cols[j])!r} of the term on "
+                             f"{t.group!r} has non-finite values; transform or filter the data")
+        zero = ~np.any(t.z != 0, axis=0)
+        if zero.any() and len(t.z):
+            bad = [str(t.cols[j]) for j in np.flatnonzero(zero)]
+            raise ValueError(
+                f"random-effect covariate {', '.join(map(repr, bad))} of the term on "
+                f"{t.group!r} ({t.name}) is zero in every row; its variance cannot be "
+                "estimated — remove it from the term (or check the column)")
+
+
 def _matrix(expr: str, data: pd.DataFrame):
     mm = formulaic.model_matrix(expr, data, na_action="raise")
     return mm.to_numpy(dtype=np.float64), [str(c) for c in mm.columns], FormulaZ(mm.model_spec)
@@ -185,7 +209,14 @@ def _matrix(expr: str, data: pd.DataFrame):
 
 def build_terms(spec: TermSpec, data: pd.DataFrame) -> list[Term | SparseTerm]:
     """The terms of one spec: lme4-style ``(expr | g)`` and ``re_formula`` give one term
-    with q covariates; a vc formula one term per variance (see :func:`vc_terms`)."""
+    with q covariates; a vc formula one term per variance (see :func:`vc_terms`).  A
+    covariate that is zero in every row is an error (:func:`check_covariates`)."""
+    terms = _build_terms(spec, data)
+    check_covariates(terms)
+    return terms
+
+
+def _build_terms(spec: TermSpec, data: pd.DataFrame) -> list[Term | SparseTerm]:
     if spec.kind == "vc" and not spec.factors:  # the GLMM's vc_formulas
         fast = _FACTOR_TERM.match(spec.expr)
         if fast is None:
@@ -218,6 +249,9 @@ def vc_terms(name, factors, gkeys, v, cols, cov: FormulaZ | None = None) -> list
     """
     group = ":".join(factors)
     tkey = "vc:" + str(name)
+    if len(v) and not np.any(v):
+        raise ValueError(f"variance component {name!r} is zero in every row; its variance "
+                         "cannot be estimated — remove it")
     if (v != 0).sum(axis=1).max(initial=0) <= 1:
         keys, val, used = _cells(gkeys, v, cols)
         index = pd.MultiIndex.from_tuples(sorted(set(keys[used])), names=[group, name])

@@ -46,6 +46,16 @@ def split_top(text: str, sep: str) -> list[str]:
 
 _BAR = re.compile(r"^\((.*?)(\|\|?)(.*)\)$", re.DOTALL)
 
+# a grouping factor may be written factor(g), as.factor(g) (R) or C(g) (patsy/formulaic)
+_FACTOR_CALL = re.compile(r"^(?:factor|as\.factor|C)\(\s*([^(),]+?)\s*(?:,[^()]*)?\)$")
+
+
+def _factor_name(text: str) -> str:
+    """The column behind a grouping factor: ``"g"`` for ``g``, ``factor(g)`` or ``C(g)``."""
+    text = text.strip()
+    m = _FACTOR_CALL.match(text)
+    return m.group(1) if m else text
+
 
 def _bar_term(token: str) -> list[TermSpec] | None:
     """``"(expr | g)"`` → term specs, or None when ``token`` is not a bar term."""
@@ -76,7 +86,7 @@ def _bar_term(token: str) -> list[TermSpec] | None:
     nest = [g.strip() for g in group.split("/")]
     specs = []
     for k in range(1, len(nest) + 1):
-        parts = tuple(p.strip() for f in nest[:k] for p in f.split(":"))
+        parts = tuple(_factor_name(p) for f in nest[:k] for p in f.split(":"))
         specs.append(TermSpec(expr, parts, kind, ":".join(parts)))
     return specs
 

@@ -112,37 +112,51 @@ def make_logposterior(family: Family, noncentred: bool = False
     return logposterior
 
 
+def predictor_moments(mean: Params, sd: Params, data: Data) -> tuple[jax.Array, jax.Array]:
+    """Mean ``tm`` and variance ``tv`` (n,) of the linear predictor under the mean-field q."""
+    X, Z = data.X, data.Z
+    tm = X @ mean.fe + matvec(Z, mean.vc) + data.offset
+    tv = (X**2) @ sd.fe**2 + matvec(REDesign(Z.cols, Z.vals**2), sd.vc**2)
+    return tm, tv
+
+
 def make_elbo(family: Family, rule: Rule) -> Callable[[Params, Params, Data, Prior], jax.Array]:
-    """``elbo(mean, sd, data, prior) -> scalar``: mean-field ELBO, E_q by ``rule``."""
+    """``elbo(mean, sd, data, prior) -> scalar``: mean-field ELBO, E_q by ``rule``: the
+    expected log-likelihood plus :func:`elbo_prior_entropy`."""
 
     def elbo(mean: Params, sd: Params, data: Data, prior: Prior) -> jax.Array:
         if data.corr:  # static: the pytree's structure
             raise ValueError("the mean-field ELBO has no closed form for correlated random "
                              "effects (data.corr)")
-        X, Z = data.X, data.Z
-        # mean and variance of the linear predictor under q
-        tm = X @ mean.fe + matvec(Z, mean.vc) + data.offset
-        tv = (X**2) @ sd.fe**2 + matvec(REDesign(Z.cols, Z.vals**2), sd.vc**2)
+        tm, tv = predictor_moments(mean, sd, data)
         iv = jnp.sum(family.expected_loglik(data.y, tm, tv, data.n_trials, data.weights, rule))
-        m = mean.vcp[data.ident]
-        s = sd.vcp[data.ident]
-        vc2 = mean.vc**2 + sd.vc**2
-        log_s = jnp.log(sd.vc)
-        if data.level_w is None:
-            iv -= 0.5 * jnp.sum(vc2 * jnp.exp(2 * (s**2 - m)))
-            iv -= jnp.sum(m)
-            entropy_vc = jnp.sum(log_s)
-        else:  # padded levels: the inert −½(m² + s²) + log s + ½ instead
-            lw = data.level_w
-            iv -= 0.5 * jnp.sum(lw * vc2 * jnp.exp(2 * (s**2 - m)))
-            iv -= jnp.sum(lw * m)
-            entropy_vc = jnp.sum(lw * log_s) + jnp.sum((1 - lw) * (0.5 - 0.5 * vc2 + log_s))
-        iv -= 0.5 * jnp.sum(mean.vcp**2 + sd.vcp**2) / prior.vcp_p**2
-        iv -= 0.5 * jnp.sum(mean.fe**2 + sd.fe**2) / prior.fe_p**2
-        entropy = jnp.sum(jnp.log(sd.fe)) + jnp.sum(jnp.log(sd.vcp)) + entropy_vc
-        return iv + entropy
+        return iv + elbo_prior_entropy(mean, sd, data, prior)
 
     return elbo
+
+
+def elbo_prior_entropy(mean: Params, sd: Params, data: Data, prior: Prior) -> jax.Array:
+    """The ELBO's terms other than the expected log-likelihood (statsmodels' ``_elbo_common``
+    plus the entropy): E_q log p(vc | vcp) + E_q log p(vcp) + E_q log p(fe) + entropy of q, up
+    to constants."""
+    iv = 0.0
+    m = mean.vcp[data.ident]
+    s = sd.vcp[data.ident]
+    vc2 = mean.vc**2 + sd.vc**2
+    log_s = jnp.log(sd.vc)
+    if data.level_w is None:
+        iv -= 0.5 * jnp.sum(vc2 * jnp.exp(2 * (s**2 - m)))
+        iv -= jnp.sum(m)
+        entropy_vc = jnp.sum(log_s)
+    else:  # padded levels: the inert −½(m² + s²) + log s + ½ instead
+        lw = data.level_w
+        iv -= 0.5 * jnp.sum(lw * vc2 * jnp.exp(2 * (s**2 - m)))
+        iv -= jnp.sum(lw * m)
+        entropy_vc = jnp.sum(lw * log_s) + jnp.sum((1 - lw) * (0.5 - 0.5 * vc2 + log_s))
+    iv -= 0.5 * jnp.sum(mean.vcp**2 + sd.vcp**2) / prior.vcp_p**2
+    iv -= 0.5 * jnp.sum(mean.fe**2 + sd.fe**2) / prior.fe_p**2
+    entropy = jnp.sum(jnp.log(sd.fe)) + jnp.sum(jnp.log(sd.vcp)) + entropy_vc
+    return iv + entropy
 
 
 class Kernels(NamedTuple):

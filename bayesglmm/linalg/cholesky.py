@@ -11,6 +11,16 @@ and the reverse rule of ``(log|S|, Q = RᵀS⁻¹R, X = S⁻¹R)`` with cotangen
 
 ``S⁻¹`` comes from LAPACK ``potri`` on the host (CPU) or from a triangular solve and a blocked
 product elsewhere.
+
+For derivatives of any order (exact Hessians, forward over reverse) :func:`logdet_solve_inverse`
+returns ``S⁻¹`` as a fourth output and carries the forward (JVP) rule of all four, linear in the
+tangents ``(Ṡ, Ṙ)`` with the outputs as coefficients:
+
+    d log|S| = ⟨S⁻¹, Ṡ⟩,     dQ = ṘᵀX + XᵀṘ − XᵀṠX,     dX = S⁻¹(Ṙ − ṠX),     d S⁻¹ = −S⁻¹ṠS⁻¹
+
+JAX derives the reverse rule by transposing it (the same ``S̄`` as above), and differentiating
+that again uses the rule of ``S⁻¹``: two m × m products per tangent, where JAX's own Cholesky
+rules (:func:`logdet_solve_plain`) take triangular solves and products several times over.
 """
 
 from __future__ import annotations
@@ -20,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["cholesky_lower", "logdet_solve", "logdet_solve_plain", "spd_inverse",
-           "spd_inverse_lower"]
+__all__ = ["cholesky_lower", "logdet_solve", "logdet_solve_inverse", "logdet_solve_plain",
+           "spd_inverse", "spd_inverse_lower"]
 
 
 def _lower_gram(u, blocks: int = 4):
@@ -151,3 +161,35 @@ def logdet_solve_plain(s, r):
     y = solve_triangular(chol, r, lower=True)
     x = solve_triangular(chol, y, lower=True, trans=1)
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), y.T @ y, x
+
+
+@jax.custom_jvp
+def logdet_solve_inverse(s, r):
+    """``(log|S|, RᵀS⁻¹R, S⁻¹R, S⁻¹)`` for symmetric positive definite ``S`` (m, m), ``R`` (m, k):
+    one Cholesky factorisation (of the lower triangle) and :func:`spd_inverse`.
+
+    Differentiable in forward and reverse mode to any order through its JVP rule (module
+    docstring), which the outputs themselves serve: the JVP of the JVP uses it again.  Unlike
+    :func:`logdet_solve`, ``S`` must hold both triangles, and its tangents be symmetric (as
+    those of an ``S`` built symmetric are; the convention of ``jax.lax.linalg.cholesky``): the
+    rule then needs no transposes of m × m arrays, which on CPU cost as much as the products.
+    """
+    chol = cholesky_lower(s)
+    y = solve_triangular(chol, r, lower=True)  # Y = L⁻¹R
+    x = solve_triangular(chol, y, lower=True, trans=1)  # X = S⁻¹R
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), y.T @ y, x, spd_inverse(chol)
+
+
+@logdet_solve_inverse.defjvp
+def _logdet_solve_inverse_jvp(primals, tangents):
+    s, r = primals
+    ds, dr = tangents  # Ṡ symmetric
+    out = logdet_solve_inverse(s, r)  # (through the rule again when differentiated again)
+    _, _, x, inv = out
+    dsx = ds @ x  # ṠX (m, k)
+    d_logdet = jnp.sum(inv * ds)  # tr(S⁻¹Ṡ)
+    rx = dr.T @ x
+    d_q = rx + rx.T - x.T @ dsx  # ṘᵀX + XᵀṘ − XᵀṠX
+    d_x = inv @ (dr - dsx)  # S⁻¹(Ṙ − ṠX)
+    d_inv = -(inv @ ds) @ inv  # −S⁻¹ṠS⁻¹
+    return out, (d_logdet, d_q, d_x, d_inv)

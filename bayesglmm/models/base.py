@@ -26,13 +26,17 @@ from .._precision import precision, resolve_dtype
 from ..covariance import CorrBlock
 from ..design import buckets as _buckets
 from ..design.ellpack import REDesign, colors, design_mode, from_scipy
-from ..exceptions import ConvergenceWarning
+from ..boundary import check_fit
+from ..exceptions import ConvergenceWarning, RankDeficientWarning
 from ..families import Binomial, Family, Poisson
 from ..fits.map import scale_columns, use_dense
 from ..kernels.glmm import Data, Params, Prior, jitted_kernels
 from ..quadrature import Rule, get_rule
 from ..results.glmm import ParamLayout
 from ..solvers import STATUS_MESSAGES, Solution
+from ..budgets import check_integrate, check_laplace
+from ..checks import (aliased_columns, check_bool, check_int, check_number, check_start,
+                      check_width, nan_rows, rank_message)
 from ..validation import check_1d, check_2d, check_finite, check_ident, check_length
 
 __all__ = ["GLMMInputs", "MixedGLMBase", "check_vb_start", "exog_arrays", "ingest_glmm",
@@ -58,12 +62,18 @@ def parse_method(name: str) -> str:
 
 def parse_minim_opts(minim_opts: dict | None, defaults: NamedTuple) -> NamedTuple:
     """``defaults`` (a fit's options NamedTuple) with the entries of ``minim_opts`` applied."""
+    if minim_opts is not None and not isinstance(minim_opts, dict):
+        raise TypeError(f"minim_opts must be a dict such as {{'maxiter': 50}}, got "
+                        f"{type(minim_opts).__name__}")
     opts = dict(minim_opts or {})
     unknown = sorted(set(opts) - set(MINIM_OPTS))
     if unknown:
         raise ValueError(f"unknown minim_opts {unknown}; use maxiter, gtol, ftol")
+    clean = {key: (check_int(val, f"minim_opts['{key}']") if key == "maxiter" else
+                   check_number(val, f"minim_opts['{key}']", nonnegative=True))
+             for key, val in opts.items()}
     return defaults._replace(**{key: type(getattr(defaults, key))(val)
-                                for key, val in opts.items()})
+                                for key, val in clean.items()})
 
 
 def optimize_result(sol: Solution, what: str, *, counters: bool = True, stacklevel: int = 3):
@@ -87,12 +97,14 @@ def optimize_result(sol: Solution, what: str, *, counters: bool = True, stacklev
 
 def check_vb_start(mean, sd, p: int):
     """``fit_vb``'s starting ``mean`` and ``sd`` (each None or of length p; sd positive)."""
-    if mean is not None and len(mean) != p:
-        raise ValueError(f"mean has incorrect length, {len(mean)} != {p}")
+    if mean is not None:
+        if np.ndim(mean) != 1 or len(mean) != p:
+            raise ValueError(f"mean has incorrect length, {np.size(mean)} != {p}")
+        mean = check_start(mean, "mean", p)
     if sd is not None:
-        sd = np.asarray(sd, dtype=np.float64)
-        if len(sd) != p:
-            raise ValueError(f"sd has incorrect length, {len(sd)} != {p}")
+        if np.ndim(sd) != 1 or len(sd) != p:
+            raise ValueError(f"sd has incorrect length, {np.size(sd)} != {p}")
+        sd = check_start(sd, "sd", p)
         if np.any(sd <= 0):
             raise ValueError("sd must be positive")
     return mean, sd
@@ -104,6 +116,8 @@ def exog_arrays(endog, exog, exog_vc, fep_names, vc_names):
     dense n × k_vc matrix of ours; ``named`` when a DataFrame supplied names."""
     y = check_1d(endog, "endog")
     n = len(y)
+    if n == 0:
+        raise ValueError("endog is empty; a model needs at least one row of data")
     if exog is None:
         X = np.zeros((n, 0))
     else:
@@ -201,15 +215,17 @@ def ingest_glmm(family: Family, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_
                          "variance components")
     if vc_names is not None and len(vc_names) != k_vc:
         raise ValueError(f"vc_names has {len(vc_names)} names but exog_vc has {k_vc} columns")
-    for name, val in (("vcp_p", vcp_p), ("fe_p", fe_p)):
-        if not np.isfinite(val) or val <= 0:
-            raise ValueError(f"{name} must be a positive number, got {val}")
+    vcp_p = check_number(vcp_p, "vcp_p", positive=True)
+    fe_p = check_number(fe_p, "fe_p", positive=True)
     trials = _check_trials(family, n_trials, n)
     family.check_endog(y, trials)
     w = np.ones(n) if freq_weights is None else check_1d(freq_weights, "freq_weights")
     check_length(n, len(w), "freq_weights")
     if np.any(w < 0):
         raise ValueError("freq_weights must be non-negative")
+    if not np.any(w > 0):
+        raise ValueError("freq_weights are all zero: no row counts, there is nothing to fit")
+    _check_components(cols, vals, ident, k_sd, vcp_names)
     off = np.zeros(n) if offset is None else check_1d(offset, "offset")
     check_length(n, len(off), "offset")
     if exposure is not None:
@@ -232,6 +248,27 @@ def ingest_glmm(family: Family, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_
         design_mode(cols, vals, ident), blocks, indep)
 
 
+def _check_components(cols, vals, ident, k_sd: int, vcp_names) -> None:
+    """Raise when a variance component's random effects have no non-zero design value: its
+    SD is not identified (the fit would report a non-finite covariance)."""
+    if not k_sd:
+        return
+    k_vc = len(ident)
+    unused = np.bincount(ident, minlength=k_sd) == 0
+    if unused.any():
+        raise ValueError(f"ident never uses variance component(s) "
+                         f"{', '.join(str(c) for c in np.flatnonzero(unused))}; its values must "
+                         f"be 0, 1, ..., {k_sd - 1} without gaps")
+    nz = np.zeros(k_vc, bool)
+    nz[np.asarray(cols)[np.asarray(vals) != 0]] = True
+    empty = np.bincount(ident, weights=nz, minlength=k_sd) == 0
+    if empty.any():
+        bad = [repr(str(vcp_names[c])) for c in np.flatnonzero(empty)]
+        raise ValueError(f"variance component {', '.join(bad)} has an all-zero design (its "
+                         "covariate is zero in every row); its variance cannot be estimated — "
+                         "remove it")
+
+
 def _check_trials(family: Family, n_trials, n):
     if n_trials is None:
         return None
@@ -252,7 +289,7 @@ class MixedGLMBase:
 
     def __init__(self, endog, exog, exog_vc=None, ident=None, vcp_p=1, fe_p=2, fep_names=None,
                  vcp_names=None, vc_names=None, *, n_trials=None, offset=None, exposure=None,
-                 freq_weights=None, dtype=None, vb_rule="gh20"):
+                 freq_weights=None, dtype=None, vb_rule="statsmodels"):
         y, X, fep_names, cols, vals, k_vc, vc_names, named = exog_arrays(
             endog, exog, exog_vc, fep_names, vc_names)
         self._init_arrays(y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_names, vcp_names,
@@ -271,6 +308,13 @@ class MixedGLMBase:
         self._named = False
         self._formula = None
         self._pad = _buckets.ENABLED  # whether fits run on padded arrays (design.buckets)
+
+    def __getstate__(self) -> dict:
+        """Pickle the inputs, not the device arrays: a JAX array unpickled outside
+        ``precision(float64)`` would come back in float32 (the cache refills on first use)."""
+        state = dict(vars(self))
+        state["_data_cache"] = {}
+        return state
 
     @property
     def names(self):
@@ -397,6 +441,88 @@ class MixedGLMBase:
                 "closed-form expectation for them; use fit_laplace(), or uncorrelated terms "
                 "(1 | g) + (0 + x | g)")
 
+    # ------------------------------------------------------------------ checks before a fit
+    def _aliased(self) -> list[int]:
+        """Fixed-effect columns that are linear combinations of others (cached)."""
+        if "_aliased_cols" not in vars(self):
+            self._aliased_cols = aliased_columns(self.exog)
+        return self._aliased_cols
+
+    def _check_rank(self, what: str) -> None:
+        """fit_map / fit_vb: a rank-deficient X warns, naming the aliased columns.  These fits
+        are Bayesian: the prior N(0, fe_p²) on the fixed effects identifies aliased columns
+        (their posterior is the prior along the aliased directions; statsmodels fits such
+        models, and its own tests do), so the numbers are finite — but rarely what was meant."""
+        dep = self._aliased()
+        if dep:
+            warnings.warn(f"{what}: {rank_message(self.exog, self.fep_names, dep)}; only the "
+                          f"prior (fe_p = {self.fe_p:g}) identifies their coefficients "
+                          "(fit_laplace(priors=False) drops them, as lme4 does)",
+                          RankDeficientWarning, stacklevel=3)
+
+    def _laplace_checks(self, priors, integrate, start):
+        """``(priors, integrate, start, keep)`` for fit_laplace, checked before compiling:
+        the model has random effects, the problem fits the method (budgets), ``start`` is
+        finite.  ``keep``: with ``priors=False`` and a rank-deficient X, the fixed-effect
+        columns kept (lme4 drops the aliased ones, with a RankDeficientWarning); else None."""
+        priors = check_bool(priors, "priors")
+        integrate = check_bool(integrate, "integrate")
+        check_laplace(self.k_vc, self._design_mode)
+        if integrate:
+            if not priors:
+                raise ValueError("integrate=True needs priors=True (the vcp posterior must be "
+                                 "proper)")
+            check_integrate(self.k_vcp, self.k_vc, self.k_fep, self._design_mode)
+        if start is not None:
+            start = check_start(start, "start", self.k_fep + self.k_vcp)
+        keep = None
+        dep = self._aliased() if not priors else []
+        if dep:
+            names = ", ".join(repr(str(self.fep_names[j])) for j in dep)
+            warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dep)} "
+                          f"column(s): {names} (a linear combination of other columns or all "
+                          "zero); their estimates are reported as NaN", RankDeficientWarning,
+                          stacklevel=3)
+            keep = [j for j in range(self.k_fep) if j not in dep]
+            if start is not None:
+                start = np.concatenate([start[keep], start[self.k_fep:]])
+        return priors, integrate, start, keep
+
+    def _drop_columns(self, data: Data, keep) -> Data:
+        """``data`` with only the fixed-effect columns ``keep`` (None: all)."""
+        if keep is None:
+            return data
+        with precision(self.dtype):
+            return data._replace(X=data.X[:, np.asarray(keep)])
+
+    def _restore_columns(self, fit, keep):
+        """A fits.laplace.LaplaceFit on the columns ``keep`` with the dropped fixed effects put
+        back as NaN (estimate, covariance rows and columns)."""
+        if keep is None:
+            return fit
+        kf, k_a = self.k_fep, self.k_fep + self.k_vcp
+        pos = np.concatenate([np.asarray(keep, int), np.arange(kf, k_a)])
+        fe = np.full(kf, np.nan)
+        fe[keep] = fit.fe
+        a = np.full(k_a, np.nan)
+        a[pos] = fit.solution.a
+        cov = np.full((k_a, k_a), np.nan)
+        cov[np.ix_(pos, pos)] = fit.cov
+        return fit._replace(fe=fe, cov=cov, solution=fit.solution._replace(a=a))
+
+    def _check_fit(self, retvals, params, variances, what: str, skip=()) -> list[str]:
+        """BoundaryWarning for non-finite or unidentified estimates (bayesglmm.boundary)."""
+        k = self.k_fep + self.k_vcp
+        names = list(self.fep_names) + list(self.vcp_names)
+        est, var = np.asarray(params)[:k], np.asarray(variances)[:k]
+        bad = check_fit(retvals, est, var, names, self.k_fep, what, skip, stacklevel=4)
+        vc_ok = np.all(np.isfinite(np.asarray(params)[k:]))
+        if not vc_ok and not bad:
+            check_fit(retvals, np.asarray(params)[k:], np.asarray(variances)[k:],
+                      self.vc_names or [f"VC_{j}" for j in range(self.k_vc)], 0, what,
+                      stacklevel=4)
+        return bad
+
     # ------------------------------------------------------------------ kernels
     def _kernel_args(self, *vecs, fills=(0.0, 1.0)):
         """Padded Params of each vector (random effects filled with ``fills``), then the
@@ -442,7 +568,14 @@ class MixedGLMBase:
         if exog is None:
             lin = self.exog @ params[:self.k_fep] + self.offset
         else:
-            ex = check_2d(exog, "exog")
+            try:
+                ex = np.asarray(exog, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"exog must be numeric: {err}") from None
+            ex = ex[:, None] if ex.ndim == 1 else ex
+            if len(params) >= max(self.k_fep, 2):  # a parameter vector, not (1,) on a column
+                ex = check_width(ex, self.fep_names)
+                nan_rows(ex, self.fep_names)
             lin = ex @ params[:ex.shape[1]]
         if linear:
             return lin

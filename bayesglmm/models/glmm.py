@@ -11,24 +11,27 @@ import warnings
 
 import numpy as np
 
+from ..checks import check_bool, check_formula
 from ..exceptions import SingularFitWarning
 from ..families import Binomial, Poisson
 from ..fits import laplace as _laplace
 from ..fits import map as _map
 from ..fits import vb as _vb
+from ..progress import reporting
 from ..results.glmm import BayesMixedGLMResults
 from ..solvers.newton import default_options
 from ..validation import check_random_state
 from .base import MixedGLMBase, check_vb_start, optimize_result, parse_method, parse_minim_opts
+from .glmm_statsmodels import StatsmodelsGLMMMixin
 
 __all__ = ["BinomialBayesMixedGLM", "PoissonBayesMixedGLM"]
 
 
-class _BayesMixedGLM(MixedGLMBase):
+class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
     @classmethod
     def from_formula(cls, formula, vc_formulas, data, vcp_p=1, fe_p=2, *, n_trials=None,
-                     offset=None, exposure=None, freq_weights=None, dtype=None, vb_rule="gh20",
-                     missing="raise"):
+                     offset=None, exposure=None, freq_weights=None, dtype=None,
+                     vb_rule="statsmodels", missing="raise", vcp_names=None, vc_names=None):
         """Build the model from a formula and a dict of variance-component formulas.
 
         Parameters
@@ -48,6 +51,9 @@ class _BayesMixedGLM(MixedGLMBase):
             NaN in a used column raises ``ValueError`` naming it (``"raise"``, ``"none"``) or
             its rows are dropped with a warning (``"drop"``; arrays given for ``n_trials``,
             ``offset``, ... are subset alike).
+        vcp_names, vc_names : list of str, optional
+            Names of the variance parameters and of the random effects, instead of those
+            derived from ``vc_formulas`` (statsmodels' keywords).
 
         Examples
         --------
@@ -59,6 +65,7 @@ class _BayesMixedGLM(MixedGLMBase):
         """
         from ..formula.glmm import glmm_design
 
+        check_formula(formula)
         named = [v for v in (n_trials, offset, exposure, freq_weights) if isinstance(v, str)]
         d = glmm_design(formula, vc_formulas, data, extra=named, missing=missing)
 
@@ -68,7 +75,8 @@ class _BayesMixedGLM(MixedGLMBase):
         model = cls.__new__(cls)
         model._init_arrays(
             d.fixed.y, d.fixed.X, d.cols, d.vals, d.k_vc, d.ident, vcp_p, fe_p,
-            d.fixed.xnames, d.vcp_names, d.vc_names, col(n_trials), col(offset),
+            d.fixed.xnames, _names(vcp_names, d.vcp_names, "vcp_names"),
+            _names(vc_names, d.vc_names, "vc_names"), col(n_trials), col(offset),
             col(exposure), col(freq_weights), dtype, vb_rule, d.corr)
         model._named = True
         model._formula = (formula, dict(vc_formulas or {}), d)
@@ -80,7 +88,8 @@ class _BayesMixedGLM(MixedGLMBase):
         """Equivalent to :meth:`fit_map`."""
         return self.fit_map(method, minim_opts)
 
-    def fit_map(self, method="newton", minim_opts=None, scale_fe=False, rng=None):
+    def fit_map(self, method="newton", minim_opts=None, scale_fe=False, rng=None,
+                progress=False):
         """Laplace approximation at the joint posterior mode of (fe, vcp, vc) (fits.map).
 
         Parameters
@@ -98,6 +107,9 @@ class _BayesMixedGLM(MixedGLMBase):
             For the random start of the random effects (as statsmodels: fe = 0, vcp = 1,
             vc ~ N(0, 1)); the solver first moves them to their prior mode 0 where that has a
             higher posterior.
+        progress : bool or bayesglmm.progress.Progress
+            Report the iterations on stderr (iteration, objective, gradient norm, elapsed
+            time) once the fit has run for 2 s (``bayesglmm.progress``).
 
         Returns
         -------
@@ -105,22 +117,26 @@ class _BayesMixedGLM(MixedGLMBase):
             ``cov_params()`` is the inverse of the exact Hessian of −log p at the mode.
         """
         self._no_corr("fit_map")
+        self._check_rank("fit_map")
+        scale_fe = check_bool(scale_fe, "scale_fe")
         fine = self._fine(self.k_fep + self.k_vcp + self.k_vc)
         data, _, A = self._fit_data(scale_fe, fine)
         color, _ = self._padded_design(fine)
-        fit = _map.fit_map(self.family, data, self._prior(), color=color,
-                           n_colors=self._n_colors, method=parse_method(method),
-                           opts=parse_minim_opts(minim_opts, default_options(self.dtype)),
-                           rng=check_random_state(rng), fe_transform=A, k_vc=self.k_vc,
-                           nobs=self.nobs)
+        with reporting(progress, "fit_map"):
+            fit = _map.fit_map(self.family, data, self._prior(), color=color,
+                               n_colors=self._n_colors, method=parse_method(method),
+                               opts=parse_minim_opts(minim_opts, default_options(self.dtype)),
+                               rng=check_random_state(rng), fe_transform=A, k_vc=self.k_vc,
+                               nobs=self.nobs)
         retvals = optimize_result(fit.solution, "Laplace")
         retvals.x = np.concatenate([fit.solution.a, fit.solution.v[:, 0]])
         retvals.method = method
+        self._check_fit(retvals, fit.params, fit.variances, "fit_map")
         return BayesMixedGLMResults(self, fit.params, fit.cov, retvals, variances=fit.variances,
                                     method="map", extra={"cov_exact": fit.cov_exact})
 
     def fit_vb(self, mean=None, sd=None, fit_method="newton", minim_opts=None, scale_fe=False,
-               verbose=False, rng=None):
+               verbose=False, rng=None, progress=False):
         """Mean-field variational Bayes: maximise the ELBO over (mean, log sd) (fits.vb).
 
         Parameters
@@ -138,6 +154,9 @@ class _BayesMixedGLM(MixedGLMBase):
             Print the optimiser's report after fitting.
         rng : None, int, Generator or RandomState
             For the random starting log-SDs (used only when ``sd`` is None).
+        progress : bool or bayesglmm.progress.Progress
+            Report the iterations on stderr (iteration, objective, gradient norm, elapsed
+            time) once the fit has run for 2 s (``bayesglmm.progress``).
 
         Returns
         -------
@@ -145,24 +164,30 @@ class _BayesMixedGLM(MixedGLMBase):
             ``cov_params()`` is the vector of posterior variances.
         """
         self._no_corr("fit_vb")
+        self._check_rank("fit_vb")
+        scale_fe = check_bool(scale_fe, "scale_fe")
         mean, sd = check_vb_start(mean, sd, self.k_fep + self.k_vcp + self.k_vc)
         fine = self._fine(2 * (self.k_fep + self.k_vcp + self.k_vc))
         data, X, A = self._fit_data(scale_fe, fine)
         color, _ = self._padded_design(fine)
-        fit = _vb.fit_vb(self.family, self.vb_rule, data, self._prior(), color=color,
-                         n_colors=self._n_colors, k_vcp=self.k_vcp, X=X,
-                         method=parse_method(fit_method),
-                         opts=parse_minim_opts(minim_opts, default_options(self.dtype)),
-                         mean=mean, sd=sd, rng=None if sd is not None else check_random_state(rng),
-                         fe_transform=A, k_vc=self.k_vc)
+        with reporting(progress, "fit_vb"):
+            fit = _vb.fit_vb(self.family, self.vb_rule, data, self._prior(), color=color,
+                             n_colors=self._n_colors, k_vcp=self.k_vcp, X=X,
+                             method=parse_method(fit_method),
+                             opts=parse_minim_opts(minim_opts, default_options(self.dtype)),
+                             mean=mean, sd=sd,
+                             rng=None if sd is not None else check_random_state(rng),
+                             fe_transform=A, k_vc=self.k_vc)
         retvals = optimize_result(fit.solution, "VB")
         retvals.x = fit.x
         retvals.method = fit_method
+        self._check_fit(retvals, fit.params, fit.variances, "fit_vb")
         if verbose:
             print(retvals)
         return BayesMixedGLMResults(self, fit.params, fit.variances, retvals, method="vb")
 
-    def fit_laplace(self, priors=True, integrate=False, start=None, minim_opts=None):
+    def fit_laplace(self, priors=True, integrate=False, start=None, minim_opts=None,
+                    progress=False):
         """Marginal Laplace: integrate the random effects out, then optimise (fe, vcp).
 
         At each (fe, vcp) the random effects' conditional mode is found by an inner Newton
@@ -185,6 +210,9 @@ class _BayesMixedGLM(MixedGLMBase):
             Starting (fe, vcp).
         minim_opts : dict, optional
             ``maxiter``, ``gtol``, ``ftol`` of the outer Newton iteration (models.base).
+        progress : bool or bayesglmm.progress.Progress
+            Report the iterations on stderr (iteration, objective, gradient norm, elapsed
+            time) once the fit has run for 2 s (``bayesglmm.progress``).
 
         Returns
         -------
@@ -194,23 +222,30 @@ class _BayesMixedGLM(MixedGLMBase):
             ``log_post`` (log marginal posterior, priors only), ``is_singular``.
         """
         opts = parse_minim_opts(minim_opts, _laplace.default_options(self.dtype))
+        priors, integrate, start, keep = self._laplace_checks(priors, integrate, start)
         fine = self._fine(self.k_fep + self.k_vcp + self.k_vc)
         _, mode = self._padded_design(fine)
-        fit = _laplace.fit_laplace(self.family, self._data(True, fine), self._prior(),
-                                   self.k_fep, mode=mode, priors=priors, start=start,
-                                   opts=opts, integrate=integrate)
-        fit = _real_levels(fit, self.k_vc)
+        data = self._drop_columns(self._data(True, fine), keep)
+        with reporting(progress, "fit_laplace"):
+            fit = _laplace.fit_laplace(self.family, data, self._prior(),
+                                       data.X.shape[1], mode=mode, priors=priors, start=start,
+                                       opts=opts, integrate=integrate)
+        fit = self._restore_columns(_real_levels(fit, self.k_vc), keep)
         retvals = optimize_result(fit.solution, "Marginal Laplace", counters=False)
         retvals.method = "newton"
         if fit.is_singular:
             warnings.warn("A variance component is estimated at zero (singular fit); its log "
                           "SD is reported at the lower bound and its SD as NaN",
                           SingularFitWarning, stacklevel=2)
+        dropped = [j for j in range(self.k_fep) if keep is not None and j not in keep]
+        self._check_fit(retvals, fit.params, fit.variances, "fit_laplace",
+                        skip=dropped + [self.k_fep + j for j in np.flatnonzero(fit.singular)])
         return BayesMixedGLMResults(
             self, fit.params, fit.params_cov, retvals, variances=fit.variances,
             method="laplace-integrated" if integrate else "laplace",
             extra={"llf": float(fit.llf), "log_post": float(fit.log_post),
                    "is_singular": fit.is_singular, "priors": bool(priors),
+                   "dropped": [self.fep_names[j] for j in dropped],
                    "vc_sd_cond": fit.vc_sd_cond, "marginal": fit})
 
     def __repr__(self) -> str:
@@ -254,8 +289,9 @@ class BinomialBayesMixedGLM(_BayesMixedGLM):
     dtype : float32 or float64, optional
         Default float64 on CPU, float32 on accelerators.
     vb_rule : str
-        Quadrature for the ELBO: ``"gh20"`` (Gauss–Hermite, 20 nodes; default), ``"ghK"`` or
-        ``"statsmodels"`` (statsmodels' 10-point Gauss–Legendre rule, for exact parity).
+        Quadrature for the ELBO: ``"statsmodels"`` (the default: statsmodels' 10-point
+        Gauss–Legendre rule on [−5, 5], so ``fit_vb`` matches statsmodels), ``"gh20"``
+        (Gauss–Hermite, 20 nodes: more accurate; the default in 0.1) or ``"ghK"``.
 
     Examples
     --------
@@ -276,7 +312,18 @@ class PoissonBayesMixedGLM(_BayesMixedGLM):
 
     Same parameters as :class:`BinomialBayesMixedGLM`, with ``exposure`` (a positive array;
     log(exposure) is added to the offset) instead of ``n_trials``.  The ELBO's E[exp(η)] is
-    computed exactly (exp(m + v/2)) unless ``vb_rule="statsmodels"``.
+    statsmodels' quadrature by default; with a Gauss–Hermite ``vb_rule`` (``"gh20"``) it is
+    computed exactly (exp(m + v/2)).
     """
 
     family = Poisson()
+
+
+def _names(given, derived, arg):
+    """User-supplied names (checked against the derived count), else the derived ones."""
+    if given is None:
+        return derived
+    given = [str(v) for v in given]
+    if derived is not None and len(given) != len(derived):
+        raise ValueError(f"{arg} has {len(given)} names but the model has {len(derived)}")
+    return given

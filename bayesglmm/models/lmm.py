@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import warnings
 
-import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
-from .._precision import precision, resolve_dtype
+from ..checks import check_bool, check_formula, check_int, check_response_varies, check_start
 from ..exceptions import SINGULAR_TOL, ConvergenceWarning, SingularFitWarning
 from ..design.crossprod import cross_products
 from ..formula.lmm import Design, design_from_arrays, lmm_design
-from ..kernels.lmm import deviance
-from ..fits.lmm import fit_lmm
+from ..formula.random import check_covariates
+from ..fits.lmm import fit_lmm, lmm_dtype  # building a model imports no JAX
+from .lmm_options import subset_rows as _subset, unused_keywords as _unused
+from .lmm_statsmodels import StatsmodelsModelMixin
 
 __all__ = ["MixedLM", "mixedlm"]
 
 
-class MixedLM:
+class MixedLM(StatsmodelsModelMixin):
     """Linear mixed model ``y = Xβ + Zb + ε``, ``b ~ N(0, Σθ)``, ``ε ~ N(0, σ² I)``.
 
     Parameters
@@ -35,8 +37,20 @@ class MixedLM:
         Variance components: within each group, each of the ``k`` columns of
         ``exog_vc[name]`` is an independent random coefficient, all with the variance
         ``name``.
+        statsmodels' dict of dicts ``{name: {group: (n_g, k_g) array}}`` is accepted too
+        (with statsmodels' ``FutureWarning``).
+    use_sqrt : bool
+        statsmodels' layout of packed covariance parameters (``loglike``, ``score``,
+        ``start_params``): Cholesky factor and square roots (default) or the relative
+        covariances themselves.  The fit does not depend on it.
+    missing : {"none", "raise", "drop"}
+        Rows with NaN in any array: an error, or dropped (with a warning).
     dtype : float32 or float64, optional
         Precision of the JAX computations (float64 by default on CPU).
+
+    Other statsmodels attributes and methods (``data``, ``groups``, ``group_labels``,
+    ``loglike``, ``score``, ``hessian``, ``get_distribution``...) are described in
+    :mod:`bayesglmm.models.lmm_statsmodels`.
 
     Examples
     --------
@@ -47,13 +61,20 @@ class MixedLM:
     10.4673
     """
 
-    def __init__(self, endog, exog, groups, exog_re=None, exog_vc=None, *, dtype=None):
-        self._init(design_from_arrays(endog, exog, groups, exog_re, exog_vc), None, dtype)
+    def __init__(self, endog, exog, groups, exog_re=None, exog_vc=None, use_sqrt=True,
+                 missing="none", *, dtype=None, **kwargs):
+        _unused(kwargs, "MixedLM")
+        self._init(design_from_arrays(endog, exog, groups, exog_re, exog_vc, missing), None,
+                   dtype)
+        self.use_sqrt = bool(use_sqrt)
+        self._is_pandas = any(isinstance(a, (pd.Series, pd.DataFrame)) for a in (endog, exog))
 
     def _init(self, design: Design, formula, dtype):
+        check_covariates(design.terms)  # a covariate zero in every row: not identified
+        check_response_varies(design.y, design.X)
         self.design = design
         self.formula = formula
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = lmm_dtype(dtype)
         d = design
         self.nobs = len(d.y)
         self.k_fe = d.X.shape[1]
@@ -88,18 +109,35 @@ class MixedLM:
         # terms sorted by number of levels, largest first (stable): its block is diagonal
         self._order = sorted(range(len(d.terms)), key=lambda i: -d.terms[i].n_levels)
         self._cp = {}
+        # statsmodels' side: θ blocks in θ order as (kind, θ indices), the layout of ψ
+        blocks = {}
+        for t, ti in zip(d.terms, self._theta_index):
+            blocks.setdefault(t.tkey, (t.kind, ti))
+        self._blocks = sorted(blocks.values(), key=lambda b: int(b[1][b[1] >= 0].min()))
+        self.use_sqrt, self.reml, self._is_pandas = True, True, formula is not None
+        self._frame = None
+        self._row_labels = d.row_index
 
     @classmethod
     def from_formula(cls, formula, data, groups=None, re_formula=None, vc_formula=None,
-                     missing="none", *, dtype=None):
-        """Model from a formula; see :func:`mixedlm`."""
+                     missing="none", *, subset=None, use_sparse=False, use_sqrt=True,
+                     dtype=None, **kwargs):
+        """Model from a formula; see :func:`mixedlm`.  statsmodels' ``subset`` (a boolean mask
+        or row labels of ``data``) selects rows first; ``use_sparse`` is accepted (the
+        cross-products choose their storage themselves)."""
+        _unused(kwargs, "MixedLM.from_formula")
+        data, groups = _subset(data, groups, subset)
         obj = cls.__new__(cls)
+        check_formula(formula)
         obj._init(lmm_design(formula, data, groups, re_formula, vc_formula, missing), formula,
                   dtype)
+        obj.use_sqrt = bool(use_sqrt)
+        obj._frame = data
         return obj
 
     # ------------------------------------------------------------------ internals
     def _crossprod(self, dtype, sparse=None):
+        """Cross-products and structure, cached per (dtype, storage)."""
         key = (np.dtype(dtype).name, sparse)
         if key not in self._cp:
             d = self.design
@@ -122,12 +160,19 @@ class MixedLM:
 
         ``sparse`` forces the storage of the cross-term block (for tests); ``None`` chooses.
         """
-        dt = resolve_dtype(dtype or self.dtype)
+        import jax.numpy as jnp
+
+        from .._precision import precision
+        from ..kernels.lmm import deviance
+
+        dt = lmm_dtype(dtype or self.dtype)
         with precision(dt):
             cp, st = self._crossprod(dt, sparse)
             return float(deviance(jnp.asarray(theta, dt), cp, st, reml))
 
-    def fit(self, reml=True, method="lbfgs", start_params=None, maxiter=1000, dtype=None):
+    def fit(self, reml=True, method="auto", start_params=None, maxiter=1000, dtype=None, *,
+            free=None, gtol=None, full_output=False, cov_type=None, niter_sa=0, do_cg=True,
+            progress=False, **fit_kwargs):
         """Fit by minimising the profiled deviance (``reml=True``: the REML criterion).
 
         Parameters
@@ -135,12 +180,34 @@ class MixedLM:
         reml : bool
             REML (default) or maximum likelihood.
         method : str
-            ``"lbfgs"`` (L-BFGS-B on the jitted value and gradient, then Newton polish) or
-            ``"lbfgs-only"`` (no polish).
-        start_params : (n_theta,) array_like, optional
-            Starting θ (default: λ = I, as lme4).
+            ``"auto"`` (the default: ``"newton"`` where the exact autodiff Hessian is cheap,
+            a small dense block, else ``"lbfgs-only"``; ``fits.lmm.default_method``),
+            ``"newton"`` (bound-constrained Newton with the exact Hessian), ``"lbfgs"``
+            (scipy's L-BFGS-B on the value and gradient, then the same Newton steps while they
+            can still lower the deviance) or ``"lbfgs-only"`` (L-BFGS-B alone).  All stop at
+            the same optimum; see ``fits.lmm_theta.minimise_theta``.
+            statsmodels' method names (``"bfgs"``, ``"cg"``, ``"powell"``...) and lists of
+            them run ``"newton"``.
+        start_params : (n_theta,) array_like or MixedLMParams, optional
+            Starting θ (default: λ = I, as lme4); also statsmodels' forms (a
+            :class:`~bayesglmm.models.lmm_params.MixedLMParams`, or a packed vector with or
+            without the fixed effects first).
         maxiter : int
         dtype : float32 or float64, optional
+        free : MixedLMParams, optional
+            statsmodels' mask of estimated parameters: a diagonal ``cov_re`` fits independent
+            random effects; other masks warn and are not applied.
+        gtol : float, optional
+            Largest acceptable gradient: the fit stops on its Newton decrement (tighter); a
+            ``ConvergenceWarning`` if the final gradient exceeds ``gtol``.
+        full_output : bool
+            Keep a record of the optimiser in ``results.hist``.
+        progress : bool or bayesglmm.progress.Progress
+            Report each deviance evaluation on stderr (evaluation count, deviance, largest
+            gradient entry, elapsed time) once the fit has run for 2 s (``bayesglmm.progress``).
+        cov_type, niter_sa, do_cg, **fit_kwargs
+            statsmodels' other keywords: accepted; one that cannot be honoured gives an
+            :class:`~bayesglmm.exceptions.IgnoredArgumentWarning` saying why.
 
         Returns
         -------
@@ -148,15 +215,39 @@ class MixedLM:
         """
         from ..results.lmm import MixedLMResults
 
-        if method not in ("lbfgs", "lbfgs-only", "lbfgsb", "L-BFGS-B"):
-            raise ValueError(f"method must be 'lbfgs' or 'lbfgs-only', got {method!r}")
-        dt = resolve_dtype(dtype or self.dtype)
+        from .lmm_options import fit_options
+        from .lmm_params import theta_from_start
+
+        methods = {"auto": "auto", "newton": "newton", "lbfgs": "lbfgs", "lbfgsb": "lbfgs",
+                   "L-BFGS-B": "lbfgs", "lbfgs-only": "lbfgs-only"}
+        ours = isinstance(method, str) and method in methods
+        opts = fit_options(self, "newton" if ours or method is None else method, free, gtol,
+                           full_output, cov_type, niter_sa, do_cg, stacklevel=2, **fit_kwargs)
+        if not ours:  # statsmodels' names: the default method reaches the same optimum
+            method = "auto"
+        re_term = self._re_term
+        if opts.diag_re and re_term is not None and re_term.kind == "re" and re_term.q > 1:
+            res = self._diag_model().fit(reml, method, None, maxiter, dtype, gtol=gtol,
+                                         full_output=full_output, progress=progress)
+            self.reml = res.reml
+            return res
+        if start_params is not None and (hasattr(start_params, "cov_re") or not self.use_sqrt
+                                         or np.shape(start_params) != (self.n_theta,)):
+            start_params = theta_from_start(start_params, self)
+        reml = check_bool(reml, "reml")
+        maxiter = check_int(maxiter, "maxiter")
+        dt = lmm_dtype(dtype or self.dtype)
+        if start_params is not None:
+            start_params = check_start(start_params, "start_params", self.n_theta)
         theta0 = self._start() if start_params is None else np.asarray(start_params, np.float64)
         if theta0.shape != (self.n_theta,):
             raise ValueError(f"start_params must have {self.n_theta} values, got {theta0.shape}")
         cp, st = self._crossprod(dt)
-        est = fit_lmm(cp, st, theta0, self._lower, self._diag, reml, dt, maxiter=maxiter,
-                      polish=method != "lbfgs-only")
+        from ..progress import reporting
+
+        with reporting(progress, "MixedLM.fit"):
+            est = fit_lmm(cp, st, theta0, self._lower, self._diag, reml, dt, maxiter=maxiter,
+                          method=methods[method])
         fitres, theta, beta = est.optim, est.theta, est.beta.copy()
         if self._yshift:  # the intercept of the uncentred response
             j = int(np.flatnonzero(np.all(self.design.X == 1.0, axis=0))[0])
@@ -183,11 +274,38 @@ class MixedLM:
                 size = t.n_levels * t.q
                 blups[i] = est.b2[off : off + size].reshape(t.n_levels, t.q)
                 off += size
-        return MixedLMResults(
+        self.reml = reml  # statsmodels' loglike/score/hessian follow the last fit
+        if opts.gtol is not None and fitres.grad_norm > opts.gtol:
+            warnings.warn(
+                f"the fit stopped with gradient norm {fitres.grad_norm:.3g} > gtol={opts.gtol:g}",
+                ConvergenceWarning, stacklevel=2)
+        res = MixedLMResults(
             model=self, theta=theta, fe=beta, cov_fe=est.sigma2 * est.txx_inv, scale=est.sigma2,
             deviance=est.deviance, reml=reml, blups=blups, fit=fitres, is_singular=singular,
             cov_psi=est.cov_psi,
         )
+        if opts.full_output:
+            res.hist = [{"theta": theta, "deviance": est.deviance, "n_evals": fitres.n_evals,
+                         "grad_norm": fitres.grad_norm, "message": fitres.message}]
+        return res
+
+    def _diag_model(self):
+        """This model with the ``groups`` random effects independent (diagonal ``cov_re``):
+        statsmodels' ``fit(free=...)`` with a diagonal mask."""
+        import copy
+        import dataclasses
+
+        if not hasattr(self, "_diag_cache"):
+            d = self.design
+            terms = [dataclasses.replace(t, kind="diag") if t is self._re_term else t
+                     for t in d.terms]
+            new = MixedLM.__new__(MixedLM)
+            new._init(dataclasses.replace(d, terms=terms), self.formula, self.dtype)
+            for k in ("use_sqrt", "_is_pandas", "_frame", "_row_labels"):
+                setattr(new, k, copy.copy(getattr(self, k)))
+            new._sm_full_layout = True  # results list cov_re's covariances (held at 0)
+            self._diag_cache = new
+        return self._diag_cache
 
     def _start(self):
         """Starting θ: λ = I (lme4), with moment estimates for scalar terms.
@@ -230,7 +348,7 @@ class MixedLM:
 
 
 def mixedlm(formula, data, groups=None, re_formula=None, vc_formula=None, missing="none",
-            *, dtype=None) -> MixedLM:
+            *, dtype=None, **kwargs) -> MixedLM:
     """A linear mixed model from a formula, as ``statsmodels.formula.api.mixedlm``.
 
     Parameters
@@ -253,6 +371,9 @@ def mixedlm(formula, data, groups=None, re_formula=None, vc_formula=None, missin
     missing : {"none", "raise", "drop"}
         NaN in a used column raises ``ValueError`` (``"none"``, ``"raise"``) or the rows are
         dropped with a warning (``"drop"``; the count is ``model.n_dropped``).
+    **kwargs
+        ``subset``, ``use_sparse``, ``use_sqrt`` as statsmodels (see
+        :meth:`MixedLM.from_formula`).
 
     Examples
     --------
@@ -264,4 +385,5 @@ def mixedlm(formula, data, groups=None, re_formula=None, vc_formula=None, missin
     -165.43
     """
     return MixedLM.from_formula(formula, data, groups=groups, re_formula=re_formula,
-                                vc_formula=vc_formula, missing=missing, dtype=dtype)
+                                vc_formula=vc_formula, missing=missing, dtype=dtype, **kwargs)
+

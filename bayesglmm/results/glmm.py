@@ -7,6 +7,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..checks import check_width, nan_rows
+from ..validation import check_1d, check_length
 from .summary import Summary
 
 __all__ = ["BayesMixedGLMResults", "ParamLayout"]
@@ -235,6 +237,13 @@ class BayesMixedGLMResults:
                         with_var):
         m = self.model
         kf, kp = m.k_fep, m.k_vcp
+        offset, exposure, na = _checked_offsets(exog, offset, exposure, m)
+        if na is not None:  # rows with a missing covariate predict NaN (statsmodels)
+            part = self._linear_and_var(
+                exog.loc[~na], include_random, unseen,
+                None if offset is None else offset[~na],
+                None if exposure is None else exposure[~na], linear=linear, with_var=with_var)
+            return tuple(_scatter(x, na) for x in part) if with_var else _scatter(part, na)
         if isinstance(exog, pd.DataFrame) and m._formula is not None:
             design = m._formula[2]
             X = design.new_exog(exog)
@@ -250,10 +259,15 @@ class BayesMixedGLMResults:
                 cols, vals = m.re_design
             else:
                 cols = vals = None
-            X = m.exog if exog is None else np.asarray(exog, dtype=np.float64)
+            X = m.exog if exog is None else _as_exog(exog)
             if X.ndim == 1:
                 X = X[:, None]
-        lin = X @ self.fe_mean[:X.shape[1]]
+            if exog is not None:
+                check_width(X, m.fep_names)
+                nan_rows(X, m.fep_names, stacklevel=5)
+        dropped = np.isnan(self.fe_mean) if getattr(self, "dropped", None) else None
+        fe = self.fe_mean if dropped is None else np.where(dropped, 0.0, self.fe_mean)
+        lin = X @ fe[:X.shape[1]]  # columns dropped as aliased (fit_laplace) count as 0
         if exog is None:
             lin = lin + m.offset
         if offset is not None:
@@ -267,6 +281,8 @@ class BayesMixedGLMResults:
         cp = self._cov_params
         full = cp.ndim == 2 and cp.shape[0] == kf + kp + m.k_vc
         cov_fe = cp[:kf, :kf] if cp.ndim == 2 else np.diag(cp[:kf])
+        if dropped is not None:
+            cov_fe = np.where(dropped[:, None] | dropped[None, :], 0.0, cov_fe)
         var = np.einsum("ij,jk,ik->i", X, cov_fe[:X.shape[1], :X.shape[1]], X)
         if cols is not None and m.k_vc:
             if full:
@@ -281,6 +297,20 @@ class BayesMixedGLMResults:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} ({self.method}) of {type(self.model).__name__}>"
+
+    @property
+    def converged(self) -> bool:
+        """Whether the optimiser converged and no estimate is on the boundary
+        (``optim_retvals.success``; bayesglmm.boundary)."""
+        return bool(getattr(self.optim_retvals, "success", True))
+
+    def conf_int(self, alpha=0.05, method="wald"):
+        """Intervals of (fe, vcp): ``"wald"`` (mean ± z·sd) or, for
+        ``fit_laplace(priors=False)``, ``"profile"`` (lme4's profile intervals, SD scale):
+        :func:`bayesglmm.inference.conf_int_method`."""
+        from ..inference.profile import conf_int_method
+
+        return conf_int_method(self, alpha, method)
 
     # ------------------------------------------------------------------ ArviZ and plots
     def to_inference_data(self, draws: int = 1000, rng=None, **kwargs):
@@ -307,3 +337,44 @@ class BayesMixedGLMResults:
         from ..plot import fitted
 
         return fitted(self, **kwargs)
+
+
+def _as_exog(exog) -> np.ndarray:
+    try:
+        return np.asarray(exog, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"exog must be numeric: {err}") from None
+
+
+def _checked_offsets(exog, offset, exposure, m):
+    """``(offset, exposure, na)`` for a prediction: each a finite (n,) array of the new rows
+    (named in the error otherwise); ``na`` the rows of a formula model's new data with a
+    missing covariate (warned about), or None."""
+    n = m.nobs if exog is None else len(exog)
+    out = []
+    for name, val in (("offset", offset), ("exposure", exposure)):
+        if val is not None:
+            val = check_1d(val, name)
+            check_length(n, len(val), name, "the new data")
+            if name == "exposure" and np.any(val <= 0):
+                raise ValueError("exposure must be positive")
+        out.append(val)
+    na = None
+    if isinstance(exog, pd.DataFrame) and m._formula is not None:
+        from ..formula.fixed import missing_rows, spec_columns
+        from ..formula.random import SparseTerm
+
+        d = m._formula[2]
+        need = set(spec_columns(d.fixed.spec))
+        for t in d.terms:
+            need |= set(t.columns if isinstance(t, SparseTerm) else t.rows.columns)
+        rows = missing_rows(exog, sorted(c for c in need if c in exog.columns), stacklevel=6)
+        na = rows if rows.any() else None
+    return out[0], out[1], na
+
+
+def _scatter(x: np.ndarray, na: np.ndarray) -> np.ndarray:
+    """(n,) with ``x`` in the rows not in ``na`` and NaN there."""
+    out = np.full(len(na), np.nan)
+    out[~na] = x
+    return out

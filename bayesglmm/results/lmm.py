@@ -7,13 +7,15 @@ import functools
 import numpy as np
 import pandas as pd
 
+from ..checks import check_width, nan_rows
 from ..formula.fixed import new_exog
-from .summary import Summary, info_columns
+from .lmm_statsmodels import StatsmodelsResultsMixin
+from .summary import info_columns
 
 __all__ = ["MixedLMResults"]
 
 
-class MixedLMResults:
+class MixedLMResults(StatsmodelsResultsMixin):
     """Estimates of a :class:`~bayesglmm.MixedLM` fit.
 
     Attributes
@@ -77,7 +79,7 @@ class MixedLMResults:
 
     # ------------------------------------------------------------------ tables
     @functools.cached_property
-    def fe_params(self) -> pd.Series:
+    def _fe_s(self) -> pd.Series:
         return pd.Series(self._fe, index=self.model.design.xnames, name="fe_params")
 
     @functools.cached_property
@@ -86,7 +88,7 @@ class MixedLMResults:
         return pd.DataFrame(self._cov_fe, index=names, columns=names)
 
     @functools.cached_property
-    def bse_fe(self) -> pd.Series:
+    def _bse_fe_s(self) -> pd.Series:
         return pd.Series(np.sqrt(np.diag(self._cov_fe)), index=self.model.design.xnames,
                          name="bse_fe")
 
@@ -100,12 +102,12 @@ class MixedLMResults:
         return out
 
     @functools.cached_property
-    def cov_re(self) -> pd.DataFrame:
+    def _cov_re_s(self) -> pd.DataFrame:
         return self.term_cov[self._ire] if self._ire is not None else pd.DataFrame()
 
     @property
     def k_re(self) -> int:
-        return self.cov_re.shape[0]
+        return self._cov_re_s.shape[0]
 
     @functools.cached_property
     def _vcomp(self):
@@ -142,13 +144,13 @@ class MixedLMResults:
         return out
 
     @functools.cached_property
-    def fittedvalues(self) -> np.ndarray:
+    def _fitted(self) -> np.ndarray:
         d = self.model.design
         return self._linear(d.X, [(t.codes, t.z) for t in d.terms])
 
     @functools.cached_property
-    def resid(self) -> np.ndarray:
-        return self.model.design.y - self.fittedvalues
+    def _resid(self) -> np.ndarray:
+        return self.model.design.y - self._fitted
 
     @functools.cached_property
     def _bse_re_names(self) -> list:
@@ -169,29 +171,28 @@ class MixedLMResults:
                 cols = [t.name if c == "Intercept" else f"{t.name}: {c}" for c in t.cols]
             for j in range(t.q):
                 for k in range(j, t.q):
-                    if t.kind == "diag" and k != j:
+                    if t.kind == "diag" and k != j and not self._full_layout:
                         continue
                     names.append(f"{cols[j]} Var" if k == j else f"{cols[j]} x {cols[k]} Cov")
         return names
 
     @property
-    def bse(self) -> pd.Series:
+    def _bse_s(self) -> pd.Series:
         """``bse_fe`` then the standard errors of the relative covariance parameters."""
-        return pd.concat([self.bse_fe, self._bse_re()])
+        return pd.concat([self._bse_fe_s, self._bse_re()])
 
     def _bse_re(self):
         n = len(self._bse_re_names)
-        if callable(self._cov_psi):  # deferred by the fit (large models): one Hessian
-            self._cov_psi = self._cov_psi()
-        if self._cov_psi is None or self._cov_psi.shape != (n, n):
+        cov = self._psi_full()
+        if cov is None:
             return pd.Series(np.full(n, np.nan), index=self._bse_re_names)
-        dg = np.diag(self._cov_psi)
+        dg = np.diag(cov)
         with np.errstate(invalid="ignore"):
             se = np.where(dg > 0, np.sqrt(np.abs(dg)), np.nan)
         return pd.Series(se, index=self._bse_re_names)
 
     @property
-    def params(self) -> pd.Series:
+    def _params_s(self) -> pd.Series:
         """``fe_params`` then the relative covariance parameters (``cov_re / scale``...)."""
         rel, seen = [], set()
         for t, c in zip(self.model.design.terms, self.term_cov):
@@ -201,32 +202,30 @@ class MixedLMResults:
             v = c.to_numpy() / self.scale
             for j in range(t.q if t.kind != "vc" else 1):
                 for k in range(j, t.q if t.kind != "vc" else 1):
-                    if t.kind == "diag" and k != j:
+                    if t.kind == "diag" and k != j and not self._full_layout:
                         continue
                     rel.append(v[k, j])
-        return pd.concat([self.fe_params, pd.Series(rel, index=self._bse_re_names)])
+        return pd.concat([self._fe_s, pd.Series(rel, index=self._bse_re_names)])
 
     @property
-    def tvalues(self) -> pd.Series:
-        return self.fe_params / self.bse_fe
+    def _tvalues_s(self) -> pd.Series:
+        return self._fe_s / self._bse_fe_s
 
     @property
-    def pvalues(self) -> pd.Series:
+    def _pvalues_s(self) -> pd.Series:
         """Two-sided p-values of the fixed effects, normal reference (as statsmodels)."""
-        import scipy.stats  # here, not at import: only p-values and intervals need it
+        # scipy.special, as scipy.stats.norm uses, without importing scipy.stats (~0.5 s)
+        from scipy.special import ndtr
 
-        return pd.Series(2 * scipy.stats.norm.sf(np.abs(self.tvalues)), index=self.fe_params.index)
+        return pd.Series(2 * ndtr(-np.abs(self._tvalues_s.to_numpy())), index=self._fe_s.index)
 
-    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+    def _conf_int_s(self, alpha: float = 0.05) -> pd.DataFrame:
         """Wald confidence intervals of the fixed effects (normal quantiles)."""
-        import scipy.stats
+        from scipy.special import ndtri
 
-        z = scipy.stats.norm.ppf(1 - alpha / 2)
-        return pd.DataFrame({0: self.fe_params - z * self.bse_fe, 1: self.fe_params + z * self.bse_fe})
+        z = ndtri(1 - alpha / 2)  # scipy.stats.norm.ppf
+        return pd.DataFrame({0: self._fe_s - z * self._bse_fe_s, 1: self._fe_s + z * self._bse_fe_s})
 
-    def cov_params(self) -> pd.DataFrame:
-        """Covariance of the fixed-effects estimates."""
-        return self.cov_fe_
 
     @property
     def varcorr(self) -> pd.DataFrame:
@@ -277,7 +276,7 @@ class MixedLMResults:
 
     # ------------------------------------------------------------------ prediction
     def _linear(self, X, rows):
-        eta = np.asarray(X, np.float64) @ self.fe_params.to_numpy()
+        eta = np.asarray(X, np.float64) @ self._fe
         for (codes, z), b in zip(rows, self._blups):
             ok = codes >= 0
             contrib = np.einsum("na,na->n", z, b[np.where(ok, codes, 0)])
@@ -298,23 +297,32 @@ class MixedLMResults:
         d = self.model.design
         if exog is None:
             if include_random:
-                return self.fittedvalues.copy()
-            return d.X @ self.fe_params.to_numpy()
+                return self._wrap_rows(self._fitted.copy())
+            return d.X @ self._fe
         if isinstance(exog, pd.DataFrame) and d.fixed_spec is not None:
             X = new_exog(d.fixed_spec, exog, na_action="ignore")
         else:
-            X = np.asarray(exog, np.float64)
+            try:
+                X = np.asarray(exog, np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"exog must be numeric: {err}") from None
             if X.ndim == 1:
                 X = X[:, None]
+            check_width(X, self.model.exog_names)
+            nan_rows(X, self.model.exog_names)
         if not include_random:
-            return X @ self.fe_params.to_numpy()
+            return X @ self._fe
         if not isinstance(exog, pd.DataFrame) or any(t.rows is None for t in d.terms):
             raise ValueError("include_random=True needs a formula model and a DataFrame")
         return self._linear(X, [t.new_rows(exog, na_action="ignore") for t in d.terms])
 
     # ------------------------------------------------------------------ summary
-    def summary(self) -> Summary:
-        """A statsmodels-like summary table (print it, or ``str()``)."""
+    def summary(self, yname=None, xname_fe=None, xname_re=None, title=None, alpha=0.05):
+        """A statsmodels-like summary (print it, or ``str()``): ``tables[0]`` the header,
+        ``tables[1]`` the estimates.  ``yname``, ``xname_fe``, ``xname_re`` rename the
+        response, the fixed-effect and the covariance-parameter rows; ``alpha`` sets the
+        interval level; ``title`` the title."""
+        from .lmm_statsmodels import MixedLMSummary
         d = self.model.design
         if d.group_labels is not None:
             _, counts = np.unique(np.asarray(d.group_labels).astype(str), return_counts=True)
@@ -329,34 +337,41 @@ class MixedLMResults:
             ("Mean group size:", f"{counts.mean():.1f}"),
         ]
         right = [
-            ("Dependent Variable:", d.yname),
+            ("Dependent Variable:", d.yname if yname is None else str(yname)),
             ("Method:", self.method),
             ("Scale:", f"{self.scale:.4f}"),
             ("Log-Likelihood:", f"{self.llf:.4f}"),
             ("Converged:", "Yes" if self.converged else "No"),
             ("", ""),
         ]
-        ci = self.conf_int()
+        ci = self._conf_int_s(alpha)
+        lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
         tab = pd.DataFrame({
-            "Coef.": self.fe_params.map(lambda v: f"{v:.3f}"),
-            "Std.Err.": self.bse_fe.map(lambda v: f"{v:.3f}"),
-            "z": self.tvalues.map(lambda v: f"{v:.3f}"),
-            "P>|z|": self.pvalues.map(lambda v: f"{v:.3f}"),
-            "[0.025": ci[0].map(lambda v: f"{v:.3f}"),
-            "0.975]": ci[1].map(lambda v: f"{v:.3f}"),
+            "Coef.": self._fe_s.map(lambda v: f"{v:.3f}"),
+            "Std.Err.": self._bse_fe_s.map(lambda v: f"{v:.3f}"),
+            "z": self._tvalues_s.map(lambda v: f"{v:.3f}"),
+            "P>|z|": self._pvalues_s.map(lambda v: f"{v:.3f}"),
+            lo: ci[0].map(lambda v: f"{v:.3f}"),
+            hi: ci[1].map(lambda v: f"{v:.3f}"),
         })
         re_rows = []
         bse_re = self._bse_re()
-        pv = self.params.iloc[self.k_fe:]
+        pv = self._params_s.iloc[self.k_fe:]
         for name in self._bse_re_names:
             val = pv[name] * self.scale
             se = bse_re[name] * np.sqrt(self.scale)
             re_rows.append(pd.DataFrame({
                 "Coef.": [f"{val:.3f}"],
                 "Std.Err.": ["" if not np.isfinite(se) else f"{se:.3f}"],
-                "z": [""], "P>|z|": [""], "[0.025": [""], "0.975]": [""],
+                "z": [""], "P>|z|": [""], lo: [""], hi: [""],
             }, index=[name]))
         tab = pd.concat([tab] + re_rows)
+        names = list(tab.index)
+        if xname_fe is not None:
+            names[: self.k_fe] = _check_names(xname_fe, self.k_fe, "xname_fe")
+        if xname_re is not None:
+            names[self.k_fe :] = _check_names(xname_re, len(names) - self.k_fe, "xname_re")
+        tab.index = names
         notes = []
         if self.is_singular:
             notes.append("Note: boundary (singular) fit: a random-effect variance is estimated "
@@ -365,11 +380,31 @@ class MixedLMResults:
             notes.append(f"Warning: the optimiser did not converge ({self.optim.message}).")
         if self.n_dropped:
             notes.append(f"Note: {self.n_dropped} row(s) with missing values were dropped.")
-        return Summary("Mixed Linear Model Regression Results", tab, notes,
-                       info_lines=info_columns(left, right))
+        return MixedLMSummary(title or "Mixed Linear Model Regression Results", tab, notes,
+                              info_columns(left, right), left + right)
 
     def __repr__(self):
         return f"<MixedLMResults {self.method}: llf={self.llf:.4f}, nobs={self.nobs}>"
+
+    # ------------------------------------------------------------------ lme4 inference
+    def _conf_int_other(self, alpha, method):
+        """``conf_int(method="profile" | "boot")``: bayesglmm.inference (lme4's scale)."""
+        from ..inference.profile import conf_int_method
+
+        return conf_int_method(self, alpha, method)
+
+    def ttest_satterthwaite(self, L=None):
+        """t-tests of the fixed effects (or contrasts ``L``) with Satterthwaite df (lmerTest):
+        :func:`bayesglmm.inference.satterthwaite_table`."""
+        from ..inference.satterthwaite import satterthwaite_table
+
+        return satterthwaite_table(self, L)
+
+    def bootstrap(self, n=1000, seed=None, alpha=0.05, batch=100, progress=False):
+        """Parametric bootstrap (lme4's ``bootMer``): :func:`bayesglmm.inference.bootstrap`."""
+        from ..inference.bootstrap import bootstrap
+
+        return bootstrap(self, n=n, seed=seed, alpha=alpha, batch=batch, progress=progress)
 
     # ------------------------------------------------------------------ ArviZ and plots
     def to_inference_data(self, *args, **kwargs):
@@ -410,3 +445,10 @@ def _unique_key(d, name):
     while f"{name}.{k}" in d:
         k += 1
     return f"{name}.{k}"
+
+
+def _check_names(names, k, arg):
+    names = [str(v) for v in names]
+    if len(names) != k:
+        raise ValueError(f"{arg} must have {k} names, got {len(names)}")
+    return names

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .linesearch import backtrack
+from .. import progress as _progress
 from .newton_step import (CURVATURE, GRAD, NEWTON, NONE, WARM, NewtonOptions, Step,
                           default_options, dense_step, make_step, structured_blocks,
                           structured_step)
@@ -77,8 +78,9 @@ def newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int = NO
     with the mode the phase needs) and one backtracking line search (solvers.linesearch) on a
     trial point — so the compiled body holds one copy of f's derivatives and one of f:
 
-    * ``_INIT``: f at the start; where it is not finite, ``a_shift`` is added to a once (a
-      fallback start) and f evaluated again.
+    * ``_INIT``: f at the start; where it is not finite, or ``a_shift`` ≠ 0, f at the start
+      shifted by ``a_shift`` (a fallback start), taken where f is lower there or not finite
+      at the start.
     * ``_START`` (with ``use_start``): the candidate ``start(a, v, step)`` of a step in
       ``start_mode`` (``NONE``: no derivatives), taken where f is lower there.
     * ``_WARM`` (with ``iterate``): up to ``opts.warm_v`` Newton steps in v alone (a fixed; f is
@@ -88,7 +90,8 @@ def newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int = NO
       10⁻³·(1 + |f|) or a line search fails.
     * ``_NEWTON`` (with ``iterate``): joint steps until the decrement ½·gᵀH⁻¹g ≤ ftol·(1 + |f|)
       or ‖g‖_∞ ≤ gtol (converged), ``maxiter`` steps, a failed line search, or a non-finite
-      value.
+      value.  A direction that is not one of descent (gᵀd ≥ 0: an inexact CG solve of an
+      ill-conditioned H_vv) is replaced by −g, and its slope never counts as convergence.
     * ``_FINAL``: the step in ``final_mode`` at the optimum (``GRAD``: the gradient whose norm
       is reported; ``CURVATURE``/``NEWTON``: also the Hessian blocks, for a covariance).
 
@@ -99,7 +102,34 @@ def newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int = NO
     more, mostly allocating them).  Small problems (``dense``, fits.map.use_dense), whose
     compilation costs more than their arithmetic, are compiled with options that compile
     fast (``_SMALL``).
+
+    While a fit reports progress (:mod:`bayesglmm.progress`) a second program, compiled on
+    first use, runs instead: its loop reports each warm-up and Newton step through
+    ``jax.debug.callback``.
     """
+    programs = {}
+
+    def solve(*args):
+        with_progress = _progress.active()
+        if with_progress not in programs:
+            programs[with_progress] = _newton_program(f, dense, n_colors, start_mode, start,
+                                                      final_mode, with_progress)
+        return programs[with_progress](*args)
+
+    # compiled executables of both programs (jax.jit's count; tests pin it)
+    solve._cache_size = lambda: sum(p._cache_size() for p in programs.values())
+    return solve
+
+
+def _report(phase, it, fx, gnorm):
+    """Host side of the loop's progress callback: warm-up and Newton steps only."""
+    if int(phase) in (_WARM, _NEWTON):
+        _progress.report(int(it), float(fx), float(gnorm))
+
+
+def _newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int, start,
+                    final_mode: int, with_progress: bool) -> Callable:
+    """The loop of :func:`newton_program`, with or without the progress callback."""
     step_fn = make_step(f, dense, n_colors)
     modes = (NONE, start_mode, WARM, NEWTON, final_mode, NONE)
 
@@ -115,18 +145,27 @@ def newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int = NO
         s = step_fn(c.a, c.v, c.mu, c.g_ref, c.step.Ya, mode, color, opts.cg_tol,
                     opts.cg_maxiter, args)
         searching = (ph == _WARM) | (ph == _NEWTON)
+        # the second _INIT pass: the start shifted by a_shift, taken where f is lower there
+        shifted = (ph == _INIT) & c.fixed
         # the trial point base + t·(da, dv): the point itself, a candidate start, or a step
         a_c, v_c = (c.a, c.v) if start is None else start(c.a, c.v, s)
-        base_a = jnp.where(ph == _START, a_c, c.a)
+        base_a = jnp.where(ph == _START, a_c, jnp.where(shifted, c.a + a_shift, c.a))
         base_v = jnp.where(ph == _START, v_c, c.v)
-        da = jnp.where(searching, s.da, 0.0)
-        dv = jnp.where(searching, s.dv, 0.0)
-        slope = jnp.where(searching, s.slope, 0.0)
+        # a direction that is not one of descent (gᵀd ≥ 0 or not finite: an inexact CG solve
+        # of an ill-conditioned H_vv, or a failed one) is replaced by steepest descent −g, so
+        # that Armijo's test never accepts an increase of f
+        descent = s.slope < 0
+        da = jnp.where(searching, jnp.where(descent, s.da, -s.ga), 0.0)
+        dv = jnp.where(searching, jnp.where(descent, s.dv, -s.gv), 0.0)
+        slope = jnp.where(searching, jnp.where(descent, s.slope, -s.gnorm**2), 0.0)
         fx = c.fx
 
-        def accept(t, f_t, aux):  # Armijo (steps); lower (a candidate start); any (else)
+        def accept(t, f_t, aux):  # Armijo (steps); lower (a candidate or shifted start);
+            #                       any (else)
+            lower = f_t < fx
             return jnp.where(searching, f_t <= fx + 1e-4 * t * slope,
-                             jnp.where(ph == _START, f_t < fx, True))
+                             jnp.where(ph == _START, lower,
+                                       jnp.where(shifted, lower | ~jnp.isfinite(fx), True)))
 
         def phi(t):
             a_t, v_t = base_a + t * da, base_v + t * dv
@@ -134,14 +173,21 @@ def newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int = NO
 
         t, ft, (a_t, v_t), nls, ok = backtrack(phi, accept,
                                                jnp.where(searching, opts.max_ls + 1, 1))
-        retry = (ph == _INIT) & ~jnp.isfinite(ft) & ~c.fixed  # then from a + a_shift
+        # then a second _INIT pass at a + a_shift: where f is not finite at the start (a
+        # fallback), or lower there — statsmodels' start can be finite but absurd (a large-scale
+        # covariate under the 10-node statsmodels rule: −ELBO ≈ 1e87 on grouseticks)
+        retry = (ph == _INIT) & ~c.fixed & (~jnp.isfinite(ft) | jnp.any(a_shift != 0))
         gnorm, ginf = s.gnorm, s.ginf
-        small_n = (-0.5 * slope <= opts.ftol * (1 + jnp.abs(fx))) | (ginf <= opts.gtol)
+        # converged: the Newton decrement ½·|gᵀH⁻¹g| is small — of a descent direction, or
+        # (rounding at the optimum) a tiny one; a large non-descent slope is no convergence
+        # (it is what an inexact solve gives at a degenerate point: never status 0 there)
+        small_n = ((0.5 * jnp.abs(s.slope) <= opts.ftol * (1 + jnp.abs(fx)))
+                   | (ginf <= opts.gtol))
         # a Newton step is taken if it satisfied Armijo, or at least did not increase f
         # at convergence
         take = jnp.select([ph == _INIT, ph == _NEWTON, ph == _FINAL],
-                          [~retry, ok | (small_n & (ft <= fx)), False], ok)
-        a = jnp.where(retry, c.a + a_shift, jnp.where(take, a_t, c.a))
+                          [~shifted | ok, ok | (small_n & (ft <= fx)), False], ok)
+        a = jnp.where(take, a_t, c.a)
         v = jnp.where(take, v_t, c.v)
         fx_new = jnp.where(take, ft, fx)
         small_w = -0.5 * slope <= 1e-3 * (1 + jnp.abs(fx_new))  # good enough for a start
@@ -163,6 +209,8 @@ def newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int = NO
              jnp.where(small_n | ~ok | ~finite | (it >= opts.maxiter), _FINAL, _NEWTON)],
             _DONE)
         newton_ph = ph == _NEWTON
+        if with_progress:  # a host callback (never a print inside jit)
+            jax.debug.callback(_report, ph, it, fx_new, gnorm)
         i32 = lambda x: jnp.asarray(x, jnp.int32)  # noqa: E731
         return State(
             phase=i32(nxt), a=a, v=v, fx=fx_new, it=i32(it), n_warm=i32(n_warm),

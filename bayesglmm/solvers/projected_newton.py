@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .. import progress as _progress
 from ..linalg.psd import abs_solve
 from .linesearch import backtrack, backtrack_host
 
@@ -171,6 +172,7 @@ def projected_newton_host(vgh: Callable, value: Callable, x0, u0, lb,
         f, g, H = np.asarray(f), np.asarray(g), np.asarray(H)
         gm, d, small, finite = _direction(x, f, g, H, lb, opts, xp=np)
         stop = small or not finite or ls_failed or it >= opts.maxiter
+        _progress.report(it, f, np.max(np.abs(gm), initial=0.0))  # no-op unless reporting
         it += 1
         if stop:
             status = int(_status(small, finite, ls_failed, xp=np))

@@ -245,6 +245,7 @@ def test_inner_newton_stops_at_the_rounding_floor(crossed):
     np.testing.assert_allclose(v1, v2, rtol=1e-13)
 
 
+@pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
 @pytest.mark.parametrize("which", ["one factor", "crossed"])
 def test_derivatives_agree_across_factorisations(which, crossed):
     """∇J, ∇²J and du*/dθ at u* (objective.vgh_at, with log det H_uu's written-out derivative

@@ -32,6 +32,7 @@ def _model(kind):
     return bg.BinomialBayesMixedGLM(y, X, Z, ident)
 
 
+@pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
 @pytest.mark.parametrize("kind, force", [("diag", None), ("crossed", None),
                                          ("crossed", "dense")])
 def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):

@@ -106,3 +106,75 @@ def test_psi_theta_round_trip(data, label, dname, formula, kw):
     with precision(np.float64):
         back = np.asarray(psi_to_theta(jnp.asarray(psi), st))
     np.testing.assert_allclose(back, theta, rtol=1e-12)
+
+
+@pytest.mark.parametrize("formula,kw,sparse,reml", [
+    ("y ~ x + (x | a) + (1 | b) + (1 | c)", {}, None, True),  # scalar terms after the largest
+    ("y ~ x + (1 | a) + (x | b)", {}, True, False),  # a correlated term inside the dense block
+    ("y ~ x", {"groups": "c", "re_formula": "~x", "vc_formula": {"b": "0 + C(b)"}}, False, True),
+])
+def test_second_order_matches_central_differences(data, formula, kw, sparse, reml):
+    """The fit's Hessian program (kernels.lmm.second_order as kernels.lmm.programs compiles it,
+    jax.jacfwd of jax.grad of the deviance through linalg.cholesky.logdet_solve_inverse): its
+    value, gradient and estimates' maps equal evaluate's, its Hessian central differences of
+    evaluate's gradient, and its ψ-Hessian central differences of ½d(θ(ψ))
+    (tests/models/test_lmm.py compares it with psi_hessian)."""
+    import jax.numpy as jnp
+
+    from bayesglmm._precision import precision
+    from bayesglmm.kernels.lmm import evaluate, programs, psi_to_theta, theta_to_psi
+
+    model = mixedlm(formula, data["sim"], **kw)
+    rng = np.random.default_rng(3)
+    theta = model._theta0 + 0.3 * rng.uniform(size=model.n_theta) - 0.1 * (model._lower < 0)
+    with precision(np.float64):
+        cp, st = model._crossprod(np.float64, sparse)
+        second_order = programs(cp, st)[1]
+        psi = theta_to_psi(theta, st)
+        val, grad, hess, h_psi, aux2 = second_order(theta, psi, cp, st, reml)
+        dev, g, aux = evaluate(theta, cp, st, reml)
+        np.testing.assert_allclose(val, dev, rtol=1e-12)
+        np.testing.assert_allclose(grad, g, rtol=1e-9, atol=1e-9)
+        for a, b in zip(aux2, aux):  # t, B1, B2: the estimates' maps
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-9)
+        hess, h_psi = np.asarray(hess), np.asarray(h_psi)
+        h = 1e-5
+        fd = np.array([(np.asarray(evaluate(theta + h * e, cp, st, reml)[1])
+                        - np.asarray(evaluate(theta - h * e, cp, st, reml)[1])) / (2 * h)
+                       for e in np.eye(len(theta))])
+        np.testing.assert_allclose(hess, fd, rtol=1e-5, atol=1e-5)
+
+        def half_dev(p):
+            return 0.5 * float(evaluate(psi_to_theta(jnp.asarray(p), st), cp, st, reml)[0])
+
+        k = len(psi)
+        hp, fd_psi = 1e-4, np.zeros((k, k))
+        for i, ei in enumerate(np.eye(k) * hp):
+            for j, ej in list(enumerate(np.eye(k) * hp))[: i + 1]:
+                fd_psi[i, j] = fd_psi[j, i] = (
+                    half_dev(psi + ei + ej) - half_dev(psi + ei - ej)
+                    - half_dev(psi - ei + ej) + half_dev(psi - ei - ej)) / (4 * hp * hp)
+    np.testing.assert_allclose(h_psi, fd_psi, rtol=1e-4, atol=1e-4 * np.abs(h_psi).max())
+
+
+@pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
+@pytest.mark.parametrize("formula,sparse", [
+    ("y ~ x + (x | a) + (1 | b) + (1 | c)", True),  # scalar terms after the largest: S built
+    ("y ~ x + (x | a) + (1 | b) + (1 | c)", False),  # with both triangles (two scatters)
+    ("y ~ x + (1 | a) + (x | b)", True),  # a correlated term inside the dense block
+])
+def test_second_order_hessian_equals_the_plain_reference(data, formula, sparse):
+    """second_order's Hessian (through the JVP rule of logdet_solve_inverse) equals
+    deviance_hessian (jax.hessian through JAX's own Cholesky rules) to roundoff."""
+    from bayesglmm._precision import precision
+    from bayesglmm.kernels.lmm import deviance_hessian, programs, theta_to_psi
+
+    model = mixedlm(formula, data["sim"])
+    rng = np.random.default_rng(4)
+    theta = model._theta0 + 0.3 * rng.uniform(size=model.n_theta) - 0.1 * (model._lower < 0)
+    with precision(np.float64):
+        cp, st = model._crossprod(np.float64, sparse)
+        assert st.m > 0 and st.sparse == sparse
+        hess = np.asarray(programs(cp, st)[1](theta, theta_to_psi(theta, st), cp, st, True)[2])
+        ref = np.asarray(deviance_hessian(theta, cp, st, True))
+    np.testing.assert_allclose(hess, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())

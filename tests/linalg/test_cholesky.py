@@ -48,3 +48,50 @@ def test_logdet_solve_reverse_rule(host, monkeypatch):
     e[7, 1] = h
     fd = (f_np(s0, r0 + e) - f_np(s0, r0 - e)) / (2 * h)
     np.testing.assert_allclose(np.asarray(gr)[7, 1], fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
+@pytest.mark.parametrize("host", [True, False])
+def test_logdet_solve_inverse_rule_matches_autodiff_of_the_plain_reference(host, monkeypatch):
+    """The JVP rule of (log|S|, RᵀS⁻¹R, S⁻¹R, S⁻¹): values, gradients (reverse mode, by JAX's
+    transposition of the rule) and Hessians (forward over reverse, the rule applied to itself)
+    of a scalar of a symmetric S(a) and R(a) equal JAX's autodiff through its own Cholesky
+    rules (logdet_solve_plain, and jnp.linalg.inv for S⁻¹), on both routes to S⁻¹."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayesglmm._precision import precision
+    from bayesglmm.linalg import cholesky as ch
+
+    monkeypatch.setattr(ch, "_host_lapack", lambda: host)
+    rng = np.random.default_rng(5)
+    m, k = 23, 2
+    b = rng.normal(size=(m, m))
+    s0 = b @ b.T / m + np.eye(m)
+    s1, s2 = (lambda c: c + c.T)(rng.normal(size=(m, m))), np.diag(rng.uniform(size=m))
+    r0, r1 = rng.normal(size=(m, k)), rng.normal(size=(m, k))
+    wq, wx, wi = rng.normal(size=(k, k)), rng.normal(size=(m, k)), rng.normal(size=(m, m))
+
+    def parts(a):  # S(a) symmetric, nonlinear in a; R(a)
+        s = s0 + a[0] * s1 / m + jnp.sin(a[1]) * s2 + a[0] * a[2] * np.eye(m)
+        return s, r0 * jnp.exp(a[2]) + a[1] * r1
+
+    def scalar(solve, inverse):
+        def f(a):
+            ld, q, x = solve(*parts(a))
+            return ld + jnp.sum(wq * q) + jnp.sum(wx * x) + jnp.sum(wi * inverse(parts(a)[0]))
+        return f
+
+    new = scalar(lambda s, r: ch.logdet_solve_inverse(s, r)[:3],
+                 lambda s: ch.logdet_solve_inverse(s, r0)[3])
+    ref = scalar(ch.logdet_solve_plain, jnp.linalg.inv)
+    a0 = jnp.array([0.3, -0.2, 0.1])
+    with precision(np.float64):
+        for fn in (lambda f: f, jax.grad, jax.hessian):
+            got, want = jax.jit(fn(new))(a0), jax.jit(fn(ref))(a0)
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-9)
+        _, tangent = jax.jvp(lambda a: ch.logdet_solve_inverse(*parts(a)), (a0,), (a0,))
+        _, tangent_ref = jax.jvp(lambda a: (*ch.logdet_solve_plain(*parts(a)),
+                                            jnp.linalg.inv(parts(a)[0])), (a0,), (a0,))
+        for got, want in zip(tangent, tangent_ref):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-9)

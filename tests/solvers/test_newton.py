@@ -77,6 +77,25 @@ def test_newton_minimises_a_plain_function_like_scipy():
     np.testing.assert_allclose(x, ref.x, atol=1e-6)
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_an_ascent_direction_is_never_convergence(dense):
+    """Where f is not convex in v (H_vv < 0) the v-block solve gives an ascent direction
+    (gᵀd > 0); its 'decrement' −½gᵀd < 0 once passed the convergence test, so the driver
+    reported status 0 at v0 = 0.1 with |g| = 0.4.  Now −g replaces it and the fit reaches
+    a minimum of (v² − 1)²."""
+    def f(a, v):
+        return jnp.sum((a - 1.0) ** 2) + jnp.sum((v**2 - 1.0) ** 2)
+
+    with precision(np.float64):
+        for warm_v in (0, 8):
+            sol = newton(f, jnp.zeros(1), jnp.full((1, 1), 0.1), dense=dense,
+                         opts=NewtonOptions(warm_v=warm_v))
+            assert int(sol.status) == 0
+            np.testing.assert_allclose(np.abs(np.asarray(sol.v)), 1.0, atol=1e-8)
+            np.testing.assert_allclose(np.asarray(sol.a), 1.0, atol=1e-8)
+            assert float(sol.grad_norm) < 1e-6
+
+
 @pytest.mark.slow
 def test_fit_map_iterations_do_not_grow_with_n():
     """From statsmodels' random start (vc ~ N(0, 1)) Newton takes 15-30 iterations whatever n."""

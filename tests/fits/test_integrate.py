@@ -1,0 +1,275 @@
+"""The integrated fit (fits/integrate.py, fits/nodes.py): the node designs' exactness, the
+third derivatives against plain nested autodiff, clear errors where a fit cannot be
+integrated, accuracy against NUTS (cbpp, grouseticks), and time and peak memory on
+grouseticks, a VerbAgg-shaped crossed binary design and four crossed factors, each fit in a
+subprocess (benchmarks/bench_integrate.py's worker)."""
+
+import itertools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import sparse
+
+import bayesglmm as bg
+from bayesglmm._precision import precision
+from bayesglmm.fits.integrate import (_skew_kernel, _vc_skew_kernel, integrate_vcp,
+                                      third_derivatives)
+from bayesglmm.fits.laplace import default_options, fit_laplace
+from bayesglmm.fits.nodes import MAX_DIM, ccd, node_design, two_level
+from bayesglmm.kernels.marginal import conditional_mode, marginal_loglik, objective
+from benchmarks.bench_integrate import model as bench_model
+from benchmarks.bench_integrate import run_worker
+from tests.helpers import gen_crossed_logit
+
+REF = Path(__file__).parents[1] / "reference"
+
+
+# ----------------------------------------------------------------------------- node designs
+@pytest.mark.parametrize("m", range(1, 9))
+def test_node_design_is_exact_for_low_moments(m):
+    """Σw = 1, E[z] = 0, E[zzᵀ] = I, all third moments 0 under N(0, I) — and for the CCD
+    (m ≥ 3) the mixed fourth moments of distinct coordinates 0 too."""
+    z, w = node_design(m)
+    assert z.shape == (w.shape[0], m) and np.all(w > 0)
+    np.testing.assert_allclose(w.sum(), 1.0, atol=1e-13)
+    np.testing.assert_allclose(w @ z, 0.0, atol=1e-13)
+    np.testing.assert_allclose(np.einsum("k,ki,kj->ij", w, z, z), np.eye(m), atol=1e-12)
+    for i, j, k in itertools.product(range(m), repeat=3):
+        assert abs(w @ (z[:, i] * z[:, j] * z[:, k])) < 1e-12
+    for idx in itertools.combinations(range(m), 4):
+        assert abs(w @ np.prod(z[:, idx], axis=1)) < 1e-12
+    expected = {1: 7, 2: 25, 3: 15, 4: 25, 5: 27, 6: 45, 7: 79, 8: 81}
+    assert z.shape[0] == expected[m]
+
+
+@pytest.mark.parametrize("m", range(3, MAX_DIM + 1))
+def test_two_level_design_has_resolution_five(m):
+    """No product of 1 to 4 distinct columns is constant (no word of length ≤ 4): main effects
+    and two-factor interactions are mutually orthogonal."""
+    s = two_level(m)
+    assert set(np.unique(s)) == {-1.0, 1.0}
+    for r in (1, 2, 3, 4):
+        for idx in itertools.combinations(range(m), r):
+            assert np.prod(s[:, idx], axis=1).mean() == 0.0
+
+
+def test_ccd_points_lie_on_the_sphere():
+    z, w = ccd(5, f0=1.1)
+    np.testing.assert_allclose(np.linalg.norm(z[1:], axis=1), 1.1 * np.sqrt(5))
+    np.testing.assert_allclose(w[0], 1 - 1 / 1.1**2)
+
+
+def test_node_design_rejects_bad_dimensions():
+    with pytest.raises(ValueError, match="no variance parameters"):
+        node_design(0)
+    with pytest.raises(ValueError, match=f"more than {MAX_DIM}"):
+        node_design(MAX_DIM + 1)
+    with pytest.raises(ValueError, match="n_points"):
+        node_design(2, n_points=0)
+    assert node_design(3, n_points=3)[0].shape == (27, 3)
+
+
+def test_too_many_variance_parameters_fail_before_fitting():
+    """13 grouping factors: a clear ValueError naming the fallback, before any compilation."""
+    rng = np.random.default_rng(0)
+    n, k = 60, MAX_DIM + 1
+    g = rng.integers(0, 3, size=(n, k))
+    Z = sparse.hstack([sparse.csr_array((np.ones(n), (np.arange(n), g[:, c])), shape=(n, 3))
+                       for c in range(k)]).tocsr()
+    m = bg.BinomialBayesMixedGLM(rng.integers(0, 2, n).astype(float), np.ones((n, 1)), Z,
+                                 np.repeat(np.arange(k), 3))
+    with pytest.raises(ValueError, match="without integrate"):
+        fit_laplace(m.family, m._data(), m._prior(), m.k_fep, mode=m._design_mode,
+                    priors=True, integrate=True)
+
+
+# ----------------------------------------------------------------------------- small model
+@pytest.fixture(scope="module")
+def crossed():
+    y, X, Z, ident = gen_crossed_logit(6, 5, 1, 2)
+    X = np.column_stack([X, np.linspace(-1, 1, len(y))])
+    return bg.BinomialBayesMixedGLM(y, X, sparse.csr_array(Z), ident, vcp_p=0.5)
+
+
+@pytest.mark.slow
+def test_third_derivatives_match_nested_autodiff(crossed):
+    """third_derivatives (two forward derivatives of the adjoint gradient along e_a and
+    e_a + e_b, polarised) against jacfwd ∘ jacfwd ∘ grad of the Laplace log posterior."""
+    m = crossed
+    mode = m._design_mode
+    with precision(np.float64):
+        data, prior = m._data(), m._prior()
+        theta = jnp.array([-0.3, 0.4, 0.2, 0.4])
+        u = conditional_mode(m.family, mode)(theta, jnp.zeros(m.k_vc), data)
+
+        def fe_only(fe):
+            return marginal_loglik(jnp.concatenate([fe, theta[2:]]), data, prior,
+                                   family=m.family, mode=mode, priors=True)
+
+        ref = jax.jit(jax.jacfwd(jax.jacfwd(jax.grad(fe_only))))(theta[:2])
+        F = third_derivatives(_skew_kernel(m.family, mode, default_options(np.float64)),
+                              np.asarray(theta), u, 2, data, prior)
+    np.testing.assert_allclose(F, np.asarray(ref), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_vc_skewness_correction_matches_dense_reference(crossed):
+    """−½ Λ H_uu⁻¹ T from leverages and the Schur factor against the dense formula with the
+    full third-derivative tensor of h(u) (jacfwd ∘ jacfwd ∘ grad) and a dense inverse."""
+    m = crossed
+    mode = m._design_mode
+    assert mode[0] == "schur"
+    with precision(np.float64):
+        data = m._data()
+        theta = jnp.array([-0.3, 0.4, 0.2, 0.4])
+        u = conditional_mode(m.family, mode)(theta, jnp.zeros(m.k_vc), data)
+        obj = objective(m.family, mode, True)
+        F = jax.jit(obj.vgh_at)(theta, u, data, m._prior())[4]
+        got = _vc_skew_kernel(m.family, mode)(theta, u, F, data)
+        e = jnp.exp(theta[2:][data.ident])
+        X, Zd = jnp.asarray(m.exog), jnp.asarray(m.exog_vc.toarray())
+
+        def h(v):
+            eta = X @ theta[:2] + Zd @ (e * v)
+            return -jnp.sum(m.family.loglik(data.y, eta, data.n_trials, data.weights)) \
+                + 0.5 * v @ v
+
+        H = jax.hessian(h)(u)
+        h3 = jax.jacfwd(jax.jacfwd(jax.grad(h)))(u)
+        Hi = jnp.linalg.inv(H)
+        ref = e * (-0.5 * Hi @ jnp.einsum("abc,bc->a", h3, Hi))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-9, atol=1e-12)
+    assert np.max(np.abs(np.asarray(ref))) > 1e-3  # not a trivially zero correction
+
+
+@pytest.mark.slow
+def test_singular_or_indefinite_mode_is_a_clear_error(crossed):
+    m = crossed
+    with precision(np.float64):
+        data, prior = m._data(), m._prior()
+        fit = fit_laplace(m.family, data, prior, m.k_fep, mode=m._design_mode, priors=True)
+        integ = integrate_vcp(m.family, data, prior, fit, mode=m._design_mode)
+        assert integ.converged.all() and abs(integ.weights.sum() - 1) < 1e-12
+        assert integ.nodes.shape == (25, 2) and integ.vc_sd.shape == (m.k_vc,)
+        with pytest.raises(ValueError, match="variance is estimated at zero"):
+            integrate_vcp(m.family, data, prior, fit._replace(singular=np.array([True, False])),
+                          mode=m._design_mode)
+        bad = fit.cov.copy()
+        bad[2:, 2:] = [[1.0, 2.0], [2.0, 1.0]]
+        with pytest.raises(ValueError, match="not positive definite"):
+            integrate_vcp(m.family, data, prior, fit._replace(cov=bad), mode=m._design_mode)
+
+
+# ----------------------------------------------------------------------------- NUTS
+def _errors(model, integ, ref):
+    """Standardised errors against a NUTS reference: (fe/vcp mean errors in posterior SDs,
+    fe/vcp SD ratios − 1, vc mean errors in SDs, vc SD ratios − 1)."""
+    kf = model.k_fep
+    m_ref = np.r_[list(ref["fe_mean"].values()), list(ref["vcp_mean"].values())]
+    s_ref = np.r_[list(ref["fe_sd"].values()), list(ref["vcp_sd"].values())]
+    mean = np.r_[integ.fe_mean, integ.vcp_mean]
+    sd = np.sqrt(np.diag(integ.cov))
+    assert len(ref["fe_mean"]) == kf and len(ref["vcp_mean"]) == model.k_vcp
+    vc_m, vc_s = [], []
+    for name, c in zip(model.vc_names, model.ident):
+        level = name.split("[")[-1].rstrip("]")
+        comp = model.vcp_names[c]
+        vc_m.append(ref["vc_mean"][comp][level])
+        vc_s.append(ref["vc_sd"][comp][level])
+    vc_m, vc_s = np.array(vc_m), np.array(vc_s)
+    return ((mean - m_ref) / s_ref, sd / s_ref - 1, (integ.vc_mean - vc_m) / vc_s,
+            integ.vc_sd / vc_s - 1)
+
+
+def _integrated(model):
+    with precision(np.float64):
+        fit = fit_laplace(model.family, model._data(), model._prior(), model.k_fep,
+                          mode=model._design_mode, priors=True, integrate=True)
+    assert fit.success and fit.integrated.converged.all()
+    return fit.integrated
+
+
+# measured (fe and vcp: max |mean error| in SDs, max |SD ratio − 1|; vc: median and 90th
+# percentile of |mean error| in SDs and of |SD ratio − 1|):
+#   cbpp        vcp_p = 1:   0.030, 0.016;  vc 0.011 / 0.030,  0.015 / 0.021
+#   cbpp        vcp_p = 0.5: 0.024, 0.018;  vc 0.010 / 0.029,  0.018 / 0.023
+@pytest.mark.slow
+@pytest.mark.parametrize("vcp_p", [1.0, 0.5])
+def test_cbpp_matches_nuts(vcp_p):
+    ref = json.loads((REF / "posterior_nuts_cbpp.json").read_text())["fits"]
+    model = bench_model("cbpp", vcp_p=vcp_p)
+    dm, ds, vm, vs = _errors(model, _integrated(model), ref[f"vcp_p={vcp_p},fe_p=2.0"])
+    np.testing.assert_array_less(np.abs(dm), 0.05)
+    np.testing.assert_array_less(np.abs(ds), 0.05)
+    assert np.median(np.abs(vm)) < 0.05 and np.quantile(np.abs(vm), 0.9) < 0.1
+    assert np.median(np.abs(vs)) < 0.05 and np.quantile(np.abs(vs), 0.9) < 0.05
+
+
+def _grouseticks_errors(vcp_p):
+    ref = json.loads((REF / "posterior_nuts_grouseticks.json").read_text())["fits"]
+    model = bench_model("grouseticks", vcp_p=vcp_p)
+    dm, ds, vm, vs = _errors(model, _integrated(model), ref[f"vcp_p={vcp_p},fe_p=2.0"])
+    print(f"grouseticks vcp_p={vcp_p}: mean errors {np.round(dm, 3)}, SD ratios − 1 "
+          f"{np.round(ds, 3)}; vc mean errors median {np.median(np.abs(vm)):.3f}, 90% "
+          f"{np.quantile(np.abs(vm), 0.9):.3f}; vc SD errors median "
+          f"{np.median(np.abs(vs)):.3f}, 90% {np.quantile(np.abs(vs), 0.9):.3f}")
+    return dm, ds, vm, vs
+
+
+# measured on grouseticks (fe: 4 fixed effects, then the log SDs of BROOD, INDEX, LOCATION):
+#   vcp_p = 1:   fe mean errors ≤ 0.006 SD, SDs within 1%; vcp mean errors −0.049, −0.108,
+#                0.097 SD, SD ratios − 1: −0.03, −0.007, −0.294; vc 0.005 / 0.013
+#   vcp_p = 0.5: fe ≤ 0.007 SD, SDs within 1.6%; vcp −0.045, −0.104, −0.046 SD, SD ratios
+#                − 1: −0.008, −0.015, −0.067; vc 0.005 / 0.012
+# The INDEX log SD (an observation-level effect: one level per row) is 0.10 SD low whatever
+# the node design (CCD, 3³ or 5³ grids): the Laplace approximation of p(vcp | y) itself, not
+# the integration; the LOCATION log SD's posterior is skewed with a long left tail that the
+# CCD under-covers (its SD 29% low at vcp_p = 1; 5³ product grid: 15% low).
+@pytest.mark.slow
+@pytest.mark.parametrize("vcp_p", [1.0, 0.5])
+def test_grouseticks_matches_nuts(vcp_p):
+    """Fixed effects firm (means within 0.05 SD, SDs within 5%), random effects within the
+    issue's aim, the variance parameters within what is measured above."""
+    dm, ds, vm, vs = _grouseticks_errors(vcp_p)
+    k_fep = 4
+    np.testing.assert_array_less(np.abs(dm[:k_fep]), 0.05)
+    np.testing.assert_array_less(np.abs(ds[:k_fep]), 0.05)
+    np.testing.assert_array_less(np.abs(dm[k_fep:]), 0.15)
+    np.testing.assert_array_less(np.abs(ds[k_fep:]), 0.35 if vcp_p == 1.0 else 0.1)
+    assert np.median(np.abs(vm)) < 0.05 and np.quantile(np.abs(vm), 0.9) < 0.1
+    assert np.median(np.abs(vs)) < 0.05 and np.quantile(np.abs(vs), 0.9) < 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the issue's firm target for the variance parameters "
+                   "is not met on grouseticks (see the figures above)")
+def test_grouseticks_variance_parameters_meet_the_firm_target():
+    dm, ds, _, _ = _grouseticks_errors(0.5)
+    np.testing.assert_array_less(np.abs(dm), 0.05)
+    np.testing.assert_array_less(np.abs(ds), 0.05)
+
+
+# ----------------------------------------------------------------------------- scale
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["crossed-binary", "four-factors", "grouseticks"])
+def test_integrate_time_and_peak_memory(case):
+    """Each fit in a fresh process (no compilation cache), first call: integrate=True
+    finishes, its nodes converge and its peak memory (ru_maxrss) stays bounded (measured
+    650–850 MB, +150–250 MB over the mode fit: the extra compiled programs; the old vmapped
+    version asked for 146 GB on grouseticks and hung at 8 GB on the crossed binary design).
+    On the VerbAgg-shaped design it costs at most 3× the mode fit in CPU time (all threads:
+    robust to other jobs on the machine; measured 1.7–2.5× for the three designs,
+    benchmarks/RESULTS.md)."""
+    i = run_worker(case, "integrate", repeats=0, timeout=600)
+    assert i["converged"]
+    assert i["nodes"] == {"grouseticks": 15, "crossed-binary": 25, "four-factors": 25}[case]
+    assert i["peak_mb"] < 1500
+    if case == "crossed-binary":
+        p = run_worker(case, "priors", repeats=0, timeout=600)
+        assert p["converged"]
+        assert i["cold_cpu_s"] <= 3.0 * p["cold_cpu_s"]
+        assert i["peak_mb"] <= p["peak_mb"] + 500

@@ -1,0 +1,147 @@
+"""The LMM fit (fits/lmm.py, fits/lmm_theta.py): the bound-constrained Newton method against
+scipy's L-BFGS-B, the methods on real models, the default method and the dtype choice."""
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+from bayesglmm import datasets, mixedlm
+from bayesglmm.fits import lmm as fits_lmm
+from bayesglmm.fits.lmm import default_method, lmm_dtype
+from bayesglmm.fits.lmm_theta import Derivatives, minimise_theta, newton_theta
+
+
+def _rosenbrock(x):
+    """Rosenbrock's function in 3 dimensions with its exact derivatives."""
+    a, b = x[:-1], x[1:]
+    f = float(np.sum(100 * (b - a**2) ** 2 + (1 - a) ** 2))
+    g = np.zeros_like(x)
+    g[:-1] += -400 * a * (b - a**2) - 2 * (1 - a)
+    g[1:] += 200 * (b - a**2)
+    h = np.zeros((len(x), len(x)))
+    for i in range(len(x) - 1):
+        h[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
+        h[i + 1, i + 1] += 200
+        h[i, i + 1] = h[i + 1, i] = -400 * x[i]
+    return f, g, h
+
+
+@pytest.mark.parametrize("lower", [np.full(3, -np.inf), np.array([-np.inf, 1.2, -np.inf]),
+                                   np.array([0.0, 0.0, 1.5])])
+def test_newton_matches_lbfgsb(lower):
+    """A non-convex problem (Rosenbrock), free and with bounds that bind: the same minimiser
+    as scipy's L-BFGS-B, reached with the exact Hessian at the end (decrement ≤ tol)."""
+    fg = lambda x: _rosenbrock(x)[:2]  # noqa: E731
+    derivs = lambda x: Derivatives(*_rosenbrock(x))  # noqa: E731
+    x0 = np.array([-1.2, 1.0, 2.0])
+    theta, der, decrement, _, status = newton_theta(fg, derivs, x0, lower, decrement_tol=1e-20)
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    ref = scipy.optimize.minimize(fg, np.maximum(x0, lower), jac=True, method="L-BFGS-B",
+                                  bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-12})
+    assert status == "converged" and decrement <= 1e-20
+    np.testing.assert_allclose(theta, ref.x, atol=1e-6)
+    assert der.value <= ref.fun + 1e-12
+    np.testing.assert_array_equal(der.hess, _rosenbrock(theta)[2])  # exact, not BFGS's
+
+
+CASES = [
+    ("diameter ~ 1 + (1 | plate) + (1 | sample)", "penicillin", {}),
+    ("Reaction ~ Days", "sleepstudy", {"groups": "Subject", "re_formula": "~Days"}),
+    ("Weight ~ Time", "dietox", {"groups": "Litter", "vc_formula": {"Pig": "0 + C(Pig)"}}),
+]
+
+
+@pytest.mark.parametrize("formula,name,kw", CASES, ids=[c[1] for c in CASES])
+@pytest.mark.parametrize("reml", [True, False])
+def test_methods_reach_the_same_optimum(formula, name, kw, reml):
+    """Newton (the default here: small dense blocks), L-BFGS-B then Newton, and L-BFGS-B
+    alone: one optimum; the two with Newton steps stop on the Newton decrement."""
+    model = mixedlm(formula, datasets.load(name), **kw)
+    fits = {m: model.fit(reml=reml, method=m) for m in ("newton", "lbfgs", "lbfgs-only")}
+    assert default_method(model._crossprod(np.float64)[1]) == "newton"
+    np.testing.assert_array_equal(model.fit(reml=reml).params, fits["newton"].params)
+    ref = fits["newton"]
+    for method, res in fits.items():
+        assert res.converged, method
+        np.testing.assert_allclose(res.deviance, ref.deviance, rtol=1e-11, err_msg=method)
+        np.testing.assert_allclose(res.params, ref.params, rtol=1e-5, atol=1e-8, err_msg=method)
+    for method in ("newton", "lbfgs"):
+        assert fits[method].optim.decrement <= 1e-9
+    with pytest.raises(ValueError, match="method must be"):
+        model.fit(method="simplex")
+
+
+def test_dtype():
+    """float64 by default on CPU; float32 on request; anything else is refused with
+    resolve_dtype's message."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("float32 is the default off CPU")
+    assert lmm_dtype(None) == np.float64
+    assert lmm_dtype(np.float32) == np.float32
+    with pytest.raises(ValueError, match="float32 or float64"):
+        lmm_dtype(np.int32)
+
+
+def test_large_block_fits_without_a_hessian(penicillin, monkeypatch):
+    """Above EAGER_COV_MAX_M the default is L-BFGS-B alone (no Hessian in the fit, the
+    covariance of ψ deferred), at the optimum of the Newton fit; Newton needs a Hessian."""
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    eager = mixedlm(formula, penicillin).fit()
+    monkeypatch.setattr(fits_lmm, "EAGER_COV_MAX_M", -1)
+    model = mixedlm(formula, penicillin)
+    assert default_method(model._crossprod(np.float64)[1]) == "lbfgs-only"
+    lazy = model.fit()
+    assert lazy.optim.derivs is None and callable(lazy._cov_psi)
+    np.testing.assert_allclose(lazy.deviance, eager.deviance, rtol=1e-10)
+    np.testing.assert_allclose(lazy.params, eager.params, rtol=1e-4)
+    with pytest.raises(ValueError, match="needs the Hessian"):
+        minimise_theta(lambda x: (0.0, x), None, np.zeros(1), np.zeros(1), method="newton")
+
+
+def test_medium_block_fits_lbfgs_then_newton_with_the_covariance(penicillin, monkeypatch):
+    """Above HESSIAN_ONLY_MAX_M (and up to EAGER_COV_MAX_M) the default is L-BFGS-B, then
+    Newton's method from its end: the exact Hessian at θ̂ certifies the optimum (Newton
+    decrement) and the covariance of ψ is formed with the fit, as the Newton fit's."""
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    eager = mixedlm(formula, penicillin).fit()
+    monkeypatch.setattr(fits_lmm, "HESSIAN_ONLY_MAX_M", -1)
+    model = mixedlm(formula, penicillin)
+    assert default_method(model._crossprod(np.float64)[1]) == "lbfgs"
+    res = model.fit()
+    assert res.optim.derivs is not None and res.optim.decrement <= fits_lmm.DECREMENT_TOL
+    assert isinstance(res._cov_psi, np.ndarray)
+    np.testing.assert_allclose(res.deviance, eager.deviance, rtol=1e-12)
+    np.testing.assert_allclose(res.bse, eager.bse, rtol=1e-5)
+
+
+def test_programs_per_fit():
+    """A new model structure: the default fit of a small one traces one program (the autodiff
+    Hessian program serves the whole Newton fit and the covariance), L-BFGS-B alone adds the
+    value program (the covariance at its end reuses the Hessian one); a refit traces nothing."""
+    import jax.monitoring
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    g = rng.integers(0, 23, 230)  # 23 levels: a structure no other test uses
+    df = pd.DataFrame({"y": rng.normal(size=230) + rng.normal(size=23)[g], "x": rng.normal(size=230),
+                       "g": g.astype(str)})
+    traced = []
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            traced.append(kw.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        model = mixedlm("y ~ x", df, groups="g", re_formula="~x")
+        model.fit()
+        first, traced[:] = list(traced), []
+        model.fit(method="lbfgs-only")
+        second, traced[:] = list(traced), []
+        model.fit()
+        model.fit(method="lbfgs-only")
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert first == ["second_order"] and second == ["evaluate"] and traced == []
