@@ -280,7 +280,7 @@ def _commit() -> str:
 def _r_version() -> str:
     if not shutil.which("Rscript"):
         return "R not installed: lme4 columns empty"
-    out = subprocess.run(["Rscript", "-e", 'cat(R.version$major, R.version$minor, " lme4 ", '
+    out = subprocess.run(["Rscript", "-e", 'cat(R.version$major, ".", R.version$minor, " lme4 ", '
                           'format(packageVersion("lme4")), sep = "")'],
                          capture_output=True, text=True)
     return f"R {out.stdout.strip()}" if out.returncode == 0 else "R present, lme4 missing"

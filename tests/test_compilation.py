@@ -74,6 +74,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+# one fresh process compiling every fit without the cache (~25 s on CI's two cores): run with
+# the slow tests (.ci/run runs them after the default suite)
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def counts():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
