@@ -10,6 +10,7 @@ import pandas as pd
 from ..checks import check_width, nan_rows
 from ..validation import check_1d, check_length
 from .summary import Summary
+from .plots import PlotMethods
 
 __all__ = ["BayesMixedGLMResults", "ParamLayout"]
 
@@ -32,7 +33,7 @@ class ParamLayout(NamedTuple):
         return vec[:kf], vec[kf:kf + kp], vec[kf + kp:]
 
 
-class BayesMixedGLMResults:
+class BayesMixedGLMResults(PlotMethods):
     """Posterior summaries of a ``fit_map`` (Laplace) or ``fit_vb`` (mean-field) fit.
 
     Attributes
@@ -312,31 +313,13 @@ class BayesMixedGLMResults:
 
         return conf_int_method(self, alpha, method)
 
-    # ------------------------------------------------------------------ ArviZ and plots
+    # ------------------------------------------------------------------ ArviZ (plots: PlotMethods)
     def to_inference_data(self, draws: int = 1000, rng=None, **kwargs):
         """Posterior draws as an ``arviz.InferenceData`` (the ``[arviz]`` extra); keywords
         and the approximation drawn from: :func:`bayesglmm.arviz.to_inference_data`."""
         from ..arviz import to_inference_data
 
         return to_inference_data(self, draws, rng, **kwargs)
-
-    def plot_caterpillar(self, term=None, **kwargs):
-        """Random effects per factor, sorted, with intervals: :func:`bayesglmm.plot.caterpillar`."""
-        from ..plot import caterpillar
-
-        return caterpillar(self, term, **kwargs)
-
-    def plot_forest(self, *others, labels=None, **kwargs):
-        """Fixed effects of this fit and ``others`` side by side: :func:`bayesglmm.plot.forest`."""
-        from ..plot import forest
-
-        return forest([self, *others], labels, **kwargs)
-
-    def plot_fitted(self, **kwargs):
-        """Observed and residuals against fitted values: :func:`bayesglmm.plot.fitted`."""
-        from ..plot import fitted
-
-        return fitted(self, **kwargs)
 
 
 def _as_exog(exog) -> np.ndarray:

@@ -10,12 +10,13 @@ import pandas as pd
 from ..checks import check_width, nan_rows
 from ..formula.fixed import new_exog
 from .lmm_statsmodels import StatsmodelsResultsMixin
+from .plots import PlotMethods
 from .summary import info_columns
 
 __all__ = ["MixedLMResults"]
 
 
-class MixedLMResults(StatsmodelsResultsMixin):
+class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
     """Estimates of a :class:`~bayesglmm.MixedLM` fit.
 
     Attributes
@@ -406,30 +407,12 @@ class MixedLMResults(StatsmodelsResultsMixin):
 
         return bootstrap(self, n=n, seed=seed, alpha=alpha, batch=batch, progress=progress)
 
-    # ------------------------------------------------------------------ ArviZ and plots
+    # ---------------------------------------- ArviZ and the profile plot (others: PlotMethods)
     def to_inference_data(self, *args, **kwargs):
         """Not available: an ML/REML fit has no posterior (``ValueError`` saying what to use)."""
         from ..posterior_draws import check_bayesian
 
         check_bayesian(self)
-
-    def plot_caterpillar(self, term=None, **kwargs):
-        """BLUPs per term, sorted, with condVar intervals: :func:`bayesglmm.plot.caterpillar`."""
-        from ..plot import caterpillar
-
-        return caterpillar(self, term, **kwargs)
-
-    def plot_forest(self, *others, labels=None, **kwargs):
-        """Fixed effects of this fit and ``others`` side by side: :func:`bayesglmm.plot.forest`."""
-        from ..plot import forest
-
-        return forest([self, *others], labels, **kwargs)
-
-    def plot_fitted(self, **kwargs):
-        """Observed and residuals against fitted values: :func:`bayesglmm.plot.fitted`."""
-        from ..plot import fitted
-
-        return fitted(self, **kwargs)
 
     def plot_profile(self, param=0, grid=None, **kwargs):
         """Profiled deviance along one θ: :func:`bayesglmm.plot.deviance_profile`."""
