@@ -37,6 +37,7 @@ import numpy as np
 
 from .._precision import precision
 from ..covariance import lam_u
+from ..budgets import DENSE_VC_MAX, check_laplace
 from ..exceptions import SINGULAR_TOL
 from ..families import Family
 from ..kernels.glmm import Data, Prior
@@ -51,7 +52,6 @@ __all__ = ["DENSE_VC_MAX", "LOG_SD_MIN", "SINGULAR_SD", "LaplaceFit", "LaplaceKe
 
 LOG_SD_MIN = -12.0  # lower bound of vcp (SD 6e-6)
 SINGULAR_SD = SINGULAR_TOL  # a fitted SD below this is reported as zero (lme4's isSingular)
-DENSE_VC_MAX = 8000  # largest k_vc for the dense Cholesky of H_uu (crossed designs)
 START_TOL = 1e-6  # the GLM start stops at a Newton decrement ≤ START_TOL·(1 + |ll|)
 
 
@@ -313,9 +313,8 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
     k_vcp += sum(int(b.z_idx.shape[0]) for b in data.corr)  # correlation parameters
     if data.corr and mode == "diag":  # pragma: no cover - a correlated term has q ≥ 2 per row
         raise ValueError("correlated terms need the dense or Schur factorisation")
-    if mode != "diag" and k_vc > DENSE_VC_MAX:
-        raise ValueError(f"fit_laplace with crossed random effects forms the dense {k_vc}×{k_vc}"
-                         f" Hessian of the random effects; at most {DENSE_VC_MAX} supported")
+    if k_vc:  # the dense block of crossed designs (the models check this before compiling)
+        check_laplace(k_vc, mode)
     if k_fep != data.X.shape[1]:
         raise ValueError(f"k_fep={k_fep} but X has {data.X.shape[1]} columns")
     if integrate:  # too many variance parameters: say so before fitting
