@@ -17,12 +17,15 @@ _LAZY = {
     "BinomialBayesMixedGLM": ".models.glmm",
     "ConvergenceWarning": ".exceptions",
     "MixedLM": ".models.lmm",
+    "ManyResults": ".results.many",
     "MixedLMResults": ".results.lmm",
+    "NegativeBinomialBayesMixedGLM": ".models.negbin",
     "PoissonBayesMixedGLM": ".models.glmm",
     "SingularFitWarning": ".exceptions",
     "anova": ".inference.lrt",
     "clear_cache": "._cache",
     "compare_lr_test": ".inference.lrt",
+    "fit_many": ".fits.many",
     "mixedlm": ".models.lmm",
 }
 _SUBMODULES = {"datasets"}
@@ -31,14 +34,17 @@ __all__ = [
     "BayesMixedGLMResults",
     "BinomialBayesMixedGLM",
     "ConvergenceWarning",
+    "ManyResults",
     "MixedLM",
     "MixedLMResults",
+    "NegativeBinomialBayesMixedGLM",
     "PoissonBayesMixedGLM",
     "SingularFitWarning",
     "anova",
     "clear_cache",
     "compare_lr_test",
     "datasets",
+    "fit_many",
     "mixedlm",
 ]
 
@@ -46,11 +52,14 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from . import datasets
     from ._cache import clear_cache
     from .exceptions import ConvergenceWarning, SingularFitWarning
+    from .fits.many import fit_many
     from .inference.lrt import anova, compare_lr_test
     from .models.glmm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
     from .models.lmm import MixedLM, mixedlm
+    from .models.negbin import NegativeBinomialBayesMixedGLM
     from .results.glmm import BayesMixedGLMResults
     from .results.lmm import MixedLMResults
+    from .results.many import ManyResults
 
 
 def __getattr__(name: str):

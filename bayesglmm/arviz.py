@@ -89,7 +89,8 @@ def to_inference_data(result, draws: int = 1000, rng=None, *, chains: int = 4,
     -------
     arviz.InferenceData
         ``posterior``: ``fe`` (dim ``fe_param``), ``log_sd`` and ``sd`` (dim ``vc_term``),
-        ``corr_z`` and ``partial_corr`` (dim ``corr_param``, correlated terms only) and the
+        ``corr_z`` and ``partial_corr`` (dim ``corr_param``, correlated terms only),
+        ``log_theta`` and ``theta`` (negative binomial) and the
         ``re_*`` variables; ``observed_data`` (and ``constant_data`` with ``n_trials``);
         optionally ``log_likelihood`` and ``posterior_predictive`` (dim ``obs``).  Each
         group's ``attrs`` record the approximation drawn from (``approximation``) and, for the
@@ -117,9 +118,9 @@ def to_inference_data(result, draws: int = 1000, rng=None, *, chains: int = 4,
         if log_likelihood or posterior_predictive:
             eta = linear_predictor(model, d)
             if log_likelihood:
-                ll.append(pointwise_loglik(model, eta))
+                ll.append(pointwise_loglik(model, eta, d.vcp))
             if posterior_predictive:
-                pp.append(predictive(model, eta, gen))
+                pp.append(predictive(model, eta, gen, d.vcp))
     shape = lambda x: np.concatenate(x).reshape(chains, draws // chains, *x[0].shape[1:])  # noqa: E731
     d = Draws(shape(fe), shape(vcp), shape(vc) if vc else np.empty((chains, draws // chains, 0)))
 
@@ -128,11 +129,15 @@ def to_inference_data(result, draws: int = 1000, rng=None, *, chains: int = 4,
     coords = {"fe_param": [str(s) for s in lay.fep_names],
               "vc_term": [str(s) for s in lay.vcp_names[:k_sd]], "obs": np.arange(n)}
     dims = {"fe": ["fe_param"], "log_sd": ["vc_term"], "sd": ["vc_term"]}
-    if lay.k_vcp > k_sd:
-        post["corr_z"] = d.vcp[..., k_sd:]
-        post["partial_corr"] = np.tanh(d.vcp[..., k_sd:])  # r = tanh(z)
-        coords["corr_param"] = [str(s) for s in lay.vcp_names[k_sd:]]
+    k_corr = lay.k_vcp - lay.k_disp  # correlation parameters: k_sd..k_corr
+    if k_corr > k_sd:
+        post["corr_z"] = d.vcp[..., k_sd:k_corr]
+        post["partial_corr"] = np.tanh(d.vcp[..., k_sd:k_corr])  # r = tanh(z)
+        coords["corr_param"] = [str(s) for s in lay.vcp_names[k_sd:k_corr]]
         dims["corr_z"] = dims["partial_corr"] = ["corr_param"]
+    if lay.k_disp:  # negative binomial: log θ and θ (glmmTMB's sigma), scalars
+        post["log_theta"] = d.vcp[..., -1]
+        post["theta"] = np.exp(d.vcp[..., -1])
     if random_effects:
         for var, dim, ii, labels in _re_groups(model):
             post[var] = d.vc[..., ii]

@@ -2,7 +2,7 @@
 
 ::
 
-    bayesglmm fit DATA.csv|.parquet "y ~ x + (1 | g)" --family binomial|poisson|gaussian
+    bayesglmm fit DATA.csv|.parquet "y ~ x + (1 | g)" --family binomial|poisson|negbin|gaussian
               [--fit map|vb|laplace|integrate|reml|ml] [--trials COL] [--exposure COL]
               [--vc NAME=FORMULA ...] [--groups COL] [--out results.json|.csv]
     bayesglmm datasets [NAME [--out FILE.csv|.parquet]]
@@ -27,6 +27,7 @@ import argparse
 import sys
 import time
 import warnings
+from typing import Any
 
 from . import _cache
 
@@ -34,8 +35,9 @@ __all__ = ["main"]
 
 FITS = {"binomial": ("map", "vb", "laplace", "integrate"), "poisson": ("map", "vb", "laplace",
                                                                           "integrate"),
-        "gaussian": ("reml", "ml")}
-DEFAULT_FIT = {"binomial": "integrate", "poisson": "integrate", "gaussian": "reml"}
+        "negbin": ("map", "vb", "laplace", "integrate"), "gaussian": ("reml", "ml")}
+DEFAULT_FIT = {"binomial": "integrate", "poisson": "integrate", "negbin": "integrate",
+               "gaussian": "reml"}
 
 
 class InputError(Exception):
@@ -82,7 +84,7 @@ def _warmup() -> int:
     cbpp = datasets.load("cbpp")
     binary = datasets.expand_binomial(cbpp, "incidence", "size")
     sleep = datasets.load("sleepstudy")
-    jobs = [
+    jobs: list[tuple[str, Any]] = [  # (name, fit: a GLMM or an LMM result)
         ("cbpp fit_map", lambda: BinomialBayesMixedGLM.from_formula(
             "incidence ~ C(period)", {"herd": "0 + C(herd)"}, cbpp, n_trials="size").fit_map()),
         ("cbpp binary fit_vb", lambda: BinomialBayesMixedGLM.from_formula(
@@ -152,8 +154,8 @@ def _fit(args) -> int:
                          f"{', '.join(FITS[family])}")
     if args.trials and family != "binomial":
         raise InputError("--trials applies to the binomial family only")
-    if args.exposure and family != "poisson":
-        raise InputError("--exposure applies to the poisson family only")
+    if args.exposure and family not in ("poisson", "negbin"):
+        raise InputError("--exposure applies to the poisson and negbin families only")
     if args.out and not args.out.lower().endswith((".json", ".csv")):
         raise InputError(f"unknown output file type {args.out!r}: use .json or .csv")
     data = read_table(args.data)
@@ -166,11 +168,15 @@ def _fit(args) -> int:
                              "lme4 bars in the formula or --groups")
         result = mixedlm(args.formula, data, groups=args.groups).fit(reml=how == "reml")
     else:
-        from . import BinomialBayesMixedGLM, PoissonBayesMixedGLM
+        from . import (BinomialBayesMixedGLM, NegativeBinomialBayesMixedGLM,
+                       PoissonBayesMixedGLM)
 
         if args.groups:
             raise InputError("--groups is for the gaussian family; use (1 | g) or --vc")
-        cls = BinomialBayesMixedGLM if family == "binomial" else PoissonBayesMixedGLM
+        classes: dict[str, Any] = {"binomial": BinomialBayesMixedGLM,
+                                    "poisson": PoissonBayesMixedGLM,
+                                    "negbin": NegativeBinomialBayesMixedGLM}
+        cls = classes[family]
         kw = {"n_trials": args.trials} if args.trials else {}
         if args.exposure:
             kw["exposure"] = args.exposure

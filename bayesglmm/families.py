@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ from scipy.special import gammaln
 from .quadrature import Rule
 from .validation import check_binary, check_counts
 
-__all__ = ["Binomial", "Family", "Poisson"]
+__all__ = ["Binomial", "Family", "NegativeBinomial", "Poisson"]
 
 
 @jax.custom_jvp
@@ -111,15 +112,25 @@ def _softplus_moments_jvp(K, rule, primals, tangents):
 
 @dataclass(frozen=True)
 class Family:
+    """A likelihood family.  ``n_disp`` dispersion parameters (0, or 1 for the negative
+    binomial's log θ) are estimated with the variance parameters: they are the last
+    ``n_disp`` entries of vcp, and ``disp`` (n_disp,) is passed to the methods below (None
+    for families without)."""
+
     name: str = ""
+    n_disp: ClassVar[int] = 0  # number of dispersion parameters (trailing entries of vcp)
 
-    def loglik(self, y, eta, n, w):  # pragma: no cover - interface
+    def loglik(self, y, eta, n, w, disp=None):  # pragma: no cover - interface
+        """(n,) w·log p(y | η) without the data-only constant (:meth:`constant`)."""
         raise NotImplementedError
 
-    def expected_loglik(self, y, tm, tv, n, w, rule):  # pragma: no cover - interface
+    def expected_loglik(self, y, tm, tv, n, w, rule, disp=None,
+                        disp_var=None):  # pragma: no cover - interface
+        """(n,) E[loglik] with η ~ N(tm, tv) and, for families with a dispersion, its
+        parameters ~ N(disp, disp_var) independently (mean-field)."""
         raise NotImplementedError
 
-    def mean(self, eta, n=1.0):  # pragma: no cover - interface
+    def mean(self, eta, n=1.0, disp=None):  # pragma: no cover - interface
         raise NotImplementedError
 
     def constant(self, y, n, w) -> float:  # pragma: no cover - interface
@@ -135,10 +146,10 @@ class Binomial(Family):
 
     name: str = "Binomial"
 
-    def loglik(self, y, eta, n, w):
+    def loglik(self, y, eta, n, w, disp=None):
         return w * (y * eta - n * softplus(eta))
 
-    def expected_loglik(self, y, tm, tv, n, w, rule):
+    def expected_loglik(self, y, tm, tv, n, w, rule, disp=None, disp_var=None):
         """E[loglik] with η ~ N(tm, tv): y·tm − n·E[softplus(η)] by quadrature.
 
         With statsmodels' rule the expectation is differentiated through the rule, as
@@ -147,7 +158,7 @@ class Binomial(Family):
             return w * (y * tm - n * _expect(softplus, tm, _sqrt(tv), rule))
         return w * (y * tm - n * softplus_moments(0, rule, tm, tv)[0])
 
-    def mean(self, eta, n=1.0):
+    def mean(self, eta, n=1.0, disp=None):
         return n * jax.nn.sigmoid(eta)
 
     def constant(self, y, n, w):
@@ -171,21 +182,137 @@ class Poisson(Family):
 
     name: str = "Poisson"
 
-    def loglik(self, y, eta, n, w):
+    def loglik(self, y, eta, n, w, disp=None):
         return w * (y * eta - jnp.exp(eta))
 
-    def expected_loglik(self, y, tm, tv, n, w, rule):
+    def expected_loglik(self, y, tm, tv, n, w, rule, disp=None, disp_var=None):
         """E[y·η − e^η] with η ~ N(tm, tv).  E[e^η] = exp(tm + tv/2) exactly; with the
         statsmodels rule the quadrature is used instead, to match statsmodels' ELBO."""
         if rule.name == "statsmodels":
             return w * (y * tm - _expect(jnp.exp, tm, _sqrt(tv), rule))
         return w * (y * tm - jnp.exp(tm + 0.5 * tv))
 
-    def mean(self, eta, n=1.0):
+    def mean(self, eta, n=1.0, disp=None):
         return jnp.exp(eta)
 
     def constant(self, y, n, w):
         """−Σ w·log y!."""
+        return float(-np.sum(w * gammaln(y + 1)))
+
+    def check_endog(self, y, n, name="endog"):
+        check_counts(y, name)
+
+
+@jax.custom_jvp
+def _sigmoid(x):
+    """The logistic σ(x) = 1/(1 + e^{−x}), accurate to relative rounding in both tails, with
+    derivative σ(x)·σ(−x) (also accurate in both tails: 1 − σ(x) would cancel for x ≫ 0)."""
+    return jax.nn.sigmoid(x)
+
+
+@_sigmoid.defjvp
+def _sigmoid_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return _sigmoid(x), _sigmoid(x) * _sigmoid(-x) * dx
+
+
+@jax.custom_jvp
+def log1pexp(x):
+    """log(1 + eˣ) as :func:`softplus`, with the derivative σ(x) accurate to relative rounding
+    for x ≪ 0 as well (:func:`softplus`'s ½ + ½·tanh(x/2) keeps only absolute accuracy there,
+    enough where it is multiplied by n trials but not by a large θ)."""
+    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@log1pexp.defjvp
+def _log1pexp_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return log1pexp(x), _sigmoid(x) * dx
+
+
+# Stirling's series of lgamma: δ(x) = lgamma(x) − (x − ½)·log x + x − ½·log 2π, from
+# STIRLING_MIN on (truncation error below 1e-12 there)
+STIRLING_MIN = 10.0
+DISP_NODES = 10  # Gauss–Hermite nodes over log θ in the ELBO's expected log-likelihood
+
+
+def _stirling_delta(x):
+    """δ(x) = 1/(12x) − 1/(360x³) + 1/(1260x⁵) − 1/(1680x⁷) (x ≥ ``STIRLING_MIN``)."""
+    r = 1.0 / x
+    r2 = r * r
+    return r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 / 1680)))
+
+
+def lgamma_ratio(y, theta):
+    """D(y, θ) = lgamma(y + θ) − lgamma(θ) − y·log θ, stable for large θ.
+
+    For θ ≥ ``STIRLING_MIN`` from Stirling's series,
+    D = (θ + y − ½)·log1p(y/θ) − y + δ(θ + y) − δ(θ), which tends to 0 as θ → ∞ without the
+    cancellation of two lgamma values of size θ·log θ; below, directly.  Both branches are
+    evaluated at safe arguments (``where`` twice), so that gradients stay finite."""
+    big = theta >= STIRLING_MIN
+    tb = jnp.where(big, theta, STIRLING_MIN)
+    ts = jnp.where(big, 1.0, theta)
+    large = (tb + y - 0.5) * jnp.log1p(y / tb) - y + _stirling_delta(tb + y) - _stirling_delta(tb)
+    small = lax.lgamma(y + ts) - lax.lgamma(ts) - y * jnp.log(ts)
+    return jnp.where(big, large, small)
+
+
+@dataclass(frozen=True)
+class NegativeBinomial(Family):
+    """Negative binomial (NB2) with log link: mean μ = e^η, variance μ + μ²/θ, θ > 0 estimated
+    (``disp`` = (log θ,)); glmmTMB's ``nbinom2`` (θ is its ``sigma``) and lme4's ``glmer.nb``.
+
+        log p(y) = lgamma(y + θ) − lgamma(θ) − log y! + θ·log θ + y·η − (y + θ)·log(θ + e^η)
+
+    written as D(y, θ) + y·η − (y + θ)·softplus(η − log θ) − log y! (:func:`log1pexp`) with
+    D = lgamma(y + θ) − lgamma(θ) − y·log θ (:func:`lgamma_ratio`), using
+    log(θ + e^η) = log θ + softplus(η − log θ): stable for every η and θ, and as θ → ∞ it
+    tends to the Poisson y·η − e^η − log y!.  −log y! is the data-only :meth:`constant`.
+    """
+
+    name: str = "NegativeBinomial"
+    n_disp: ClassVar[int] = 1
+
+    def loglik(self, y, eta, n, w, disp=None):
+        if disp is None:
+            raise ValueError("the negative binomial's loglik needs its dispersion parameters: "
+                             "disp = (log θ,), the last entry of vcp (kernels.glmm.split_disp)")
+        log_theta = disp[0]
+        theta = jnp.exp(log_theta)
+        return w * (lgamma_ratio(y, theta) + y * eta - (y + theta) * log1pexp(eta - log_theta))
+
+    def expected_loglik(self, y, tm, tv, n, w, rule, disp=None, disp_var=None):
+        """E[loglik] with η ~ N(tm, tv) and log θ ~ N(disp, disp_var) independently: a
+        ``DISP_NODES``-point Gauss–Hermite rule over log θ (nodes ℓ_k, θ_k = e^{ℓ_k}) times
+        ``rule`` over η for E[softplus(η − ℓ_k)] (``softplus_moments``, differentiated by
+        the Gaussian identities):
+
+            Σ_k ω_k [D(y, θ_k) + y·tm − (y + θ_k)·E softplus(η − ℓ_k)].
+        """
+        from .quadrature import gauss_hermite
+
+        gh = gauss_hermite(DISP_NODES)
+        z = jnp.asarray(gh.nodes, tm.dtype)
+        om = jnp.asarray(gh.weights, tm.dtype)
+        ell = disp[0] + jnp.sqrt(disp_var[0]) * z  # (K,) nodes of log θ
+        theta = jnp.exp(ell)[:, None]  # (K, 1)
+        K, n_rows = z.shape[0], tm.shape[0]
+        m = (tm[None, :] - ell[:, None]).reshape(-1)
+        v = jnp.broadcast_to(tv, (K, n_rows)).reshape(-1)
+        sp = softplus_moments(0, rule, m, v)[0].reshape(K, n_rows)
+        per_node = lgamma_ratio(y, theta) + y * tm - (y + theta) * sp  # (K, n)
+        return w * jnp.sum(om[:, None] * per_node, axis=0)
+
+    def mean(self, eta, n=1.0, disp=None):
+        return jnp.exp(eta)
+
+    def variance(self, mu, disp):
+        """Var(y) = μ + μ²/θ."""
+        return mu + mu**2 * jnp.exp(-disp[0])
+
+    def constant(self, y, n, w):
+        """−Σ w·log y! (the θ-dependent lgamma terms are in :meth:`loglik`)."""
         return float(-np.sum(w * gammaln(y + 1)))
 
     def check_endog(self, y, n, name="endog"):

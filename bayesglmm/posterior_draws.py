@@ -50,7 +50,8 @@ class Draws(NamedTuple):
     """Independent posterior draws (numpy, float64)."""
 
     fe: np.ndarray  # (D, k_fep) fixed effects
-    vcp: np.ndarray  # (D, k_vcp) log SDs, then correlation parameters z = atanh(r)
+    vcp: np.ndarray  # (D, k_vcp) log SDs, then correlation parameters z = atanh(r), then
+    #                  the family's dispersion (negative binomial: log θ)
     vc: np.ndarray  # (D, k_vc) random effects
 
 
@@ -158,10 +159,20 @@ def _trials(model) -> np.ndarray:
     return np.ones(model.nobs) if model.n_trials is None else np.asarray(model.n_trials, float)
 
 
-def pointwise_loglik(model, eta: np.ndarray) -> np.ndarray:
-    """log p(y_i | η_i) (D, n), constants included, times the row's frequency weight."""
+def _nb_theta(vcp) -> np.ndarray:
+    """(D, 1) the negative binomial's θ of each draw: exp of the last vcp (log θ)."""
+    return np.exp(np.asarray(vcp, float)[:, -1:])
+
+
+def pointwise_loglik(model, eta: np.ndarray, vcp: np.ndarray | None = None) -> np.ndarray:
+    """log p(y_i | η_i) (D, n), constants included, times the row's frequency weight;
+    ``vcp`` (D, k_vcp) the draws' variance parameters (for the negative binomial's θ)."""
     y, w = np.asarray(model.endog, float), np.asarray(model.freq_weights, float)
-    if model.family.name == "Binomial":
+    if model.family.n_disp:  # NB2: lgamma(y+θ) − lgamma(θ) − log y! + θ log θ + yη − (y+θ)log(θ+e^η)
+        th = _nb_theta(vcp)
+        ll = (gammaln(y + th) - gammaln(th) - gammaln(y + 1) + th * np.log(th) + y * eta
+              - (y + th) * np.logaddexp(np.log(th), eta))
+    elif model.family.name == "Binomial":
         n = _trials(model)
         # y·η − n·log(1 + e^η) + log C(n, y); log(1 + e^η) = logaddexp(0, η)
         ll = y * eta - n * np.logaddexp(0.0, eta) + (gammaln(n + 1) - gammaln(y + 1)
@@ -171,8 +182,14 @@ def pointwise_loglik(model, eta: np.ndarray) -> np.ndarray:
     return w * ll
 
 
-def predictive(model, eta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Replicated responses (D, n) drawn from the likelihood at each draw's η."""
+def predictive(model, eta: np.ndarray, rng: np.random.Generator,
+               vcp: np.ndarray | None = None) -> np.ndarray:
+    """Replicated responses (D, n) drawn from the likelihood at each draw's η (and θ, from
+    ``vcp``, for the negative binomial)."""
+    if model.family.n_disp:  # NB(θ, p = θ/(θ + μ)): mean μ, variance μ + μ²/θ
+        th = _nb_theta(vcp)
+        mu = np.exp(np.minimum(eta, 40.0))
+        return rng.negative_binomial(th, th / (th + mu))
     if model.family.name == "Binomial":
         return rng.binomial(_trials(model).astype(np.int64), expit(eta))
     return rng.poisson(np.exp(np.minimum(eta, 40.0)))  # e^40 ≈ 2e17: below numpy's cap

@@ -31,7 +31,7 @@ import contextlib
 import sys
 import time
 
-__all__ = ["Progress", "report", "report_count", "reporting", "resolve"]
+__all__ = ["Progress", "bar", "report", "report_count", "reporting", "resolve"]
 
 _ACTIVE: list = []  # the reporters of the fits running in this thread, innermost last
 
@@ -137,6 +137,35 @@ def reporting(progress, label: str):
         yield reporter
     finally:
         _ACTIVE.pop()
+        reporter.end()
+
+
+@contextlib.contextmanager
+def bar(progress, total: int, what: str, label: str):
+    """A progress bar over ``total`` items for a batch loop; yields ``update(done)``.
+
+    With ``progress`` true: tqdm's bar when tqdm is installed (``progress=True``), else the
+    count lines of :meth:`Progress.count` (``fit_many  3/10 chunks  4.2 s``; a
+    :class:`Progress` given as ``progress`` always prints those).  Without: a no-op update.
+    """
+    if progress is True:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            with tqdm(total=total, desc=label, unit=what.rstrip("s")) as t:
+                yield lambda done: t.update(done - t.n)
+            return
+    reporter = resolve(progress)
+    if reporter is None:
+        yield lambda done: None
+        return
+    # not made the active reporter: the fits inside the loop report nothing themselves
+    reporter.begin(label)
+    try:
+        yield lambda done: reporter.count(done, total, what)
+    finally:
         reporter.end()
 
 

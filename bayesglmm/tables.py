@@ -65,7 +65,8 @@ def estimates(result) -> pd.DataFrame:
     Columns: ``name``, ``kind``, ``estimate``, ``std_err``.  Kinds:
 
     * Bayesian mixed GLMs: ``fixed`` (posterior mean or mode), ``log_sd`` (log SD of a variance
-      component), ``corr_z`` (atanh of a partial correlation); ``std_err`` is the posterior SD.
+      component), ``corr_z`` (atanh of a partial correlation), ``log_theta`` (the negative
+      binomial's log θ); ``std_err`` is the posterior SD.
     * MixedLM: ``fixed`` (with standard errors), then lme4's ``VarCorr``: ``variance`` and
       ``covariance`` rows of each term and the residual variance (``std_err`` empty).
     """
@@ -81,7 +82,8 @@ def estimates(result) -> pd.DataFrame:
                 rows.append((f"{g}: {v1}, {v2}", "covariance", float(vcov), math.nan))
     else:
         lay = result.layout
-        kinds = ["fixed"] * lay.k_fep + ["log_sd"] * lay.k_sd + ["corr_z"] * (lay.k_vcp - lay.k_sd)
+        kinds = (["fixed"] * lay.k_fep + ["log_sd"] * lay.k_sd
+                 + ["corr_z"] * (lay.k_vcp - lay.k_sd - lay.k_disp) + ["log_theta"] * lay.k_disp)
         names = list(lay.fep_names) + list(lay.vcp_names)
         est = np.concatenate([result.fe_mean, result.vcp_mean])
         sd = np.concatenate([result.fe_sd, result.vcp_sd])

@@ -12,8 +12,10 @@ from bayesglmm import datasets
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="formulaic")
 
 # The suite never touches the user's compilation cache (~/.cache/bayesglmm): it gets its own,
-# fresh per session, so the cache code still runs and no test depends on an earlier run.
-os.environ["BAYESGLMM_CACHE_DIR"] = tempfile.mkdtemp(prefix="bayesglmm-test-cache-")
+# fresh per session, so the cache code still runs and no test depends on an earlier run
+# (BAYESGLMM_CACHE_DIR=0 in the environment runs it with the cache off).
+if os.environ.get("BAYESGLMM_CACHE_DIR") != "0":
+    os.environ["BAYESGLMM_CACHE_DIR"] = tempfile.mkdtemp(prefix="bayesglmm-test-cache-")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CrossProd", "Structure", "cross_products"]
+__all__ = ["CrossProd", "Structure", "assemble", "cross_products"]
 
 # largest m × m dense block we accept (float64: 8 bytes an entry)
 _MAX_DENSE = 12_000
@@ -186,6 +186,19 @@ def cross_products(X, y, codes, zs, theta_index, n_theta, dtype=np.float64, spar
     else:
         c_row = c_lvl = np.zeros(0, np.int64)
         c_val = np.zeros((0, q1))
+    return assemble(d11, b1, a22, b2, c_row, c_lvl, c_val, xy_mat.T @ xy_mat, n, levels, qs,
+                    theta_index, n_theta, dtype, sparse)
+
+
+def assemble(d11, b1, a22, b2, c_row, c_lvl, c_val, xy, n, levels, qs, theta_index, n_theta,
+             dtype=np.float64, sparse=None):
+    """:class:`CrossProd` and :class:`Structure` from the sums over the rows (float64 numpy:
+    ``d11``, ``b1``, ``a22``, ``b2``, the non-zero entries ``(c_row, c_lvl, c_val)`` of
+    Z₂ᵀZ₁, ``xy`` = [X y]ᵀ[X y]; ``n`` rows), by :func:`cross_products` or, with the rows
+    sharded over devices, ``design.crossprod_sharded``: the classes of levels and the entry
+    pairs, which need no rows."""
+    L1, q1 = levels[0], qs[0]
+    m = a22.shape[0]
     # levels whose Z₁ᵀZ₁ blocks are equal have equal W_l: "classes" of levels (for scalar
     # intercepts, the levels with the same number of rows), so that pairs of entries sharing
     # a class and a position (i, j) are summed once here rather than at every evaluation
@@ -228,7 +241,7 @@ def cross_products(X, y, codes, zs, theta_index, n_theta, dtype=np.float64, spar
         pair_cls=pair_cls.astype(np.int32),
         cls_level=cls_first.astype(np.int32),
         pair_val=pair_val.astype(f),
-        xy=(xy_mat.T @ xy_mat).astype(f),
+        xy=xy.astype(f),
         n=np.asarray(n, dtype=f),
     )
     return cp, struct

@@ -46,7 +46,7 @@ from .._precision import precision
 from ..covariance import lam_t, lam_u
 from ..design.ellpack import matvec, rmatvec
 from ..families import Family
-from ..kernels.glmm import Data, Prior
+from ..kernels.glmm import Data, Prior, split_disp
 from ..kernels.h_uu import inverse_entries
 from ..kernels.marginal import objective
 from ..linalg import psd
@@ -145,9 +145,12 @@ def _vc_skew_kernel(family: Family, mode):
         vc = lam_u(vcp, u, data.ident)
         eta = data.X @ theta[:kf] + matvec(data.Z, vc) + data.offset
         ones = jnp.ones_like(eta)
+        disp = split_disp(family, vcp)  # the family's dispersion parameters, or None
 
         def rows(e):
-            return family.loglik(data.y, e, data.n_trials, data.weights)
+            if disp is None:
+                return family.loglik(data.y, e, data.n_trials, data.weights)
+            return family.loglik(data.y, e, data.n_trials, data.weights, disp)
 
         def d1(e):
             return jax.jvp(rows, (e,), (ones,))[1]

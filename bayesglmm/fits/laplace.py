@@ -19,6 +19,11 @@ solved for: no loop inside), ``finish`` (the random-effect summaries), and the G
 the start (:func:`glm_start`), instead of one ``while_loop`` program holding the line search,
 two copies of the inner loop and the nested autodiff, which took longer to compile.
 
+Dispersion.  A family's dispersion parameters (the negative binomial's log θ,
+``family.n_disp``) are the last entries of θ = (fe, log SDs, correlation parameters,
+dispersion) (:func:`theta_layout`), unbounded; their start is a moment estimate at the GLM
+fit (:func:`glm_fit`) and their prior (``priors=True``) N(0, disp_p²).
+
 Uncertainty of the random effects.  ``vc_sd`` is the total SD
 Var(vc_j) ≈ (Λ H_uu⁻¹ Λᵀ)_jj + (J Cov(θ) Jᵀ)_jj with J = dvc*/dθ by the implicit derivative,
 i.e. the conditional variance plus the uncertainty propagated from (fe, vcp);
@@ -41,18 +46,19 @@ from ..budgets import DENSE_VC_MAX, check_laplace
 from ..exceptions import SINGULAR_TOL
 from ..families import Family
 from ..kernels.glmm import Data, Prior
-from ..kernels.marginal import glm_terms, log_prior, objective, var_vc
+from ..kernels.marginal import log_prior, objective, var_vc
 from ..linalg.psd import abs_inv
 from ..solvers import STATUS_MESSAGES, Solution
-from ..solvers.linesearch import armijo, backtrack_host
 from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
+from .start import LOG_DISP_START, START_TOL, disp_start, glm_fit, glm_start, start_theta
 
-__all__ = ["DENSE_VC_MAX", "LOG_SD_MIN", "SINGULAR_SD", "LaplaceFit", "LaplaceKernels",
-           "LaplaceOptions", "default_options", "fit_laplace", "glm_start", "laplace_kernels"]
+__all__ = ["DENSE_VC_MAX", "LOG_DISP_START", "LOG_SD_MIN", "SINGULAR_SD", "START_TOL",
+           "LaplaceFit", "LaplaceKernels", "LaplaceOptions", "default_options", "disp_start",
+           "fit_laplace", "glm_fit", "glm_start", "laplace_kernels", "lower_bounds",
+           "start_theta", "theta_layout"]
 
 LOG_SD_MIN = -12.0  # lower bound of vcp (SD 6e-6)
 SINGULAR_SD = SINGULAR_TOL  # a fitted SD below this is reported as zero (lme4's isSingular)
-START_TOL = 1e-6  # the GLM start stops at a Newton decrement ≤ START_TOL·(1 + |ll|)
 
 
 class LaplaceOptions(NamedTuple):
@@ -178,46 +184,26 @@ def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions) ->
         J = lam_u(theta[kf:], du, data.ident, data.corr) + jax.jacfwd(
             lambda th: lam_u(th[kf:], u, data.ident, data.corr))(theta)
         return (lam_u(theta[kf:], u, data.ident, data.corr), var_vc(theta[kf:], F, mode, data),
-                J, log_prior(theta, data, prior))
+                J, log_prior(theta, data, prior, family.n_disp))
 
     return LaplaceKernels(value, vgh, finish)
 
 
-@functools.cache
-def _glm_terms(family: Family):
-    return jax.jit(glm_terms(family))
+def theta_layout(family: Family, data: Data) -> tuple[int, int]:
+    """``(k_vcp, k_sd)``: the length of θ's block after the fixed effects, and how many of its
+    leading entries are log SDs (bounded below by ``LOG_SD_MIN``).  θ = (fe, log SDs of the
+    components, correlation parameters of the correlated terms, the family's dispersion
+    parameters: log θ of the negative binomial)."""
+    k_vc = int(data.ident.shape[0])
+    k_sd = int(np.max(np.asarray(data.ident))) + 1 if k_vc else 0
+    k_corr = sum(int(b.z_idx.shape[0]) for b in data.corr)  # correlation parameters
+    return k_sd + k_corr + family.n_disp, k_sd
 
 
-def glm_start(family: Family, data: Data, maxiter: int = 25) -> np.ndarray:
-    """lme4's starting fe: the GLM fit without random effects, argmax Σ loglik(X·fe + offset)
-    (glmer starts from it with SDs of 1, i.e. vcp = 0).  Newton on the concave
-    log-likelihood from fe = 0, driven from the host over one small jitted program
-    (kernels.marginal.glm_terms), with Armijo backtracking; stops when the decrement
-    ½gᵀH⁻¹g is below ``START_TOL``·(1 + |ll|) (a start needs no more: the outer Newton
-    steps in fe too), after ``maxiter`` steps or when the line search fails.  NaN where XᵀWX
-    is singular."""
-    terms = _glm_terms(family)
-    fe = np.zeros(data.X.shape[1], np.dtype(data.y.dtype))
-    ll, g, H = (np.asarray(x) for x in terms(fe, data))
-    for _ in range(maxiter):
-        try:
-            d = np.linalg.solve(H, g)  # Newton step on −ll
-        except np.linalg.LinAlgError:
-            return np.full_like(fe, np.nan)
-        slope = -float(g @ d)
-        if -0.5 * slope <= START_TOL * (1 + abs(float(ll))):
-            break
-
-        def phi(t, fe=fe, d=d):  # −ll along the step, with (fe, terms) there
-            fe_t = (fe + t * d).astype(fe.dtype)
-            out = [np.asarray(x) for x in terms(fe_t, data)]
-            return -float(out[0]), (fe_t, out)
-
-        _, _, (fe_t, out), _, ok = backtrack_host(phi, armijo(-float(ll), slope), 40)
-        if not ok:
-            break
-        fe, (ll, g, H) = fe_t, out
-    return fe
+def lower_bounds(k_fep: int, k_sd: int, k_a: int) -> np.ndarray:
+    """(k_a,) lower bounds of θ: −∞ except ``LOG_SD_MIN`` on the log SDs."""
+    return np.concatenate([np.full(k_fep, -np.inf), np.full(k_sd, LOG_SD_MIN),
+                           np.full(k_a - k_fep - k_sd, -np.inf)])
 
 
 def _solve(kern: LaplaceKernels, theta0: np.ndarray, data: Data, prior: Prior, kf: int,
@@ -225,8 +211,7 @@ def _solve(kern: LaplaceKernels, theta0: np.ndarray, data: Data, prior: Prior, k
     """Maximise J from θ₀ (host-driven projected Newton), then Cov(θ) = (−∇²J)⁻¹ on the free
     coordinates and the random-effect summaries (see the module docstring)."""
     k_a, dtype = theta0.shape[0], theta0.dtype
-    lb = np.concatenate([np.full(kf, -np.inf), np.full(k_sd, LOG_SD_MIN),
-                         np.full(k_a - kf - k_sd, -np.inf)]).astype(dtype)
+    lb = lower_bounds(kf, k_sd, k_a).astype(dtype)
     k_vc = data.ident.shape[0]
     no_step = (np.zeros((k_vc, k_a), dtype), np.zeros(k_a, dtype))  # numpy: nothing to compile
 
@@ -275,9 +260,11 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
         How H_uu is factored: ``design.ellpack.design_mode`` of the design (models compute
         it once, at construction).
     priors : bool
-        Add statsmodels' priors N(0, fe_p²) on fe and N(0, vcp_p²) on vcp.
+        Add statsmodels' priors N(0, fe_p²) on fe and N(0, vcp_p²) on vcp (N(0, disp_p²) on
+        a family's dispersion parameters).
     start : (k_fep + k_vcp,) array, optional
-        Starting θ; default lme4's: the GLM fit without random effects (fe), vcp = 0.
+        Starting θ; default lme4's: the GLM fit without random effects (fe), vcp = 0
+        (:func:`start_theta`).
     opts : LaplaceOptions, optional
         Default :func:`default_options` for the data's dtype.
     integrate : bool
@@ -309,8 +296,7 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
     if integrate and not priors:
         raise ValueError("integrate=True needs priors=True (the vcp posterior must be proper)")
     k_vc = int(data.ident.shape[0])
-    k_vcp = int(np.max(np.asarray(data.ident))) + 1 if k_vc else 0
-    k_vcp += sum(int(b.z_idx.shape[0]) for b in data.corr)  # correlation parameters
+    k_vcp, k_sd = theta_layout(family, data)
     if data.corr and mode == "diag":  # pragma: no cover - a correlated term has q ≥ 2 per row
         raise ValueError("correlated terms need the dense or Schur factorisation")
     if k_vc:  # the dense block of crossed designs (the models check this before compiling)
@@ -322,17 +308,12 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
 
         check_integrable(k_vcp)
     if start is None:  # lme4's start: the GLM's fixed effects, SDs of 1 (vcp = 0)
-        with precision(dtype):
-            fe0 = glm_start(family, data).astype(np.float64)
-        theta0 = np.zeros(k_fep + k_vcp)
-        if np.all(np.isfinite(fe0)):
-            theta0[:k_fep] = fe0
+        theta0 = start_theta(family, data, k_fep, k_vcp)
     else:
         theta0 = np.asarray(start, np.float64)
         if theta0.shape != (k_fep + k_vcp,):
             raise ValueError(f"start must have shape ({k_fep + k_vcp},), got {theta0.shape}")
     kern = laplace_kernels(family, mode, bool(priors), opts)
-    k_sd = k_vcp - sum(int(b.z_idx.shape[0]) for b in data.corr)
     with precision(dtype):
         sol, llf, active, cov, vc, vc_sd, vc_sd_cond = _solve(
             kern, theta0.astype(dtype), data, prior, k_fep, k_sd, opts, bool(priors))

@@ -239,7 +239,7 @@ def fit_map(family: Family, data: Data, prior: Prior, *, color, n_colors: int,
     k = k_pad if k_vc is None else int(k_vc)
     n = data.y.shape[0] if nobs is None else int(nobs)
     ident = np.asarray(data.ident)
-    kp = int(ident.max()) + 1 if k else 0
+    kp = (int(ident.max()) + 1 if k else 0) + family.n_disp  # log SDs, then dispersion
     start_vc = rng.normal(size=k)
     p = kf + kp + k
     ka = kf + kp

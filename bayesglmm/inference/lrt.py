@@ -17,8 +17,13 @@ conservative (the null is on the edge of the parameter space), as lme4's documen
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any  # Any: MixedLMResults or BayesMixedGLMResults
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["RefitMLWarning", "anova", "compare_lr_test"]
 
@@ -96,7 +101,7 @@ def _ml(results, refit):
     return [r.model.fit(reml=False) if r.reml else r for r in results]
 
 
-def compare_lr_test(small, large, refit: bool = True):
+def compare_lr_test(small: Any, large: Any, refit: bool = True) -> tuple[float, float, int]:
     """Likelihood-ratio test of a model against a larger model that nests it.
 
     Parameters
@@ -136,7 +141,8 @@ def compare_lr_test(small, large, refit: bool = True):
     return stat, float(chdtrc(df_diff, max(stat, 0.0))), int(df_diff)
 
 
-def anova(*results, names=None, refit: bool = True):
+def anova(*results: Any, names: Sequence[str] | None = None, refit: bool = True
+          ) -> pd.DataFrame:
     """lme4's ``anova(m1, m2, ...)``: a table of nested fits with likelihood-ratio tests.
 
     Parameters

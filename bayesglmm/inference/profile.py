@@ -214,7 +214,9 @@ def _glmm_profiler(res):
     sd_hat = np.exp(theta_hat[kf:])
     phi_hat = np.r_[sd_hat, theta_hat[:kf]]  # lme4's order: SDs, then fixed effects
     se = np.sqrt(np.abs(np.r_[sd_hat**2 * np.diag(cov)[kf:], np.diag(cov)[:kf]]))
-    names = [f"sd_Intercept|{nm}" for nm in model.vcp_names] + list(model.fep_names)
+    k_sd = kv - model.family.n_disp  # the negative binomial's θ last, profiled as an SD is
+    names = ([f"sd_Intercept|{nm}" for nm in model.vcp_names[:k_sd]]
+             + ["theta"] * model.family.n_disp + list(model.fep_names))
     lo = np.r_[np.zeros(kv), np.full(kf, -np.inf)]
     hi = np.full(kf + kv, np.inf)
 

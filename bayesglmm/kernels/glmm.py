@@ -11,6 +11,10 @@ the multivariate normal N(0, D·R·D) per level.  The
 family's factorial terms ``const`` (−Σ log y! for Poisson, Σ log C(n, y) for binomial with
 trials) are kept, so ``logposterior`` equals statsmodels' to rounding.
 
+Families with a dispersion parameter (the negative binomial's log θ, ``family.n_disp`` = 1)
+carry it as the last entry of vcp (:func:`split_disp`): it enters loglik, not the random
+effects, and has its own prior N(0, disp_p²) (``Prior.disp_p``) instead of N(0, vcp_p²).
+
 The mean-field ELBO (statsmodels' ``vb_elbo``) uses q = Π N(mean, sd²) over all parameters:
 
     ELBO = Σ_i E_q[loglik_i] − ½ Σ_j (m_vc² + s_vc²)·exp(2·s_vcp² − 2·m_vcp)[ident_j]
@@ -41,12 +45,13 @@ from ..quadrature import Rule
 from ..design.ellpack import REDesign, matvec
 
 __all__ = ["Data", "Kernels", "Params", "Prior", "jitted_kernels", "linear_predictor",
-           "make_elbo", "make_logposterior", "unpack"]
+           "make_elbo", "make_logposterior", "split_disp", "unpack", "vcp_prior_sq"]
 
 
 class Params(NamedTuple):
     fe: jax.Array  # (k_fep,) fixed effects
-    vcp: jax.Array  # (k_vcp,) log standard deviations of the variance components
+    vcp: jax.Array  # (k_vcp,) log SDs of the variance components (then correlation and
+    #                 dispersion parameters, see module docstring)
     vc: jax.Array  # (k_vc,) random-effect realisations
 
 
@@ -67,6 +72,27 @@ class Data(NamedTuple):
 class Prior(NamedTuple):
     fe_p: jax.Array  # () prior SD of the fixed effects
     vcp_p: jax.Array  # () prior SD of the log SDs
+    disp_p: jax.Array | None = None  # () prior SD of the dispersion parameters (NB: log θ);
+    #                                  None: the family has none (or vcp_p is used)
+
+
+def split_disp(family: Family, vcp):
+    """The family's dispersion parameters, the last ``family.n_disp`` entries of vcp
+    ((n_disp,), e.g. (log θ,)), or None for families without."""
+    if not family.n_disp:
+        return None
+    return vcp[vcp.shape[0] - family.n_disp:]
+
+
+def vcp_prior_sq(sq, prior: Prior, n_disp: int = 0):
+    """½ Σ sq_k / prior_sd_k² over vcp: vcp_p for the variance parameters and disp_p (vcp_p
+    when None) for the last ``n_disp`` (dispersion) entries; ``sq`` (k_vcp,) holds vcp² (log
+    posterior) or E_q vcp² = m² + s² (ELBO)."""
+    if not n_disp:
+        return 0.5 * jnp.sum(sq) / prior.vcp_p**2
+    k = sq.shape[0] - n_disp
+    dp = prior.vcp_p if prior.disp_p is None else prior.disp_p
+    return 0.5 * jnp.sum(sq[:k]) / prior.vcp_p**2 + 0.5 * jnp.sum(sq[k:]) / dp**2
 
 
 def unpack(vec, k_fep: int, k_vcp: int, dtype) -> Params:
@@ -97,7 +123,8 @@ def make_logposterior(family: Family, noncentred: bool = False
             u = params.vc
             params = params._replace(vc=u * jnp.exp(s))
         eta = linear_predictor(params, data)
-        ll = jnp.sum(family.loglik(data.y, eta, data.n_trials, data.weights)) + data.const
+        disp = split_disp(family, params.vcp)
+        ll = jnp.sum(family.loglik(data.y, eta, data.n_trials, data.weights, disp)) + data.const
         lw = 1.0 if data.level_w is None else data.level_w  # padded levels: 0
         if noncentred:
             ll -= 0.5 * jnp.sum(u**2) + jnp.sum(lw * s)
@@ -105,7 +132,7 @@ def make_logposterior(family: Family, noncentred: bool = False
             m = lw if data.indep is None else lw * data.indep  # correlated terms: below
             ll -= 0.5 * jnp.sum(m * params.vc**2 * jnp.exp(-2 * s)) + jnp.sum(m * s)
             ll += log_prior_blocks(params.vcp, params.vc, data.corr)
-        ll -= 0.5 * jnp.sum(params.vcp**2) / prior.vcp_p**2
+        ll -= vcp_prior_sq(params.vcp**2, prior, family.n_disp)
         ll -= 0.5 * jnp.sum(params.fe**2) / prior.fe_p**2
         return ll
 
@@ -129,16 +156,24 @@ def make_elbo(family: Family, rule: Rule) -> Callable[[Params, Params, Data, Pri
             raise ValueError("the mean-field ELBO has no closed form for correlated random "
                              "effects (data.corr)")
         tm, tv = predictor_moments(mean, sd, data)
-        iv = jnp.sum(family.expected_loglik(data.y, tm, tv, data.n_trials, data.weights, rule))
-        return iv + elbo_prior_entropy(mean, sd, data, prior)
+        if family.n_disp:  # E over log θ ~ N(mean, sd²) too
+            d_sd = split_disp(family, sd.vcp)
+            iv = jnp.sum(family.expected_loglik(data.y, tm, tv, data.n_trials, data.weights,
+                                                rule, split_disp(family, mean.vcp), d_sd**2))
+        else:
+            iv = jnp.sum(family.expected_loglik(data.y, tm, tv, data.n_trials, data.weights,
+                                                rule))
+        return iv + elbo_prior_entropy(mean, sd, data, prior, family.n_disp)
 
     return elbo
 
 
-def elbo_prior_entropy(mean: Params, sd: Params, data: Data, prior: Prior) -> jax.Array:
+def elbo_prior_entropy(mean: Params, sd: Params, data: Data, prior: Prior,
+                       n_disp: int = 0) -> jax.Array:
     """The ELBO's terms other than the expected log-likelihood (statsmodels' ``_elbo_common``
     plus the entropy): E_q log p(vc | vcp) + E_q log p(vcp) + E_q log p(fe) + entropy of q, up
-    to constants."""
+    to constants; the last ``n_disp`` entries of vcp are dispersion parameters
+    (:func:`vcp_prior_sq`)."""
     iv = 0.0
     m = mean.vcp[data.ident]
     s = sd.vcp[data.ident]
@@ -153,7 +188,7 @@ def elbo_prior_entropy(mean: Params, sd: Params, data: Data, prior: Prior) -> ja
         iv -= 0.5 * jnp.sum(lw * vc2 * jnp.exp(2 * (s**2 - m)))
         iv -= jnp.sum(lw * m)
         entropy_vc = jnp.sum(lw * log_s) + jnp.sum((1 - lw) * (0.5 - 0.5 * vc2 + log_s))
-    iv -= 0.5 * jnp.sum(mean.vcp**2 + sd.vcp**2) / prior.vcp_p**2
+    iv -= vcp_prior_sq(mean.vcp**2 + sd.vcp**2, prior, n_disp)
     iv -= 0.5 * jnp.sum(mean.fe**2 + sd.fe**2) / prior.fe_p**2
     entropy = jnp.sum(jnp.log(sd.fe)) + jnp.sum(jnp.log(sd.vcp)) + entropy_vc
     return iv + entropy

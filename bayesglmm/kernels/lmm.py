@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from .._xla import small_options
 from ..design.crossprod import CrossProd, Structure
 from ..linalg.cholesky import logdet_solve, logdet_solve_inverse, logdet_solve_plain
 
@@ -387,27 +388,33 @@ def second_order(theta, psi, cp: CrossProd, struct: Structure, reml=True):
     return value, grad, hess, jax.hessian(expansion)(psi), aux
 
 
-# XLA options (as solvers/newton.py's ``_SMALL``): XLA's classic elemental emitters rather than
-# its MLIR fusion emitters, and no LLVM optimisation passes.  Measured on a loaded 2-core machine:
+# XLA options (_xla.small_options: on CPU; XLA's defaults on other backends): XLA's classic
+# elemental emitters rather than its MLIR fusion emitters, and no LLVM optimisation passes.
+# Measured on a loaded 2-core machine:
 # on sleepstudy :func:`evaluate` compiles in 0.8 s instead of 2.4 s and :func:`second_order` in
 # 2.0 s instead of 9 s, each run still well under a millisecond; on the InstEval-shaped design
 # (a million pairs, m = 1,126) ``second_order`` compiles in 1.0 s of CPU instead of 5.0 s and
 # runs in 1.3 s of CPU instead of 0.9 s (its time is mostly two m × m products per θ entry:
 # one Hessian per fit there), while ``evaluate``, run a dozen times or more, is 1.7× faster
 # with the defaults.
-_SMALL = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-_SMALL_WORK = 200_000  # array entries an evaluation touches, at most, for _SMALL
-_evaluate_small = jax.jit(evaluate.__wrapped__, static_argnames=("struct",),
-                          compiler_options=_SMALL)
-_second_order_small = jax.jit(second_order.__wrapped__, static_argnames=("struct",),
-                              compiler_options=_SMALL)
+_SMALL_WORK = 200_000  # array entries an evaluation touches, at most, for the small options
+
+
+@functools.cache
+def _small_programs(backend: str):
+    """(evaluate, second_order) jitted with the small-problem options of ``backend``."""
+    opts = small_options()
+    return (jax.jit(evaluate.__wrapped__, static_argnames=("struct",), compiler_options=opts),
+            jax.jit(second_order.__wrapped__, static_argnames=("struct",),
+                    compiler_options=opts))
 
 
 def programs(cp: CrossProd, struct: Structure):
     """``(evaluate, second_order)`` as a fit runs them: :func:`second_order` always with
-    :data:`_SMALL`'s XLA options (compiling it dominates at any size), :func:`evaluate` with
-    them where an evaluation touches few array entries, with XLA's defaults otherwise.  Same
-    functions, same results up to roundoff."""
+    the small-problem XLA options of ``_xla.small_options`` (compiling it dominates at any
+    size), :func:`evaluate` with them where an evaluation touches few array entries, with
+    XLA's defaults otherwise.  Same functions, same results up to roundoff."""
     work = (np.size(cp.pair_val) + np.size(cp.c_val) + np.size(cp.c_dense) + np.size(cp.d11)
             + np.size(cp.b1) + struct.m ** 2)
-    return (_evaluate_small if work <= _SMALL_WORK else evaluate), _second_order_small
+    evaluate_small, second_order_small = _small_programs(jax.default_backend())
+    return (evaluate_small if work <= _SMALL_WORK else evaluate), second_order_small

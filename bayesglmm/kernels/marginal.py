@@ -16,6 +16,8 @@ with every normalising constant (the family's ``const`` included), so with ``pri
 equals lme4's ``logLik(glmer(..., nAGQ = 1))``; with ``priors=True`` the objective is the
 Laplace log marginal posterior density J(θ) = ℓ(θ) + log N(fe; 0, fe_p²) + log N(vcp; 0, vcp_p²).
 Working in u (lme4's spherical random effects) keeps ℓ smooth where a variance goes to zero.
+A family's dispersion parameters (the negative binomial's log θ) are the last entries of vcp
+(kernels.glmm.split_disp): they enter loglik and W, not Λ, and their prior is N(0, disp_p²).
 
 Derivatives.  u*(θ) is found by a line-searched Newton loop (``lax.while_loop``) that is never
 differentiated; its derivative comes from the implicit function theorem through a
@@ -48,7 +50,7 @@ from ..design.ellpack import matvec, rmatvec
 from ..families import Family
 from ..linalg import psd
 from ..solvers.linesearch import armijo
-from .glmm import Data, Prior
+from .glmm import Data, Prior, split_disp
 from .h_uu import factor_h_uu, logdet_h_uu, var_vc
 
 __all__ = ["ModeState", "Objective", "conditional_mode", "glm_terms", "implicit_mode",
@@ -69,19 +71,22 @@ def _eta(theta, u, data: Data):
     return data.X @ fe + matvec(data.Z, vc) + data.offset, vcp
 
 
-def _loglik_r_w(family: Family, eta, data: Data):
-    """Σ loglik, r = ∂loglik/∂η and W = −∂²loglik/∂η² (elementwise, by autodiff)."""
-    ll, r, w, _ = _loglik_r_w_scale(family, eta, data)
+def _loglik_r_w(family: Family, eta, data: Data, disp=None):
+    """Σ loglik, r = ∂loglik/∂η and W = −∂²loglik/∂η² (elementwise, by autodiff); ``disp``
+    the family's dispersion parameters (kernels.glmm.split_disp) or None."""
+    ll, r, w, _ = _loglik_r_w_scale(family, eta, data, disp)
     return ll, r, w
 
 
-def _loglik_r_w_scale(family: Family, eta, data: Data):
+def _loglik_r_w_scale(family: Family, eta, data: Data, disp=None):
     """:func:`_loglik_r_w` and Σ|loglik_i|, the scale of the rounding error of Σ loglik.
 
     loglik is elementwise in η, so r and W are forward-mode derivatives along ones (nested
     ``jax.jvp``): smaller graphs than the gradient of the sum, once differentiated again."""
     def rows(e):
-        return family.loglik(data.y, e, data.n_trials, data.weights)
+        if disp is None:
+            return family.loglik(data.y, e, data.n_trials, data.weights)
+        return family.loglik(data.y, e, data.n_trials, data.weights, disp)
 
     def slope(e):
         return jax.jvp(rows, (e,), (jnp.ones_like(e),))[1]
@@ -96,7 +101,7 @@ def _penalised_terms(family: Family, mode, theta, u, data: Data):
     """(h, ∇_u h, F, s, ll): h(u; θ), its gradient (k_vc,), the factorisation F of H_uu,
     s = Σ|loglik_i| + ½‖u‖² (the scale of h's rounding error) and ll = Σ loglik_i."""
     eta, vcp = _eta(theta, u, data)
-    ll, r, w, scale = _loglik_r_w_scale(family, eta, data)
+    ll, r, w, scale = _loglik_r_w_scale(family, eta, data, split_disp(family, vcp))
     uu = 0.5 * jnp.sum(u**2)
     g = -lam_t(vcp, rmatvec(data.Z, r, u.shape[0]), data.ident, data.corr) + u
     H = factor_h_uu(vcp, w, mode, data)
@@ -118,7 +123,7 @@ def _grad_u(family: Family):
 
     def grad_u(theta, u, data: Data):
         eta, vcp = _eta(theta, u, data)
-        _, r, _ = _loglik_r_w(family, eta, data)
+        _, r, _ = _loglik_r_w(family, eta, data, split_disp(family, vcp))
         return -lam_t(vcp, rmatvec(data.Z, r, u.shape[0]), data.ident, data.corr) + u
 
     return grad_u
@@ -287,13 +292,14 @@ def implicit_mode(family: Family, mode):
 
 
 def glm_terms(family: Family):
-    """``terms(fe, data) -> (ll, ∇ll, −∇²ll)``: Σ loglik(X·fe + offset) of the GLM without
-    random effects, its gradient Xᵀr (k_fep,) and negative Hessian XᵀWX (k_fep, k_fep), for
-    lme4's starting value of fe (the GLM fit; fits.laplace)."""
+    """``terms(fe, data[, disp]) -> (ll, ∇ll, −∇²ll)``: Σ loglik(X·fe + offset) of the GLM
+    without random effects (at the dispersion parameters ``disp``, for families with them), its
+    gradient Xᵀr (k_fep,) and negative Hessian XᵀWX (k_fep, k_fep), for lme4's starting value
+    of fe (the GLM fit; fits.laplace)."""
 
-    def terms(fe, data: Data):
+    def terms(fe, data: Data, disp=None):
         X = data.X
-        ll, r, w = _loglik_r_w(family, X @ fe + data.offset, data)
+        ll, r, w = _loglik_r_w(family, X @ fe + data.offset, data, disp)
         return ll, X.T @ r, X.T @ (X * w[:, None])
 
     return terms
@@ -302,7 +308,7 @@ def glm_terms(family: Family):
 def _laplace(family: Family, mode, theta, u, data: Data):
     """ℓ at (θ, u): log p(y | fe, vc) − ½‖u‖² − ½ log det H_uu (all constants included)."""
     eta, vcp = _eta(theta, u, data)
-    ll, _, w = _loglik_r_w(family, eta, data)
+    ll, _, w = _loglik_r_w(family, eta, data, split_disp(family, vcp))
     if data.corr:  # correlated terms: log det by autodiff through the factorisation
         logdet = psd.logdet(factor_h_uu(vcp, w, mode, data), mode)
     else:
@@ -310,14 +316,19 @@ def _laplace(family: Family, mode, theta, u, data: Data):
     return ll + data.const - 0.5 * jnp.sum(u**2) - 0.5 * logdet
 
 
-def log_prior(theta, data: Data, prior: Prior):
-    """log N(fe; 0, fe_p²) + log N(vcp; 0, vcp_p²), normalised."""
+def log_prior(theta, data: Data, prior: Prior, n_disp: int = 0):
+    """log N(fe; 0, fe_p²) + log N(vcp; 0, vcp_p²), normalised; the last ``n_disp`` entries
+    of vcp (a family's dispersion parameters) N(0, disp_p²) instead (disp_p: vcp_p if None)."""
     fe, vcp = _split(theta, data)
 
     def lognorm(x, s):
         return jnp.sum(-0.5 * (x / s) ** 2 - jnp.log(s) - 0.5 * _LOG_2PI)
 
-    return lognorm(fe, prior.fe_p) + lognorm(vcp, prior.vcp_p)
+    if not n_disp:
+        return lognorm(fe, prior.fe_p) + lognorm(vcp, prior.vcp_p)
+    k = vcp.shape[0] - n_disp
+    dp = prior.vcp_p if prior.disp_p is None else prior.disp_p
+    return lognorm(fe, prior.fe_p) + lognorm(vcp[:k], prior.vcp_p) + lognorm(vcp[k:], dp)
 
 
 def marginal_loglik(theta_a, data: Data, prior: Prior | None = None, *, family: Family,
@@ -398,7 +409,7 @@ def objective(family: Family, mode, priors: bool, inner_tol: float = 1e-11,
     def L(theta, u, data, prior):
         val = _laplace(family, mode, theta, u, data)
         if priors:
-            val = val + log_prior(theta, data, prior)
+            val = val + log_prior(theta, data, prior, family.n_disp)
         return val
 
     def solve(theta, u0, data):  # u*(θ), not differentiated
@@ -415,7 +426,7 @@ def objective(family: Family, mode, priors: bool, inner_tol: float = 1e-11,
         # ℓ = log p(y | fe, vc*) − ½‖u*‖² − ½ log det H_uu, as _laplace
         val = s.ll + data.const - 0.5 * jnp.sum(s.u**2) - 0.5 * s.logdet
         if priors:
-            val = val + log_prior(theta, data, prior)
+            val = val + log_prior(theta, data, prior, family.n_disp)
         return val, s.u
 
     def grad_at(theta, u, data, prior):

@@ -13,8 +13,9 @@ the dict to them, so the dialect is the same for ``fit_map``, ``fit_vb`` and ``f
 
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._precision import precision, resolve_dtype
+from .. import sharding as _sharding
 from ..covariance import CorrBlock
 from ..design import buckets as _buckets
 from ..design.ellpack import REDesign, colors, design_mode, from_scipy
@@ -38,6 +40,11 @@ from ..budgets import check_integrate, check_laplace
 from ..checks import (aliased_columns, check_bool, check_int, check_number, check_start,
                       check_width, nan_rows, rank_message)
 from ..validation import check_1d, check_2d, check_finite, check_ident, check_length
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import ArrayLike, DTypeLike
 
 __all__ = ["GLMMInputs", "MixedGLMBase", "check_vb_start", "exog_arrays", "ingest_glmm",
            "optimize_result", "parse_method", "parse_minim_opts"]
@@ -60,7 +67,10 @@ def parse_method(name: str) -> str:
     return _METHODS[key]
 
 
-def parse_minim_opts(minim_opts: dict | None, defaults: NamedTuple) -> NamedTuple:
+_Options = TypeVar("_Options", bound=NamedTuple)  # a fit's options (NewtonOptions, ...)
+
+
+def parse_minim_opts(minim_opts: dict | None, defaults: _Options) -> _Options:
     """``defaults`` (a fit's options NamedTuple) with the entries of ``minim_opts`` applied."""
     if minim_opts is not None and not isinstance(minim_opts, dict):
         raise TypeError(f"minim_opts must be a dict such as {{'maxiter': 50}}, got "
@@ -229,8 +239,9 @@ def ingest_glmm(family: Family, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_
     off = np.zeros(n) if offset is None else check_1d(offset, "offset")
     check_length(n, len(off), "offset")
     if exposure is not None:
-        if not isinstance(family, Poisson):
-            raise ValueError("exposure= applies to the Poisson family only; use offset=")
+        if not isinstance(family, Poisson) and family.name != "NegativeBinomial":
+            raise ValueError("exposure= applies to the Poisson family only (and the negative "
+                             "binomial); use offset=")
         ex = check_1d(exposure, "exposure")
         check_length(n, len(ex), "exposure")
         if np.any(ex <= 0):
@@ -286,10 +297,46 @@ class MixedGLMBase:
     log posterior and ELBO at given parameters.  Parameters: see ``BinomialBayesMixedGLM``."""
 
     family: Family
+    # set from GLMMInputs.attributes() by _init_arrays (declared for type checkers)
+    endog: np.ndarray
+    exog: np.ndarray
+    ident: np.ndarray
+    k_fep: int
+    k_vcp: int
+    k_vc: int
+    fep_names: list
+    vcp_names: list
+    vc_names: list | None
+    vcp_p: float
+    fe_p: float
+    n_trials: np.ndarray | None
+    freq_weights: np.ndarray
+    offset: np.ndarray
+    nobs: int
+    dtype: np.dtype
+    vb_rule: Rule
+    _cols: np.ndarray
+    _vals: np.ndarray
+    _k_sd: int
+    _const: float
+    _color: np.ndarray
+    _n_colors: int
+    _design_mode: str | tuple
+    _corr: list
+    _indep: np.ndarray
+    _data_cache: dict
+    _named: bool
+    _formula: tuple | None
+    _pad: bool
 
-    def __init__(self, endog, exog, exog_vc=None, ident=None, vcp_p=1, fe_p=2, fep_names=None,
-                 vcp_names=None, vc_names=None, *, n_trials=None, offset=None, exposure=None,
-                 freq_weights=None, dtype=None, vb_rule="statsmodels"):
+    def __init__(self, endog: ArrayLike, exog: ArrayLike | None,
+                 exog_vc: ArrayLike | pd.DataFrame | sp.sparray | sp.spmatrix | None = None,
+                 ident: ArrayLike | None = None, vcp_p: float = 1, fe_p: float = 2,
+                 fep_names: Sequence[str] | None = None, vcp_names: Sequence[str] | None = None,
+                 vc_names: Sequence[str] | None = None, *, n_trials: ArrayLike | None = None,
+                 offset: ArrayLike | None = None, exposure: ArrayLike | None = None,
+                 freq_weights: ArrayLike | None = None, dtype: DTypeLike | None = None,
+                 vb_rule: str = "statsmodels") -> None:
         y, X, fep_names, cols, vals, k_vc, vc_names, named = exog_arrays(
             endog, exog, exog_vc, fep_names, vc_names)
         self._init_arrays(y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_names, vcp_names,
@@ -317,22 +364,22 @@ class MixedGLMBase:
         return state
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         return self.fep_names + self.vcp_names + (self.vc_names or [])
 
     @property
     def layout(self) -> ParamLayout:
         """How ``params`` is packed and named."""
         return ParamLayout(self.k_fep, self._k_sd, self.k_vcp, self.k_vc, self.fep_names,
-                           self.vcp_names, self.vc_names, self._named)
+                           self.vcp_names, self.vc_names, self._named, self.family.n_disp)
 
     @property
     def re_design(self) -> REDesign:
         """The random-effects design as ELLPACK numpy arrays ``(cols, vals)``, each (n, m)."""
-        return REDesign(self._cols, self._vals)
+        return REDesign(self._cols, self._vals)  # type: ignore[arg-type]  # numpy, not jax
 
     @property
-    def exog_vc(self):
+    def exog_vc(self) -> sp.csr_array:
         """The random-effects design as a scipy CSR array (built on request)."""
         n, m = self._cols.shape
         rows = np.repeat(np.arange(n), m)
@@ -350,33 +397,39 @@ class MixedGLMBase:
         the structured Hessian, fits.map.use_dense) and so runs in fine buckets."""
         return not use_dense(n_params, self.nobs)
 
-    def _data(self, padded: bool = False, fine: bool = False) -> Data:
+    def _data(self, padded: bool = False, fine: bool = False, mesh=None) -> Data:
         """Device arrays in the model's dtype (cached), padded to the shape bucket
-        (design.buckets, ``fine`` or coarse) when ``padded``: what the fits and kernels run on."""
+        (design.buckets, ``fine`` or coarse) when ``padded``: what the fits and kernels run on.
+        With a ``mesh`` (bayesglmm.sharding.make_mesh) the rows are sharded over its devices
+        (padded to a multiple of their number) and the level-wise arrays replicated."""
         dt = self.dtype
-        key = (dt, padded, padded and fine)
+        key = (dt, padded, padded and fine) if mesh is None else (dt, padded, fine, mesh)
         if key not in self._data_cache:
             b = self._bucket(fine) if padded else _buckets.Buckets(self.nobs, self.nobs,
                                                                    self.k_vc, self.k_vc)
-            rows = lambda x, fill=0: _put(_buckets.pad(np.asarray(x, dt), b.n_pad, fill))  # noqa: E731
+            n_pad = _sharding.padded_rows(b.n_pad, mesh)
+            put = functools.partial(_sharding.replicate, mesh=mesh)  # level-wise: whole
+
+            def rows(x, fill=0, dtype=dt):  # row-wise: split over the mesh (when one)
+                return _sharding.put_rows(_buckets.pad(np.asarray(x, dtype), n_pad, fill), mesh)
+
             trials = np.ones(self.nobs) if self.n_trials is None else self.n_trials
             with precision(dt):
                 self._data_cache[key] = Data(
                     y=rows(self.endog),
                     X=rows(self.exog),
-                    Z=REDesign(_put(_buckets.pad(np.asarray(self._cols, np.int32), b.n_pad)),
-                               rows(self._vals)),
-                    ident=_put(_buckets.pad(np.asarray(self.ident, np.int32), b.k_pad,
-                                            self._pad_component)),
+                    Z=REDesign(rows(self._cols, dtype=np.int32), rows(self._vals)),
+                    ident=put(_buckets.pad(np.asarray(self.ident, np.int32), b.k_pad,
+                                           self._pad_component)),
                     n_trials=rows(trials, 1),
                     weights=rows(self.freq_weights),
                     offset=rows(self.offset),
-                    const=_put(np.asarray(self._const, dt)),
-                    corr=tuple(CorrBlock(_put(c), _put(si), _put(zi))
+                    const=put(np.asarray(self._const, dt)),
+                    corr=tuple(CorrBlock(put(c), put(si), put(zi))
                                for c, si, zi in self._corr),
-                    indep=(_put(_buckets.pad(np.asarray(self._indep, dt), b.k_pad, 1))
+                    indep=(put(_buckets.pad(np.asarray(self._indep, dt), b.k_pad, 1))
                            if self._corr else None),
-                    level_w=(_put(_buckets.pad(np.ones(self.k_vc, dt), b.k_pad))
+                    level_w=(put(_buckets.pad(np.ones(self.k_vc, dt), b.k_pad))
                              if padded and self._pad else None),
                 )
         return self._data_cache[key]
@@ -416,16 +469,19 @@ class MixedGLMBase:
         with precision(dt):
             return Params(*(_put(np.asarray(x, dt)) for x in (vec[:kf], vec[kf:kf + kp], vc)))
 
-    def _fit_data(self, scale_fe, fine: bool):
-        """``(data, X, A)``: the padded device data (``fine`` or coarse bucket) with the fe
-        columns scaled when ``scale_fe`` (fits.map.scale_columns), its real rows of X (numpy)
-        and the map back fe = A·fe_s (or None)."""
-        data = self._data(padded=True, fine=fine)
+    def _fit_data(self, scale_fe, fine: bool, mesh=None):
+        """``(data, X, A)``: the padded device data (``fine`` or coarse bucket; rows sharded
+        over ``mesh`` when given) with the fe columns scaled when ``scale_fe``
+        (fits.map.scale_columns), its real rows of X (numpy) and the map back fe = A·fe_s (or
+        None)."""
+        data = self._data(padded=True, fine=fine, mesh=mesh)
         if not scale_fe or self.k_fep == 0:
             return data, self.exog, None
         Xs, A = scale_columns(self.exog)
         with precision(self.dtype):
-            Xp = _put(_buckets.pad(np.asarray(Xs, self.dtype), self._bucket(fine).n_pad))
+            Xp = _sharding.put_rows(_buckets.pad(np.asarray(Xs, self.dtype),
+                                                 _sharding.padded_rows(self._bucket(fine).n_pad,
+                                                                       mesh)), mesh)
             return data._replace(X=Xp), Xs, A
 
     def _real(self, p: Params) -> np.ndarray:
@@ -510,17 +566,19 @@ class MixedGLMBase:
         cov[np.ix_(pos, pos)] = fit.cov
         return fit._replace(fe=fe, cov=cov, solution=fit.solution._replace(a=a))
 
-    def _check_fit(self, retvals, params, variances, what: str, skip=()) -> list[str]:
-        """BoundaryWarning for non-finite or unidentified estimates (bayesglmm.boundary)."""
+    def _check_fit(self, retvals, params, variances, what: str, skip=(),
+                   stacklevel: int = 4) -> list[str]:
+        """BoundaryWarning for non-finite or unidentified estimates (bayesglmm.boundary);
+        ``stacklevel`` 4 points at the caller of the method that calls this one."""
         k = self.k_fep + self.k_vcp
         names = list(self.fep_names) + list(self.vcp_names)
         est, var = np.asarray(params)[:k], np.asarray(variances)[:k]
-        bad = check_fit(retvals, est, var, names, self.k_fep, what, skip, stacklevel=4)
+        bad = check_fit(retvals, est, var, names, self.k_fep, what, skip, stacklevel=stacklevel)
         vc_ok = np.all(np.isfinite(np.asarray(params)[k:]))
         if not vc_ok and not bad:
             check_fit(retvals, np.asarray(params)[k:], np.asarray(variances)[k:],
                       self.vc_names or [f"VC_{j}" for j in range(self.k_vc)], 0, what,
-                      stacklevel=4)
+                      stacklevel=stacklevel)
         return bad
 
     # ------------------------------------------------------------------ kernels
@@ -531,20 +589,20 @@ class MixedGLMBase:
         params = [self._params(v, True, fill, fine) for v, fill in zip(vecs, fills)]
         return (*params, self._data(padded=True, fine=fine), self._prior())
 
-    def logposterior(self, params):
+    def logposterior(self, params: ArrayLike) -> float:
         """log p(y, fe, vcp, vc) up to the constants statsmodels also omits."""
         with precision(self.dtype):
             lp = jitted_kernels(self.family, self.vb_rule).logposterior
             return float(lp(*self._kernel_args(params)))
 
-    def logposterior_grad(self, params):
+    def logposterior_grad(self, params: ArrayLike) -> np.ndarray:
         """Gradient of :meth:`logposterior` (autodiff), packed like ``params``."""
         with precision(self.dtype):
             g = jitted_kernels(self.family, self.vb_rule).logposterior_grad(
                 *self._kernel_args(params))
             return self._real(g)
 
-    def vb_elbo(self, vb_mean, vb_sd):
+    def vb_elbo(self, vb_mean: ArrayLike, vb_sd: ArrayLike) -> float:
         """The mean-field ELBO at (vb_mean, vb_sd), each packed like ``params``.  Models with
         correlated terms ((1 + x | g)) have none: ValueError, as :meth:`fit_vb`."""
         self._no_corr("vb_elbo")
@@ -553,7 +611,8 @@ class MixedGLMBase:
             # padded levels at mean 0, sd 1, where their (inert) terms are 0
             return float(el(*self._kernel_args(vb_mean, vb_sd)))
 
-    def vb_elbo_grad(self, vb_mean, vb_sd):
+    def vb_elbo_grad(self, vb_mean: ArrayLike, vb_sd: ArrayLike
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """Gradients of :meth:`vb_elbo` with respect to ``vb_mean`` and ``vb_sd``."""
         self._no_corr("vb_elbo_grad")
         with precision(self.dtype):
@@ -561,7 +620,8 @@ class MixedGLMBase:
                 *self._kernel_args(vb_mean, vb_sd))
             return self._real(gm), self._real(gs)
 
-    def predict(self, params, exog=None, linear=False):
+    def predict(self, params: ArrayLike, exog: ArrayLike | None = None, linear: bool = False
+                ) -> np.ndarray:
         """Mean of the fixed-effects part: ``exog @ params[:k_fep]`` (plus the model's offset
         when ``exog`` is omitted), through the inverse link unless ``linear``."""
         params = np.asarray(params, dtype=np.float64)

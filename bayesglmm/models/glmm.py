@@ -8,6 +8,7 @@ fits.vb, fits.laplace), warn from the fits' status codes and name the results
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -19,19 +20,38 @@ from ..fits import map as _map
 from ..fits import vb as _vb
 from ..progress import reporting
 from ..results.glmm import BayesMixedGLMResults
+from ..sharding import DevicesLike, make_mesh
 from ..solvers.newton import default_options
 from ..validation import check_random_state
 from .base import MixedGLMBase, check_vb_start, optimize_result, parse_method, parse_minim_opts
 from .glmm_statsmodels import StatsmodelsGLMMMixin
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+    from numpy.typing import ArrayLike, DTypeLike
+    from typing_extensions import Self
+
+    from ..progress import Progress
+    from .stream import StreamingBayesMixedGLM
+
 __all__ = ["BinomialBayesMixedGLM", "PoissonBayesMixedGLM"]
 
 
 class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
+    _results_class = BayesMixedGLMResults  # what the fits return (models.negbin: a subclass)
+
     @classmethod
-    def from_formula(cls, formula, vc_formulas, data, vcp_p=1, fe_p=2, *, n_trials=None,
-                     offset=None, exposure=None, freq_weights=None, dtype=None,
-                     vb_rule="statsmodels", missing="raise", vcp_names=None, vc_names=None):
+    def from_formula(cls, formula: str, vc_formulas: dict[str, str] | None, data: pd.DataFrame,
+                     vcp_p: float = 1, fe_p: float = 2, *, n_trials: str | ArrayLike | None = None,
+                     offset: str | ArrayLike | None = None,
+                     exposure: str | ArrayLike | None = None,
+                     freq_weights: str | ArrayLike | None = None, dtype: DTypeLike | None = None,
+                     vb_rule: str = "statsmodels",
+                     missing: Literal["raise", "none", "drop"] = "raise",
+                     vcp_names: Sequence[str] | None = None,
+                     vc_names: Sequence[str] | None = None) -> Self:
         """Build the model from a formula and a dict of variance-component formulas.
 
         Parameters
@@ -83,13 +103,39 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         model.endog_name = d.fixed.yname
         return model
 
-    # ------------------------------------------------------------------ fits
-    def fit(self, method="newton", minim_opts=None):
-        """Equivalent to :meth:`fit_map`."""
-        return self.fit_map(method, minim_opts)
+    @classmethod
+    def from_parquet(cls, path: str, formula: str, vc_formulas: dict | None = None, *,
+                     n_trials: str | None = None, offset: str | None = None,
+                     exposure: str | None = None, vcp_p: float = 1, fe_p: float = 2,
+                     batch_rows: int | None = None, missing: str = "raise",
+                     dtype: object = None, vb_rule: str = "statsmodels"
+                     ) -> StreamingBayesMixedGLM:
+        """A model whose rows stay in a Parquet file, fitted out of core by ``fit_vb``.
 
-    def fit_map(self, method="newton", minim_opts=None, scale_fe=False, rng=None,
-                progress=False):
+        One pass over ``path`` checks the used columns as :meth:`from_formula` does and finds
+        the levels; ``fit_vb`` then streams minibatches of ``batch_rows`` rows (default
+        16,384) in memory O(batch + levels).  ``n_trials``, ``offset``, ``exposure`` are
+        column names.  Returns a ``models.stream.StreamingBayesMixedGLM``; see
+        docs/out_of_core.md.
+        """
+        from .stream import from_parquet
+
+        return from_parquet(cls.family, path, formula, vc_formulas, n_trials=n_trials,
+                            offset=offset, exposure=exposure, vcp_p=vcp_p, fe_p=fe_p,
+                            batch_rows=batch_rows, missing=missing, dtype=dtype,
+                            vb_rule=vb_rule)
+
+    # ------------------------------------------------------------------ fits
+    def fit(self, method: str = "newton", minim_opts: dict[str, float] | None = None, *,
+            devices: DevicesLike = None) -> BayesMixedGLMResults:
+        """Equivalent to :meth:`fit_map`."""
+        return self.fit_map(method, minim_opts, devices=devices)
+
+    def fit_map(self, method: str = "newton", minim_opts: dict[str, float] | None = None,
+                scale_fe: bool = False,
+                rng: int | np.random.Generator | np.random.RandomState | None = None,
+                progress: bool | Progress = False, *, devices: DevicesLike = None
+                ) -> BayesMixedGLMResults:
         """Laplace approximation at the joint posterior mode of (fe, vcp, vc) (fits.map).
 
         Parameters
@@ -110,6 +156,12 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         progress : bool or bayesglmm.progress.Progress
             Report the iterations on stderr (iteration, objective, gradient norm, elapsed
             time) once the fit has run for 2 s (``bayesglmm.progress``).
+        devices : None, "all", int, list of jax.Device or one-axis jax.sharding.Mesh
+            Devices the rows are sharded over (bayesglmm.sharding): ``None`` (default) one
+            device; ``"all"`` every device ``jax.devices()`` lists (across processes under
+            ``jax.distributed``); an int n the first n; a list of devices; or a mesh with one
+            axis.  Row arrays are split along that axis, parameters and level-wise arrays
+            replicated; results are the same to rounding.  See docs/scaling.md.
 
         Returns
         -------
@@ -119,8 +171,9 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         self._no_corr("fit_map")
         self._check_rank("fit_map")
         scale_fe = check_bool(scale_fe, "scale_fe")
+        mesh = make_mesh(devices)
         fine = self._fine(self.k_fep + self.k_vcp + self.k_vc)
-        data, _, A = self._fit_data(scale_fe, fine)
+        data, _, A = self._fit_data(scale_fe, fine, mesh)
         color, _ = self._padded_design(fine)
         with reporting(progress, "fit_map"):
             fit = _map.fit_map(self.family, data, self._prior(), color=color,
@@ -132,11 +185,15 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         retvals.x = np.concatenate([fit.solution.a, fit.solution.v[:, 0]])
         retvals.method = method
         self._check_fit(retvals, fit.params, fit.variances, "fit_map")
-        return BayesMixedGLMResults(self, fit.params, fit.cov, retvals, variances=fit.variances,
+        return self._results_class(self, fit.params, fit.cov, retvals, variances=fit.variances,
                                     method="map", extra={"cov_exact": fit.cov_exact})
 
-    def fit_vb(self, mean=None, sd=None, fit_method="newton", minim_opts=None, scale_fe=False,
-               verbose=False, rng=None, progress=False):
+    def fit_vb(self, mean: ArrayLike | None = None, sd: ArrayLike | None = None,
+               fit_method: str = "newton", minim_opts: dict[str, float] | None = None,
+               scale_fe: bool = False, verbose: bool = False,
+               rng: int | np.random.Generator | np.random.RandomState | None = None,
+               progress: bool | Progress = False, *, devices: DevicesLike = None
+               ) -> BayesMixedGLMResults:
         """Mean-field variational Bayes: maximise the ELBO over (mean, log sd) (fits.vb).
 
         Parameters
@@ -157,6 +214,8 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         progress : bool or bayesglmm.progress.Progress
             Report the iterations on stderr (iteration, objective, gradient norm, elapsed
             time) once the fit has run for 2 s (``bayesglmm.progress``).
+        devices : None, "all", int, list of jax.Device or one-axis jax.sharding.Mesh
+            As in :meth:`fit_map`.
 
         Returns
         -------
@@ -167,8 +226,9 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         self._check_rank("fit_vb")
         scale_fe = check_bool(scale_fe, "scale_fe")
         mean, sd = check_vb_start(mean, sd, self.k_fep + self.k_vcp + self.k_vc)
+        mesh = make_mesh(devices)
         fine = self._fine(2 * (self.k_fep + self.k_vcp + self.k_vc))
-        data, X, A = self._fit_data(scale_fe, fine)
+        data, X, A = self._fit_data(scale_fe, fine, mesh)
         color, _ = self._padded_design(fine)
         with reporting(progress, "fit_vb"):
             fit = _vb.fit_vb(self.family, self.vb_rule, data, self._prior(), color=color,
@@ -184,10 +244,12 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         self._check_fit(retvals, fit.params, fit.variances, "fit_vb")
         if verbose:
             print(retvals)
-        return BayesMixedGLMResults(self, fit.params, fit.variances, retvals, method="vb")
+        return self._results_class(self, fit.params, fit.variances, retvals, method="vb")
 
-    def fit_laplace(self, priors=True, integrate=False, start=None, minim_opts=None,
-                    progress=False):
+    def fit_laplace(self, priors: bool = True, integrate: bool = False,
+                    start: ArrayLike | None = None, minim_opts: dict[str, float] | None = None,
+                    progress: bool | Progress = False, *, devices: DevicesLike = None
+                    ) -> BayesMixedGLMResults:
         """Marginal Laplace: integrate the random effects out, then optimise (fe, vcp).
 
         At each (fe, vcp) the random effects' conditional mode is found by an inner Newton
@@ -213,6 +275,8 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         progress : bool or bayesglmm.progress.Progress
             Report the iterations on stderr (iteration, objective, gradient norm, elapsed
             time) once the fit has run for 2 s (``bayesglmm.progress``).
+        devices : None, "all", int, list of jax.Device or one-axis jax.sharding.Mesh
+            As in :meth:`fit_map`.
 
         Returns
         -------
@@ -223,24 +287,33 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         """
         opts = parse_minim_opts(minim_opts, _laplace.default_options(self.dtype))
         priors, integrate, start, keep = self._laplace_checks(priors, integrate, start)
+        mesh = make_mesh(devices)
         fine = self._fine(self.k_fep + self.k_vcp + self.k_vc)
         _, mode = self._padded_design(fine)
-        data = self._drop_columns(self._data(True, fine), keep)
+        data = self._drop_columns(self._data(True, fine, mesh), keep)
         with reporting(progress, "fit_laplace"):
             fit = _laplace.fit_laplace(self.family, data, self._prior(),
                                        data.X.shape[1], mode=mode, priors=priors, start=start,
                                        opts=opts, integrate=integrate)
         fit = self._restore_columns(_real_levels(fit, self.k_vc), keep)
+        return self._laplace_results(fit, keep, priors, integrate, stacklevel=3)
+
+    def _laplace_results(self, fit: _laplace.LaplaceFit, keep, priors: bool, integrate: bool,
+                         stacklevel: int = 2) -> BayesMixedGLMResults:
+        """The results of a fits.laplace fit on the real levels and columns (``keep``: the
+        fixed-effect columns fitted, None for all), with the warnings of the fit; also how
+        ``fit_many``'s ``result(j)`` builds them."""
         retvals = optimize_result(fit.solution, "Marginal Laplace", counters=False)
         retvals.method = "newton"
         if fit.is_singular:
             warnings.warn("A variance component is estimated at zero (singular fit); its log "
                           "SD is reported at the lower bound and its SD as NaN",
-                          SingularFitWarning, stacklevel=2)
+                          SingularFitWarning, stacklevel=stacklevel)
         dropped = [j for j in range(self.k_fep) if keep is not None and j not in keep]
         self._check_fit(retvals, fit.params, fit.variances, "fit_laplace",
-                        skip=dropped + [self.k_fep + j for j in np.flatnonzero(fit.singular)])
-        return BayesMixedGLMResults(
+                        skip=dropped + [self.k_fep + j for j in np.flatnonzero(fit.singular)],
+                        stacklevel=stacklevel + 2)
+        return self._results_class(
             self, fit.params, fit.params_cov, retvals, variances=fit.variances,
             method="laplace-integrated" if integrate else "laplace",
             extra={"llf": float(fit.llf), "log_post": float(fit.log_post),

@@ -10,7 +10,16 @@ predictor's moments — is kernels.glmm differentiated by JAX.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import ArrayLike
+
+    from ..kernels.glmm import Data, Prior
 
 __all__ = ["GLMMData", "StatsmodelsGLMMMixin"]
 
@@ -30,6 +39,18 @@ class GLMMData:
 class StatsmodelsGLMMMixin:
     """``exog_names``, ``endog_names``, ``k_constant``, ``data``, ``vb_elbo_base``,
     ``vb_elbo_grad_base``."""
+
+    fep_names: list  # provided by the model class (models.base.MixedGLMBase)
+    exog: np.ndarray
+    endog_name: str  # the response's column, set by from_formula
+    endog: np.ndarray
+    freq_weights: np.ndarray
+
+    if TYPE_CHECKING:  # provided by models.base.MixedGLMBase
+        def _data(self, padded: bool = False, fine: bool = False, mesh: Any = None
+                  ) -> Data: ...
+
+        def _prior(self) -> Prior: ...
 
     @property
     def exog_names(self) -> list:
@@ -67,7 +88,9 @@ class StatsmodelsGLMMMixin:
         ezh = sum(wk * zk * np.asarray(h(zk), np.float64) for zk, wk in zip(z, w))
         return eh, ezh
 
-    def vb_elbo_base(self, h, tm, fep_mean, vcp_mean, vc_mean, fep_sd, vcp_sd, vc_sd):
+    def vb_elbo_base(self, h: Callable[[float], ArrayLike], tm: ArrayLike,
+                     fep_mean: ArrayLike, vcp_mean: ArrayLike, vc_mean: ArrayLike,
+                     fep_sd: ArrayLike, vcp_sd: ArrayLike, vc_sd: ArrayLike) -> float:
         """statsmodels' ELBO from a family's ``h``: Σ_i [y_i·tm_i + E h_i(z)] plus the prior
         and entropy terms (kernels.glmm.elbo_prior_entropy), z ~ N(0, 1) integrated by the
         model's quadrature rule.
@@ -93,7 +116,10 @@ class StatsmodelsGLMMMixin:
                                       self._prior())
         return data_part + float(rest)
 
-    def vb_elbo_grad_base(self, h, tm, tv, fep_mean, vcp_mean, vc_mean, fep_sd, vcp_sd, vc_sd):
+    def vb_elbo_grad_base(self, h: Callable[[float], ArrayLike], tm: ArrayLike, tv: ArrayLike,
+                          fep_mean: ArrayLike, vcp_mean: ArrayLike, vc_mean: ArrayLike,
+                          fep_sd: ArrayLike, vcp_sd: ArrayLike, vc_sd: ArrayLike
+                          ) -> tuple[np.ndarray, np.ndarray]:
         """The gradient of :meth:`vb_elbo_base` over (mean, sd), statsmodels' ``(mean_grad,
         sd_grad)``, for a family whose ``h`` here is the derivative of its ELBO ``h``:
         ∂E/∂tm_i = y_i + E h_i(z) and ∂E/∂√tv_i = E z·h_i(z); the chain rule through

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,17 @@ from ..formula.random import check_covariates
 from ..fits.lmm import fit_lmm, lmm_dtype  # building a model imports no JAX
 from .lmm_options import subset_rows as _subset, unused_keywords as _unused
 from .lmm_statsmodels import StatsmodelsModelMixin
+
+if TYPE_CHECKING:  # building a model imports no JAX
+    from collections.abc import Mapping, Sequence
+
+    from numpy.typing import ArrayLike, DTypeLike
+    from typing_extensions import Self
+
+    from ..progress import Progress
+    from ..results.lmm import MixedLMResults
+    from ..sharding import DevicesLike
+    from .lmm_params import MixedLMParams
 
 __all__ = ["MixedLM", "mixedlm"]
 
@@ -61,8 +73,11 @@ class MixedLM(StatsmodelsModelMixin):
     10.4673
     """
 
-    def __init__(self, endog, exog, groups, exog_re=None, exog_vc=None, use_sqrt=True,
-                 missing="none", *, dtype=None, **kwargs):
+    def __init__(self, endog: ArrayLike, exog: ArrayLike, groups: ArrayLike,
+                 exog_re: ArrayLike | None = None,
+                 exog_vc: Mapping[str, ArrayLike | Mapping[Any, ArrayLike]] | None = None,
+                 use_sqrt: bool = True, missing: Literal["none", "raise", "drop"] = "none", *,
+                 dtype: DTypeLike | None = None, **kwargs: Any) -> None:
         _unused(kwargs, "MixedLM")
         self._init(design_from_arrays(endog, exog, groups, exog_re, exog_vc, missing), None,
                    dtype)
@@ -108,9 +123,9 @@ class MixedLM(StatsmodelsModelMixin):
             )
         # terms sorted by number of levels, largest first (stable): its block is diagonal
         self._order = sorted(range(len(d.terms)), key=lambda i: -d.terms[i].n_levels)
-        self._cp = {}
+        self._cp: dict = {}
         # statsmodels' side: θ blocks in θ order as (kind, θ indices), the layout of ψ
-        blocks = {}
+        blocks: dict = {}
         for t, ti in zip(d.terms, self._theta_index):
             blocks.setdefault(t.tkey, (t.kind, ti))
         self._blocks = sorted(blocks.values(), key=lambda b: int(b[1][b[1] >= 0].min()))
@@ -119,9 +134,12 @@ class MixedLM(StatsmodelsModelMixin):
         self._row_labels = d.row_index
 
     @classmethod
-    def from_formula(cls, formula, data, groups=None, re_formula=None, vc_formula=None,
-                     missing="none", *, subset=None, use_sparse=False, use_sqrt=True,
-                     dtype=None, **kwargs):
+    def from_formula(cls, formula: str, data: pd.DataFrame, groups: str | ArrayLike | None = None,
+                     re_formula: str | None = None, vc_formula: Mapping[str, str] | None = None,
+                     missing: Literal["none", "raise", "drop"] = "none", *,
+                     subset: ArrayLike | None = None, use_sparse: bool = False,
+                     use_sqrt: bool = True, dtype: DTypeLike | None = None, **kwargs: Any
+                     ) -> Self:
         """Model from a formula; see :func:`mixedlm`.  statsmodels' ``subset`` (a boolean mask
         or row labels of ``data``) selects rows first; ``use_sparse`` is accepted (the
         cross-products choose their storage themselves)."""
@@ -136,9 +154,12 @@ class MixedLM(StatsmodelsModelMixin):
         return obj
 
     # ------------------------------------------------------------------ internals
-    def _crossprod(self, dtype, sparse=None):
-        """Cross-products and structure, cached per (dtype, storage)."""
-        key = (np.dtype(dtype).name, sparse)
+    def _crossprod(self, dtype, sparse=None, mesh=None):
+        """Cross-products and structure, cached per (dtype, storage, mesh); with a ``mesh``
+        (bayesglmm.sharding) the pass over the rows runs on its devices, rows sharded
+        (design.crossprod_sharded)."""
+        key = (np.dtype(dtype).name, sparse) if mesh is None else (np.dtype(dtype).name, sparse,
+                                                                   mesh)
         if key not in self._cp:
             d = self.design
             terms = [d.terms[i] for i in self._order]
@@ -149,13 +170,18 @@ class MixedLM(StatsmodelsModelMixin):
                 self._yshift = d.y.mean()
             else:
                 self._yshift = 0.0
-            self._cp[key] = cross_products(
-                X, y, [t.codes for t in terms], [t.z for t in terms],
-                [self._theta_index[i] for i in self._order], self.n_theta, dtype, sparse,
-            )
+            args = (X, y, [t.codes for t in terms], [t.z for t in terms],
+                    [self._theta_index[i] for i in self._order], self.n_theta, dtype, sparse)
+            if mesh is None:
+                self._cp[key] = cross_products(*args)
+            else:
+                from ..design.crossprod_sharded import cross_products_sharded
+
+                self._cp[key] = cross_products_sharded(*args, mesh)
         return self._cp[key]
 
-    def deviance(self, theta, reml=True, dtype=None, sparse=None):
+    def deviance(self, theta: ArrayLike, reml: bool = True, dtype: DTypeLike | None = None,
+                 sparse: bool | None = None) -> float:
         """Profiled deviance (ML) or REML criterion at ``theta`` (lme4's θ layout).
 
         ``sparse`` forces the storage of the cross-term block (for tests); ``None`` chooses.
@@ -170,9 +196,12 @@ class MixedLM(StatsmodelsModelMixin):
             cp, st = self._crossprod(dt, sparse)
             return float(deviance(jnp.asarray(theta, dt), cp, st, reml))
 
-    def fit(self, reml=True, method="auto", start_params=None, maxiter=1000, dtype=None, *,
-            free=None, gtol=None, full_output=False, cov_type=None, niter_sa=0, do_cg=True,
-            progress=False, **fit_kwargs):
+    def fit(self, reml: bool = True, method: str | Sequence[str] | None = "auto",
+            start_params: ArrayLike | MixedLMParams | None = None, maxiter: int = 1000,
+            dtype: DTypeLike | None = None, *, free: MixedLMParams | None = None,
+            gtol: float | None = None, full_output: bool = False, cov_type: str | None = None,
+            niter_sa: int = 0, do_cg: bool = True, progress: bool | Progress = False,
+            devices: DevicesLike = None, **fit_kwargs: Any) -> MixedLMResults:
         """Fit by minimising the profiled deviance (``reml=True``: the REML criterion).
 
         Parameters
@@ -205,6 +234,13 @@ class MixedLM(StatsmodelsModelMixin):
         progress : bool or bayesglmm.progress.Progress
             Report each deviance evaluation on stderr (evaluation count, deviance, largest
             gradient entry, elapsed time) once the fit has run for 2 s (``bayesglmm.progress``).
+        devices : None, "all", int, list of jax.Device or one-axis jax.sharding.Mesh
+            Where the one pass over the rows runs (bayesglmm.sharding): ``None`` (default) on
+            the host, as always; otherwise with the rows sharded over these devices (``"all"``:
+            every device, across processes under ``jax.distributed``; an int: the first n),
+            the cross-products summed across them.  The deviance depends on the
+            cross-products only, so the minimisation that follows is the same on every
+            process.  See docs/scaling.md.
         cov_type, niter_sa, do_cg, **fit_kwargs
             statsmodels' other keywords: accepted; one that cannot be honoured gives an
             :class:`~bayesglmm.exceptions.IgnoredArgumentWarning` saying why.
@@ -223,12 +259,13 @@ class MixedLM(StatsmodelsModelMixin):
         ours = isinstance(method, str) and method in methods
         opts = fit_options(self, "newton" if ours or method is None else method, free, gtol,
                            full_output, cov_type, niter_sa, do_cg, stacklevel=2, **fit_kwargs)
-        if not ours:  # statsmodels' names: the default method reaches the same optimum
-            method = "auto"
+        if not ours or not isinstance(method, str):  # statsmodels' names: the default
+            method = "auto"  # method reaches the same optimum
         re_term = self._re_term
         if opts.diag_re and re_term is not None and re_term.kind == "re" and re_term.q > 1:
             res = self._diag_model().fit(reml, method, None, maxiter, dtype, gtol=gtol,
-                                         full_output=full_output, progress=progress)
+                                         full_output=full_output, progress=progress,
+                                         devices=devices)
             self.reml = res.reml
             return res
         if start_params is not None and (hasattr(start_params, "cov_re") or not self.use_sqrt
@@ -242,7 +279,12 @@ class MixedLM(StatsmodelsModelMixin):
         theta0 = self._start() if start_params is None else np.asarray(start_params, np.float64)
         if theta0.shape != (self.n_theta,):
             raise ValueError(f"start_params must have {self.n_theta} values, got {theta0.shape}")
-        cp, st = self._crossprod(dt)
+        if devices is None:
+            cp, st = self._crossprod(dt)
+        else:
+            from ..sharding import make_mesh
+
+            cp, st = self._crossprod(dt, None, make_mesh(devices))
         from ..progress import reporting
 
         with reporting(progress, "MixedLM.fit"):
@@ -264,7 +306,7 @@ class MixedLM(StatsmodelsModelMixin):
                 "zero; see is_singular", SingularFitWarning, stacklevel=2,
             )
         # random effects back to the user's term order
-        blups = [None] * len(self.design.terms)
+        blups: list[np.ndarray | None] = [None] * len(self.design.terms)
         off = 0
         for pos, i in enumerate(self._order):
             t = self.design.terms[i]
@@ -347,8 +389,10 @@ class MixedLM(StatsmodelsModelMixin):
         return lmm_repr(self)
 
 
-def mixedlm(formula, data, groups=None, re_formula=None, vc_formula=None, missing="none",
-            *, dtype=None, **kwargs) -> MixedLM:
+def mixedlm(formula: str, data: pd.DataFrame, groups: str | ArrayLike | None = None,
+            re_formula: str | None = None, vc_formula: Mapping[str, str] | None = None,
+            missing: Literal["none", "raise", "drop"] = "none", *,
+            dtype: DTypeLike | None = None, **kwargs: Any) -> MixedLM:
     """A linear mixed model from a formula, as ``statsmodels.formula.api.mixedlm``.
 
     Parameters

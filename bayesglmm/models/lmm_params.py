@@ -13,7 +13,15 @@ wherever bayesglmm takes one.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import ArrayLike
+    from typing_extensions import Self
 
 __all__ = ["MixedLMParams", "as_components", "packed_to_theta", "theta_from_start"]
 
@@ -42,7 +50,11 @@ class MixedLMParams:
     [1.0, 2.0, 1.0, 0.5]
     """
 
-    def __init__(self, k_fe, k_re, k_vc):
+    fe_params: np.ndarray | None
+    cov_re: np.ndarray
+    vcomp: np.ndarray
+
+    def __init__(self, k_fe: int, k_re: int, k_vc: int) -> None:
         self.k_fe, self.k_re, self.k_vc = int(k_fe), int(k_re), int(k_vc)
         self.k_re2 = self.k_re * (self.k_re + 1) // 2
         self.k_tot = self.k_fe + self.k_re2 + self.k_vc
@@ -52,7 +64,8 @@ class MixedLMParams:
         self.vcomp = np.zeros(self.k_vc)
 
     @classmethod
-    def from_packed(cls, params, k_fe, k_re, use_sqrt, has_fe):
+    def from_packed(cls, params: ArrayLike, k_fe: int, k_re: int, use_sqrt: bool,
+                    has_fe: bool) -> Self:
         """Unpack ``[fe_params (if has_fe), cov_re lower triangle, vcomp]``; with ``use_sqrt``
         the covariance part is ``L[tril]`` (``cov_re = L Lᵀ``) and ``sqrt(vcomp)``."""
         params = np.asarray(params, np.float64)
@@ -72,7 +85,9 @@ class MixedLMParams:
         return out
 
     @classmethod
-    def from_components(cls, fe_params=None, cov_re=None, cov_re_sqrt=None, vcomp=None):
+    def from_components(cls, fe_params: Sequence[float] | np.ndarray | None = None,
+                        cov_re: ArrayLike | None = None, cov_re_sqrt: ArrayLike | None = None,
+                        vcomp: ArrayLike | None = None) -> Self:
         """From the parts (``cov_re_sqrt``: a factor ``L`` with ``cov_re = L Lᵀ``)."""
         if cov_re is None and cov_re_sqrt is not None:
             cov_re_sqrt = np.asarray(cov_re_sqrt, np.float64)
@@ -85,13 +100,13 @@ class MixedLMParams:
         out.cov_re, out.vcomp = cov_re, vcomp
         return out
 
-    def copy(self):
+    def copy(self) -> MixedLMParams:
         out = MixedLMParams(self.k_fe, self.k_re, self.k_vc)
         out.fe_params = None if self.fe_params is None else np.array(self.fe_params, float)
         out.cov_re, out.vcomp = np.array(self.cov_re, float), np.array(self.vcomp, float)
         return out
 
-    def get_packed(self, use_sqrt, has_fe=False):
+    def get_packed(self, use_sqrt: bool, has_fe: bool = False) -> np.ndarray:
         """The packed vector (see :meth:`from_packed`)."""
         cov = np.asarray(self.cov_re, np.float64)
         if self.k_re:
@@ -104,7 +119,7 @@ class MixedLMParams:
             parts.insert(0, np.asarray(self.fe_params, np.float64))
         return np.concatenate(parts)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"MixedLMParams(fe_params={self.fe_params}, cov_re={self.cov_re.tolist()}, "
                 f"vcomp={self.vcomp})")
 

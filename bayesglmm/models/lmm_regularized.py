@@ -13,9 +13,27 @@ by coordinate descent with soft thresholding (Friedman, Hastie & Tibshirani 2010
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Protocol
+
 import numpy as np
 
-__all__ = ["fit_regularized"]
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..results.lmm import MixedLMResults
+    from .lmm import MixedLM
+    from .lmm_params import MixedLMParams
+
+__all__ = ["Penalty", "fit_regularized"]
+
+
+class Penalty(Protocol):
+    """A statsmodels penalty object (``statsmodels.base._penalties``): the penalty and its
+    gradient at the fixed effects."""
+
+    def func(self, params: np.ndarray) -> ArrayLike: ...
+
+    def deriv(self, params: np.ndarray) -> ArrayLike: ...
 
 
 def _lasso(A, bhat, alpha, ptol, maxit):
@@ -32,8 +50,10 @@ def _lasso(A, bhat, alpha, ptol, maxit):
     return beta
 
 
-def fit_regularized(model, start_params=None, method="l1", alpha=0, ceps=1e-4, ptol=1e-6,
-                    maxit=200, **fit_kwargs):
+def fit_regularized(model: MixedLM, start_params: ArrayLike | MixedLMParams | None = None,
+                    method: str | Penalty = "l1", alpha: float | ArrayLike = 0,
+                    ceps: float = 1e-4, ptol: float = 1e-6, maxit: int = 200,
+                    **fit_kwargs: Any) -> MixedLMResults:
     """Fit, then penalise the fixed effects (see the module docstring).
 
     Parameters

@@ -11,11 +11,19 @@ derivatives are ``jax.grad``/``jax.hessian``), ``predict`` (the fixed part) and
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from .lmm_params import MixedLMParams, as_components
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..results.lmm import MixedLMResults
+    from .lmm import MixedLM
+    from .lmm_regularized import Penalty
 
 __all__ = ["ModelData", "StatsmodelsModelMixin"]
 
@@ -43,6 +51,13 @@ class ModelData:
 class StatsmodelsModelMixin:
     """statsmodels' model attributes and methods (mixed into :class:`~bayesglmm.MixedLM`)."""
 
+    design: Any  # provided by MixedLM: its formula.lmm design and θ-block layout
+    _blocks: list
+    k_fe: int
+
+    if TYPE_CHECKING:  # provided by MixedLM
+        def _crossprod(self, dtype: Any, sparse: Any = None, mesh: Any = None) -> Any: ...
+
     # ------------------------------------------------------------------ layout
     @functools.cached_property
     def _re_term(self):
@@ -62,7 +77,7 @@ class StatsmodelsModelMixin:
 
     @property
     def k_vc(self) -> int:
-        return sum(1 for kind, _ in self._blocks if kind == "vc")
+        return sum(int(kind == "vc") for kind, _ in self._blocks)
 
     def _re_names(self):
         return [] if self._re_term is None else list(self._re_term.cols)
@@ -104,7 +119,7 @@ class StatsmodelsModelMixin:
         return {lab: np.flatnonzero(g == lab) for lab in self.group_labels}
 
     @property
-    def exog_re(self):
+    def exog_re(self) -> np.ndarray | None:
         return None if self._re_term is None else self._re_term.z
 
     # ------------------------------------------------------------------ statsmodels' ψ
@@ -154,7 +169,7 @@ class StatsmodelsModelMixin:
             return np.asarray(fn(jnp.asarray(x), cp, st, self._layout(), bool(self.reml),
                                  bool(profile_fe), bool(use_sqrt)))
 
-    def loglike(self, params, profile_fe=True):
+    def loglike(self, params: MixedLMParams | ArrayLike, profile_fe: bool = True) -> float:
         """statsmodels' log-likelihood (REML if the last fit was) at ``params``: a
         :class:`MixedLMParams` or a packed vector; σ² is profiled out, and β too with
         ``profile_fe`` (then β̂ is the GLS estimate at the covariances)."""
@@ -162,14 +177,14 @@ class StatsmodelsModelMixin:
 
         return float(self._psi_eval(loglike, params, profile_fe))
 
-    def score(self, params, profile_fe=True):
+    def score(self, params: MixedLMParams | ArrayLike, profile_fe: bool = True) -> np.ndarray:
         """Gradient of :meth:`loglike` over the packed vector (``use_sqrt`` layout), by
         ``jax.grad``; without the fixed effects when ``profile_fe``."""
         from ..kernels.lmm_psi import loglike_score
 
         return np.array(self._psi_eval(loglike_score, params, profile_fe))
 
-    def hessian(self, params):
+    def hessian(self, params: MixedLMParams | ArrayLike) -> tuple[np.ndarray, bool]:
         """``(H, singular)``: the Hessian of :meth:`loglike` (β not profiled) over
         ``[fe_params, cov_re[tril], vcomp]`` (``use_sqrt=False``), by ``jax.hessian``."""
         from ..kernels.lmm_psi import loglike_hessian
@@ -179,7 +194,8 @@ class StatsmodelsModelMixin:
         sing = not ok or np.linalg.matrix_rank(h) < h.shape[0]
         return h, bool(sing)
 
-    def get_fe_params(self, cov_re, vcomp, tol=1e-10):
+    def get_fe_params(self, cov_re: ArrayLike, vcomp: ArrayLike, tol: float = 1e-10
+                      ) -> tuple[np.ndarray, bool]:
         """``(β̂, singular)``: the GLS fixed effects at the relative covariances."""
         import jax.numpy as jnp
 
@@ -195,17 +211,20 @@ class StatsmodelsModelMixin:
         sing = np.linalg.cond(np.asarray(txx)) > 1 / tol
         return np.asarray(beta), bool(sing)
 
-    def fit_regularized(self, start_params=None, method="l1", alpha=0, ceps=1e-4, ptol=1e-6,
-                        maxit=200, **fit_kwargs):
+    def fit_regularized(self, start_params: ArrayLike | MixedLMParams | None = None,
+                        method: str | Penalty = "l1", alpha: float | ArrayLike = 0,
+                        ceps: float = 1e-4, ptol: float = 1e-6, maxit: int = 200,
+                        **fit_kwargs: Any) -> MixedLMResults:
         """L1-penalised (or ``method``-penalised) fixed effects, as statsmodels; see
         :func:`bayesglmm.models.lmm_regularized.fit_regularized`."""
         from .lmm_regularized import fit_regularized
 
-        return fit_regularized(self, start_params, method, alpha, ceps, ptol, maxit,
-                               **fit_kwargs)
+        return fit_regularized(cast("MixedLM", self), start_params, method, alpha, ceps, ptol,
+                               maxit, **fit_kwargs)
 
     # ------------------------------------------------------------------ prediction, simulation
-    def predict(self, params, exog=None):
+    def predict(self, params: MixedLMParams | ArrayLike, exog: ArrayLike | None = None
+                ) -> np.ndarray:
         """The fixed part ``exog @ fe_params`` (statsmodels' ``MixedLM.predict``); ``params``
         a :class:`MixedLMParams`, or a vector whose first ``k_fe`` values are the fixed
         effects."""
@@ -213,7 +232,8 @@ class StatsmodelsModelMixin:
         fe = params.fe_params if hasattr(params, "fe_params") else np.asarray(params)[: self.k_fe]
         return X @ np.asarray(fe, np.float64)
 
-    def get_distribution(self, params, scale, exog=None):
+    def get_distribution(self, params: MixedLMParams | ArrayLike, scale: float,
+                         exog: ArrayLike | None = None) -> _Distribution:
         """A simulator of the response at ``params`` (packed with fixed effects, covariances
         relative to ``scale``) and residual variance ``scale``; ``.rvs(n=None, rng=None)``."""
         return _Distribution(self, params, float(scale), exog)
@@ -227,7 +247,9 @@ class _Distribution:
         self.model, self.fe, self.cov, self.vc, self.scale = model, fe, cov, vc, scale
         self.exog = model.design.X if exog is None else np.asarray(exog, np.float64)
 
-    def rvs(self, n=None, rng=None):
+    def rvs(self, n: int | None = None,
+            rng: int | np.random.Generator | np.random.RandomState | None = None
+            ) -> np.ndarray:
         """One draw of the response (``n`` is ignored: the model's rows, as statsmodels)."""
         rng = np.random.default_rng(rng) if not isinstance(rng, np.random.RandomState) else rng
         y = self.exog @ self.fe

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,12 +20,13 @@ class ParamLayout(NamedTuple):
 
     k_fep: int  # fixed effects
     k_sd: int  # log SDs (the first k_sd of the k_vcp variance parameters)
-    k_vcp: int  # variance parameters: log SDs, then correlation parameters
+    k_vcp: int  # variance parameters: log SDs, then correlation parameters, then dispersion
     k_vc: int  # random effects
     fep_names: list
     vcp_names: list
     vc_names: list | None
     named: bool  # label tables (names came from a formula or DataFrames)
+    k_disp: int = 0  # the family's dispersion parameters (negative binomial: log θ), last
 
     def split(self, vec):
         """``(fe, vcp, vc)`` blocks of ``vec`` (k_fep + k_vcp + k_vc,)."""
@@ -86,7 +87,7 @@ class BayesMixedGLMResults(PlotMethods):
         na = list(lay.fep_names) + list(lay.vcp_names) + list(lay.vc_names or [])
         return na[:n] if len(na) >= n else None
 
-    def cov_params(self):
+    def cov_params(self) -> np.ndarray | pd.DataFrame | pd.Series:
         """Posterior covariance (fit_map: a matrix) or variances (fit_vb: a vector).
 
         Named (DataFrame / Series) when the model has parameter names (formula models).
@@ -107,10 +108,11 @@ class BayesMixedGLMResults(PlotMethods):
         k = lay.k_fep + lay.k_vcp
         mean = np.concatenate([self.fe_mean, self.vcp_mean])
         psd = np.concatenate([self.fe_sd, self.vcp_sd])
-        k_sd = lay.k_sd
+        k_sd, k_disp = lay.k_sd, lay.k_disp
         df = pd.DataFrame(
             {
-                "Type": ["M"] * m.k_fep + ["V"] * k_sd + ["R"] * (m.k_vcp - k_sd),
+                "Type": (["M"] * m.k_fep + ["V"] * k_sd + ["R"] * (m.k_vcp - k_sd - k_disp)
+                         + ["D"] * k_disp),
                 "Post. Mean": mean,
                 "Post. SD": psd,
             },
@@ -119,9 +121,10 @@ class BayesMixedGLMResults(PlotMethods):
         fmt = lambda x: f"{x:.3f}"
         idx = np.arange(k)
         is_v = (idx >= m.k_fep) & (idx < m.k_fep + k_sd)
-        is_r = idx >= m.k_fep + k_sd
+        is_r = (idx >= m.k_fep + k_sd) & (idx < k - k_disp)
+        is_d = idx >= k - k_disp  # dispersion: exp shows θ
         for col, x in (("SD", mean), ("SD (LB)", mean - 2 * psd), ("SD (UB)", mean + 2 * psd)):
-            df[col] = np.where(is_v, [fmt(v) for v in np.exp(x)],
+            df[col] = np.where(is_v | is_d, [fmt(v) for v in np.exp(x)],
                                np.where(is_r, [fmt(v) for v in np.tanh(x)], ""))
         label = {"map": "Laplace (joint mode)", "vb": "mean-field VB",
                  "laplace": "marginal Laplace" + ("" if getattr(self, "priors", True)
@@ -132,7 +135,10 @@ class BayesMixedGLMResults(PlotMethods):
             "Parameter types are mean structure (M) and variance structure (V)",
             "Variance parameters are modeled as log standard deviations",
         ]
-        if (m.k_vcp - k_sd) > 0:
+        if k_disp:
+            notes.append("Type D: the dispersion log θ (Var = μ + μ²/θ); its SD columns show "
+                         "θ (glmmTMB's sigma)")
+        if (m.k_vcp - k_sd - k_disp) > 0:
             notes.append("Type R: correlation parameters z = atanh(partial correlation); their "
                          "SD columns show the correlation tanh(z)")
         if getattr(self, "is_singular", False):
@@ -143,7 +149,7 @@ class BayesMixedGLMResults(PlotMethods):
             info["Log-likelihood (Laplace)"] = f"{self.llf:.4f}"
         return Summary(f"{m.family.name} Mixed GLM Results", df, notes, info)
 
-    def random_effects(self, term=None) -> pd.DataFrame:
+    def random_effects(self, term: str | int | None = None) -> pd.DataFrame:
         """Posterior mean and SD of the random effects, all or those of one term.
 
         ``term`` is a variance-component name (a key of ``vc_formulas`` / ``vcp_names``) or its
@@ -155,15 +161,20 @@ class BayesMixedGLMResults(PlotMethods):
         if term is not None:
             if isinstance(term, (int, np.integer)):
                 termix = int(term)
-                if not 0 <= termix < m.k_vcp:
-                    raise ValueError(f"term index {term} out of range (0..{m.k_vcp - 1})")
+                k_terms = m.k_vcp - self.layout.k_disp  # the dispersion is no term
+                if not 0 <= termix < k_terms:
+                    raise ValueError(f"term index {term} out of range (0..{k_terms - 1})")
             else:
-                if term not in m.vcp_names:
+                terms = list(m.vcp_names[:m.k_vcp - self.layout.k_disp])
+                if term not in terms:
                     from ..validation import suggest
 
-                    s_ = suggest(str(term), m.vcp_names)
+                    if term in m.vcp_names:  # the negative binomial's log θ
+                        raise ValueError(f"{term!r} is the family's dispersion parameter, not a "
+                                         f"random-effect term. Terms: {terms}")
+                    s_ = suggest(str(term), terms)
                     hint = f"; did you mean {s_!r}?" if s_ else ""
-                    raise ValueError(f"unknown term {term!r}{hint} Terms: {list(m.vcp_names)}")
+                    raise ValueError(f"unknown term {term!r}{hint} Terms: {terms}")
                 termix = list(m.vcp_names).index(term)
             ii = np.flatnonzero(m.ident == termix)
             z, s = z[ii], s[ii]
@@ -174,8 +185,10 @@ class BayesMixedGLMResults(PlotMethods):
             out.index = na
         return out
 
-    def predict(self, exog=None, linear=False, *, include_random=None, unseen="population",
-                offset=None, exposure=None):
+    def predict(self, exog: pd.DataFrame | np.ndarray | None = None, linear: bool = False, *,
+                include_random: bool | None = None, unseen: str = "population",
+                offset: np.ndarray | None = None, exposure: np.ndarray | None = None
+                ) -> np.ndarray | pd.Series:
         """Predicted means (or linear predictors with ``linear=True``).
 
         Parameters
@@ -210,8 +223,10 @@ class BayesMixedGLMResults(PlotMethods):
         return self._linear_and_var(exog, include_random, unseen, offset, exposure,
                                     linear=linear, with_var=False)
 
-    def get_prediction(self, exog=None, *, alpha=0.05, include_random=None,
-                       unseen="population", offset=None, exposure=None) -> pd.DataFrame:
+    def get_prediction(self, exog: pd.DataFrame | np.ndarray | None = None, *,
+                       alpha: float = 0.05, include_random: bool | None = None,
+                       unseen: str = "population", offset: np.ndarray | None = None,
+                       exposure: np.ndarray | None = None) -> pd.DataFrame:
         """Predictions with posterior credible intervals, as a DataFrame.
 
         Columns: ``linear`` and ``linear_sd`` (posterior mean and SD of the linear predictor
@@ -305,7 +320,7 @@ class BayesMixedGLMResults(PlotMethods):
         (``optim_retvals.success``; bayesglmm.boundary)."""
         return bool(getattr(self.optim_retvals, "success", True))
 
-    def conf_int(self, alpha=0.05, method="wald"):
+    def conf_int(self, alpha: float = 0.05, method: str = "wald") -> pd.DataFrame:
         """Intervals of (fe, vcp): ``"wald"`` (mean ± z·sd) or, for
         ``fit_laplace(priors=False)``, ``"profile"`` (lme4's profile intervals, SD scale):
         :func:`bayesglmm.inference.conf_int_method`."""
@@ -314,7 +329,7 @@ class BayesMixedGLMResults(PlotMethods):
         return conf_int_method(self, alpha, method)
 
     # ------------------------------------------------------------------ ArviZ (plots: PlotMethods)
-    def to_inference_data(self, draws: int = 1000, rng=None, **kwargs):
+    def to_inference_data(self, draws: int = 1000, rng: Any = None, **kwargs: Any) -> Any:
         """Posterior draws as an ``arviz.InferenceData`` (the ``[arviz]`` extra); keywords
         and the approximation drawn from: :func:`bayesglmm.arviz.to_inference_data`."""
         from ..arviz import to_inference_data

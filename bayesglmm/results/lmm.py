@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,10 @@ from ..formula.fixed import new_exog
 from .lmm_statsmodels import StatsmodelsResultsMixin
 from .plots import PlotMethods
 from .summary import info_columns
+
+if TYPE_CHECKING:
+    from ..inference.bootstrap import BootstrapResult
+    from .lmm_statsmodels import MixedLMSummary
 
 __all__ = ["MixedLMResults"]
 
@@ -50,6 +55,8 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
 
     The fit hands over arrays; the tables above are formed on first access.
     """
+
+    hist: list[dict]  # fit(full_output=True): a record of the optimiser
 
     def __init__(self, model, theta, fe, cov_fe, scale, deviance, reml, blups, fit,
                  is_singular, cov_psi):
@@ -139,7 +146,7 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
     @functools.cached_property
     def random_effects_by_term(self) -> dict:
         """``{term name: DataFrame (levels × covariates)}`` of the BLUPs."""
-        out = {}
+        out: dict = {}
         for t, b in zip(self.model.design.terms, self._blups):
             out[_unique_key(out, t.name)] = pd.DataFrame(b, index=t.index, columns=t.cols)
         return out
@@ -260,7 +267,7 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
             if t.group != (d.terms[d.groups_term].group if d.groups_term is not None else t.group):
                 continue
             per.append((t, b))
-        for g in glevels:
+        for g in (glevels if glevels is not None else ()):
             vals, names = [], []
             for t, b in per:
                 if isinstance(t.index, pd.MultiIndex):
@@ -284,7 +291,8 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
             eta = eta + np.where(ok, contrib, 0.0)
         return eta
 
-    def predict(self, exog=None, include_random=False):
+    def predict(self, exog: pd.DataFrame | np.ndarray | None = None,
+                include_random: bool = False) -> pd.Series | np.ndarray:
         """Predictions: the fixed part ``Xβ̂`` (statsmodels), or with ``include_random=True``
         and a DataFrame, plus each row's predicted random effects; levels not seen in fitting
         get the population value (zero random effect).
@@ -318,7 +326,9 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
         return self._linear(X, [t.new_rows(exog, na_action="ignore") for t in d.terms])
 
     # ------------------------------------------------------------------ summary
-    def summary(self, yname=None, xname_fe=None, xname_re=None, title=None, alpha=0.05):
+    def summary(self, yname: str | None = None, xname_fe: list[str] | None = None,
+                xname_re: list[str] | None = None, title: str | None = None,
+                alpha: float = 0.05) -> MixedLMSummary:
         """A statsmodels-like summary (print it, or ``str()``): ``tables[0]`` the header,
         ``tables[1]`` the estimates.  ``yname``, ``xname_fe``, ``xname_re`` rename the
         response, the fixed-effect and the covariance-parameter rows; ``alpha`` sets the
@@ -394,27 +404,29 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
 
         return conf_int_method(self, alpha, method)
 
-    def ttest_satterthwaite(self, L=None):
+    def ttest_satterthwaite(self, L: np.ndarray | None = None) -> pd.DataFrame:
         """t-tests of the fixed effects (or contrasts ``L``) with Satterthwaite df (lmerTest):
         :func:`bayesglmm.inference.satterthwaite_table`."""
         from ..inference.satterthwaite import satterthwaite_table
 
         return satterthwaite_table(self, L)
 
-    def bootstrap(self, n=1000, seed=None, alpha=0.05, batch=100, progress=False):
+    def bootstrap(self, n: int = 1000, seed: int | None = None, alpha: float = 0.05,
+                  batch: int = 100, progress: bool = False) -> BootstrapResult:
         """Parametric bootstrap (lme4's ``bootMer``): :func:`bayesglmm.inference.bootstrap`."""
         from ..inference.bootstrap import bootstrap
 
         return bootstrap(self, n=n, seed=seed, alpha=alpha, batch=batch, progress=progress)
 
     # ---------------------------------------- ArviZ and the profile plot (others: PlotMethods)
-    def to_inference_data(self, *args, **kwargs):
+    def to_inference_data(self, *args: Any, **kwargs: Any) -> Any:
         """Not available: an ML/REML fit has no posterior (``ValueError`` saying what to use)."""
         from ..posterior_draws import check_bayesian
 
         check_bayesian(self)
 
-    def plot_profile(self, param=0, grid=None, **kwargs):
+    def plot_profile(self, param: int | str = 0, grid: np.ndarray | None = None,
+                     **kwargs: Any) -> Any:
         """Profiled deviance along one θ: :func:`bayesglmm.plot.deviance_profile`."""
         from ..plot import deviance_profile
 

@@ -17,7 +17,7 @@ def _coords_by_group(res) -> dict:
     coordinates in the order of ``res.random_effects[group]`` (one pass over the levels)."""
     d = res.model.design
     gt = d.terms[d.groups_term] if d.groups_term is not None else None
-    out = {g: [] for g in res.model.group_labels}
+    out: dict = {g: [] for g in res.model.group_labels}
     for i, t in enumerate(d.terms):
         if gt is not None and t.group != gt.group:
             continue
@@ -104,7 +104,7 @@ def profile_re(res, re_ix, vtype, num_low, dist_low, num_high, dist_high) -> np.
                            np.linspace(ru0, high, num_high + 1)[1:]])
     free = np.setdiff1d(np.arange(model.n_theta), row)
     theta_hat = np.asarray(res.theta, np.float64)
-    u0 = theta_hat[row] / max(np.linalg.norm(theta_hat[row]), 1e-12)
+    u0 = theta_hat[row] / max(float(np.linalg.norm(theta_hat[row])), 1e-12)
     reml = res.reml
     with precision(np.float64):
         cp, st = model._crossprod(np.float64)

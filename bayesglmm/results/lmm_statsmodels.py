@@ -12,12 +12,20 @@ observed information of ψ.
 from __future__ import annotations
 
 import functools
+import os
 import pickle
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from .summary import Summary
+
+if TYPE_CHECKING:
+    from ..models.lmm_params import MixedLMParams
+    from .lmm_tests import ContrastResults
 
 __all__ = ["MixedLMSummary", "StatsmodelsResultsMixin"]
 
@@ -53,6 +61,29 @@ class MixedLMSummary(Summary):
 
 class StatsmodelsResultsMixin:
     """Public estimates, statsmodels' way (see the module docstring)."""
+
+    # provided by MixedLMResults
+    model: Any
+    k_fe: int
+    scale: float
+    _fe: np.ndarray
+    _fe_s: pd.Series
+    _bse_fe_s: pd.Series
+    _params_s: pd.Series
+    _bse_s: pd.Series
+    _cov_fe: np.ndarray
+    _cov_re_s: pd.DataFrame
+    _bse_re: Callable[[], np.ndarray]
+
+    if TYPE_CHECKING:  # read-only properties of MixedLMResults
+        @property
+        def vcomp(self) -> np.ndarray: ...
+
+        @property
+        def _fitted(self) -> np.ndarray: ...
+
+        @property
+        def _resid(self) -> np.ndarray: ...
 
     def _wrap(self, x):
         if getattr(self.model, "_is_pandas", True):
@@ -91,41 +122,42 @@ class StatsmodelsResultsMixin:
 
     # ------------------------------------------------------------------ estimates
     @property
-    def fe_params(self):
+    def fe_params(self) -> pd.Series | np.ndarray:
         return self._wrap(self._fe_s)
 
     @property
-    def bse_fe(self):
+    def bse_fe(self) -> pd.Series | np.ndarray:
         return self._wrap(self._bse_fe_s)
 
     @property
-    def params(self):
+    def params(self) -> pd.Series | np.ndarray:
         return self._wrap(self._params_s)
 
     @property
-    def bse(self):
+    def bse(self) -> pd.Series | np.ndarray:
         return self._wrap(self._bse_s)
 
     @property
-    def bse_re(self):
+    def bse_re(self) -> pd.Series | np.ndarray:
         """Standard errors of the covariance parameters on the scale of ``cov_re``/``vcomp``:
         ``sqrt(scale) · bse[k_fe:]`` (statsmodels' ``bse_re``)."""
         return self._wrap(np.sqrt(self.scale) * self._bse_re())
 
     @property
-    def tvalues(self):
+    def tvalues(self) -> pd.Series | np.ndarray:
         """``params / bse``, fixed effects and covariance parameters (statsmodels)."""
         return self._wrap(self._params_s / self._bse_s)
 
     @property
-    def pvalues(self):
+    def pvalues(self) -> pd.Series | np.ndarray:
         """Two-sided normal p-values of :attr:`tvalues`."""
         from scipy.special import ndtr
 
         t = (self._params_s / self._bse_s).to_numpy()
         return self._wrap(pd.Series(2 * ndtr(-np.abs(t)), index=self._params_s.index))
 
-    def conf_int(self, alpha: float = 0.05, cols=None, method: str = "wald"):
+    def conf_int(self, alpha: float = 0.05, cols: Sequence[int] | None = None,
+                 method: str = "wald") -> pd.DataFrame | np.ndarray:
         """Wald intervals (normal quantiles) of all parameters; rows ``cols`` if given."""
         from scipy.special import ndtri
 
@@ -153,24 +185,24 @@ class StatsmodelsResultsMixin:
             cov[k:, k:] = psi
         return pd.DataFrame(cov, index=names, columns=names)
 
-    def cov_params(self):
+    def cov_params(self) -> pd.DataFrame | np.ndarray:
         """Covariance of all estimates (fixed effects, then ψ), block diagonal."""
         return self._wrap(self._cov_all)
 
     @property
-    def cov_re(self):
+    def cov_re(self) -> pd.DataFrame | np.ndarray:
         return self._wrap(self._cov_re_s)
 
     @property
-    def cov_re_unscaled(self):
+    def cov_re_unscaled(self) -> pd.DataFrame | np.ndarray:
         return self._wrap(self._cov_re_s / self.scale)
 
     @property
-    def fittedvalues(self):
+    def fittedvalues(self) -> pd.Series | np.ndarray:
         return self._wrap_rows(self._fitted)
 
     @property
-    def resid(self):
+    def resid(self) -> pd.Series | np.ndarray:
         return self._wrap_rows(self._resid)
 
     @property
@@ -178,7 +210,7 @@ class StatsmodelsResultsMixin:
         return self.model.k_re2
 
     @property
-    def params_object(self):
+    def params_object(self) -> MixedLMParams:
         """The estimates as a :class:`~bayesglmm.models.lmm_params.MixedLMParams` (relative
         covariances), statsmodels' ``params_object``."""
         from ..models.lmm_params import MixedLMParams
@@ -197,27 +229,29 @@ class StatsmodelsResultsMixin:
         return random_effects_cov(self)
 
     # ------------------------------------------------------------------ tests
-    def t_test(self, r_matrix, use_t=None, scalar=None):
+    def t_test(self, r_matrix: ArrayLike | str, use_t: bool | None = None,
+               scalar: bool | None = None) -> ContrastResults:
         """Wald t tests of linear combinations of the fixed effects (``r_matrix`` with
         ``k_fe`` columns, or a string such as ``"x1 = 0"``); see :mod:`.lmm_tests`."""
         from .lmm_tests import t_test
 
         return t_test(self, r_matrix, use_t)
 
-    def wald_test(self, r_matrix, use_f=None, scalar=True):
+    def wald_test(self, r_matrix: ArrayLike | str, use_f: bool | None = None,
+                  scalar: bool = True) -> ContrastResults:
         """Joint Wald test of ``R β = q`` over the fixed effects (chi² or F)."""
         from .lmm_tests import wald_test
 
         return wald_test(self, r_matrix, use_f=use_f)
 
-    def f_test(self, r_matrix):
+    def f_test(self, r_matrix: ArrayLike | str) -> ContrastResults:
         """Joint F test of ``R β = q`` over the fixed effects."""
         from .lmm_tests import wald_test
 
         return wald_test(self, r_matrix, use_f=True)
 
-    def profile_re(self, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_high=1.0,
-                   **fit_kwargs):
+    def profile_re(self, re_ix: int, vtype: str, num_low: int = 5, dist_low: float = 1.0,
+                   num_high: int = 5, dist_high: float = 1.0, **fit_kwargs: Any) -> np.ndarray:
         """statsmodels' profile likelihood of one variance: ``(num_low + num_high + 1, 2)``
         rows of (variance, log-likelihood maximised over the other parameters)."""
         from .lmm_ranef import profile_re
@@ -225,26 +259,26 @@ class StatsmodelsResultsMixin:
         return profile_re(self, re_ix, vtype, num_low, dist_low, num_high, dist_high)
 
     # ------------------------------------------------------------------ persistence
-    def remove_data(self):
+    def remove_data(self) -> None:
         """Drop the cached per-row values (statsmodels' ``remove_data``); the estimates and
         ``summary()`` stay available."""
         for name in ("_fitted", "_resid"):
             self.__dict__.pop(name, None)
 
-    def save(self, fname, remove_data=False):
+    def save(self, fname: str | os.PathLike | BinaryIO, remove_data: bool = False) -> None:
         """Pickle the results to ``fname`` (a path or a file object)."""
         if remove_data:
             self.remove_data()
-        if hasattr(fname, "write"):
-            pickle.dump(self, fname)
-        else:
+        if isinstance(fname, (str, os.PathLike)):
             with open(fname, "wb") as fh:
                 pickle.dump(self, fh)
+        else:  # a file object
+            pickle.dump(self, fname)
 
     @classmethod
-    def load(cls, fname):
+    def load(cls, fname: str | os.PathLike | BinaryIO) -> Any:
         """Results saved by :meth:`save`."""
-        if hasattr(fname, "read"):
-            return pickle.load(fname)
-        with open(fname, "rb") as fh:
-            return pickle.load(fh)
+        if isinstance(fname, (str, os.PathLike)):
+            with open(fname, "rb") as fh:
+                return pickle.load(fh)
+        return pickle.load(fname)  # a file object

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._xla import small_options
 from .linesearch import backtrack
 from .. import progress as _progress
 from .newton_step import (CURVATURE, GRAD, NEWTON, NONE, WARM, NewtonOptions, Step,
@@ -101,7 +102,7 @@ def newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int = NO
     reused from pass to pass — at 10⁵ rows a step dispatched from the host costs ~10–25 ms
     more, mostly allocating them).  Small problems (``dense``, fits.map.use_dense), whose
     compilation costs more than their arithmetic, are compiled with options that compile
-    fast (``_SMALL``).
+    fast (``_xla.small_options``).
 
     While a fit reports progress (:mod:`bayesglmm.progress`) a second program, compiled on
     first use, runs instead: its loop reports each warm-up and Newton step through
@@ -231,7 +232,7 @@ def _newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int, st
                            _init_state(a0, v0, dense))
         return result(c)
 
-    return jax.jit(solve, compiler_options=_SMALL if dense else _LARGE)
+    return jax.jit(solve, compiler_options=small_options() if dense else None)
 
 
 def _init_state(a0, v0, dense: bool) -> State:
@@ -251,12 +252,11 @@ def _init_state(a0, v0, dense: bool) -> State:
                  i0, z(), z(), jnp.ones((), jnp.int32), jnp.asarray(False), step)
 
 
-# XLA options.  Small problems: XLA's classic elemental emitters rather than its newer MLIR
-# fusion emitters, and no LLVM optimisation passes — a quarter of the compile time of the
-# defaults (cbpp's fit_vb: 0.7 s instead of 3 s of CPU), and passes that cost a millisecond
-# or so at a thousand rows.  Large problems: XLA's defaults.
-_SMALL = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-_LARGE = None
+# XLA options.  Small problems on CPU (_xla.small_options): XLA's classic elemental emitters
+# rather than its newer MLIR fusion emitters, and no LLVM optimisation passes — a quarter of the
+# compile time of the defaults (cbpp's fit_vb: 0.7 s instead of 3 s of CPU), and passes that
+# cost a millisecond or so at a thousand rows.  Large problems, and other backends: XLA's
+# defaults.
 
 
 def newton(f: Callable, a0, v0, args=(), *, color=None, n_colors: int = 1, dense: bool = False,
