@@ -119,7 +119,6 @@ def map_model(model, Y, chunk_size, progress, scale_fe=False, rng=None, minim_op
 def _map_tail(model, sol, step, data_c, j, dense, full, n_colors, A, ident) -> dict:
     """The host part of fits.map.fit_map for response j of a chunk."""
     kf, kv = model.k_fep, model.k_vc
-    ka, p = kf + model.k_vcp, kf + model.k_vcp + kv
     a, u = sol.a, sol.v[:kv, 0]
     H = None
     if dense:
@@ -130,23 +129,10 @@ def _map_tail(model, sol, step, data_c, j, dense, full, n_colors, A, ident) -> d
         H = np.asarray(_map._hessian_program(model.family)(
             jnp.asarray(sol.a, dt), jnp.asarray(sol.v, dt), data_j, model._prior()),
             np.float64)
-    if H is not None:
-        H = H[:ka + kv, :ka + kv]
-    cov = _map.laplace_cov(_map._real(step, kv), a, u, kf, ident, n_colors=n_colors,
-                           full=full, H=H)
-    vc = u * np.exp(a[kf:][ident])  # vc = exp(vcp[ident])·u
-    params = np.concatenate([a, vc])
-    cov_a, cov_full = cov.cov_a, cov.full
-    if A is not None:  # fe = A·fe_scaled
-        T = np.eye(p)
-        T[:kf, :kf] = A
-        params = T @ params
-        cov_a = T[:ka, :ka] @ cov_a @ T[:ka, :ka].T
-        if cov_full is not None:
-            cov_full = T @ cov_full @ T.T
-    return dict(params=params, cov=cov_full if cov_full is not None else cov_a,
-                variances=np.concatenate([np.diag(cov_a), cov.var_v]),
-                cov_exact=np.asarray(bool(cov.exact)), a=a, v=vc[:, None],
+    params, cov, variances, exact, vc = _map.mode_summary(
+        step, a, u, H, kf, ident, n_colors=n_colors, full=full, fe_transform=A)
+    return dict(params=params, cov=cov, variances=variances,
+                cov_exact=np.asarray(exact), a=a, v=vc[:, None],
                 x=np.concatenate([a, vc]),
                 **_counters(sol))
 

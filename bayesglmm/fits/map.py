@@ -43,7 +43,7 @@ from ..solvers.newton import (CURVATURE, GRAD, NEWTON, NONE, Step, default_optio
 
 __all__ = ["DENSE_COV_MAX", "DENSE_COV_WORK_MAX", "DENSE_MAX", "DENSE_WORK_MAX", "LaplaceCov",
            "MapFit", "abs_inv", "fit_map", "laplace_cov", "map_objective", "map_program",
-           "scale_columns", "use_dense"]
+           "mode_summary", "scale_columns", "use_dense"]
 
 DENSE_MAX = 300  # total parameters up to which Newton uses the full dense Hessian ...
 DENSE_WORK_MAX = 100_000  # ... provided parameters × rows stays below this
@@ -278,11 +278,26 @@ def fit_map(family: Family, data: Data, prior: Prior, *, color, n_colors: int,
             H = np.asarray(last.H, np.float64)
         elif n_colors > 1 and full:
             H = np.asarray(_hessian_program(family)(put(sol.a), put(sol.v), *args), np.float64)
+    params, cov, variances, exact, vc = mode_summary(
+        last, a, u, H, kf, ident[:k], n_colors=n_colors, full=full, fe_transform=fe_transform)
+    return MapFit(sol._replace(v=vc[:, None]), params, cov, variances, exact)
+
+
+def mode_summary(last: Step, a: np.ndarray, u: np.ndarray, H: np.ndarray | None, kf: int,
+                 ident: np.ndarray, *, n_colors: int, full: bool,
+                 fe_transform: np.ndarray | None = None):
+    """The host part of :func:`fit_map` after the solve (also fits.many's, per response):
+    ``(params, cov, variances, exact, vc)`` from the mode a = (fe, vcp) (k_a,), the real
+    random effects u (k,) with their identifiers ``ident`` (k,), the Newton step there
+    (``last``, padded) and the dense Hessian ``H`` when one was formed (padded; None
+    otherwise).  vc = exp(vcp[ident])·u; with ``fe_transform`` (A of :func:`scale_columns`)
+    the results are mapped back to the original coefficients fe = A·fe_s."""
+    k, ka = u.shape[0], a.shape[0]
+    p = ka + k
     if H is not None:  # the real coordinates (a, u[:k]) come first
-        H = H[:ka + k, :ka + k]
-    cov = laplace_cov(_real(last, k), a, u, kf, ident[:k], n_colors=n_colors, full=full, H=H)
-    vc = u * np.exp(a[kf:][ident[:k]])  # vc = exp(vcp[ident])·u
-    sol = sol._replace(v=vc[:, None])
+        H = H[:p, :p]
+    cov = laplace_cov(_real(last, k), a, u, kf, ident, n_colors=n_colors, full=full, H=H)
+    vc = u * np.exp(a[kf:][ident])  # vc = exp(vcp[ident])·u
     params = np.concatenate([a, vc])
     cov_a, cov_full = cov.cov_a, cov.full
     if fe_transform is not None:  # back to the original fe scale: fe = A fe_scaled
@@ -292,5 +307,5 @@ def fit_map(family: Family, data: Data, prior: Prior, *, color, n_colors: int,
         cov_a = T[:ka, :ka] @ cov_a @ T[:ka, :ka].T
         if cov_full is not None:
             cov_full = T @ cov_full @ T.T
-    return MapFit(sol, params, cov_full if cov_full is not None else cov_a,
-                  np.concatenate([np.diag(cov_a), cov.var_v]), bool(cov.exact))
+    return (params, cov_full if cov_full is not None else cov_a,
+            np.concatenate([np.diag(cov_a), cov.var_v]), bool(cov.exact), vc)
