@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
 def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        importlib.import_module("._exit", __name__).install()
     elif name in _SUBMODULES:
         value = importlib.import_module(f".{name}", __name__)
     else:

@@ -40,7 +40,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["cache_dir", "cache_info", "cache_scope", "clear_cache", "max_bytes"]
+__all__ = ["cache_dir", "cache_info", "cache_scope", "clear_cache", "max_bytes", "traced_dir"]
 
 logger = logging.getLogger("bayesglmm")
 
@@ -57,6 +57,7 @@ _MIN_ENTRY_BYTES = -1  # -1: no size threshold, and JAX does not override it at 
 # Files JAX's LRU file cache writes: "<key>-cache" (executable) and, with eviction, "<key>-atime".
 _CACHE_SUFFIX = "-cache"
 _ATIME_SUFFIX = "-atime"
+_TRACED_SUFFIX = "-traced"  # bayesglmm._export's traced programs, pruned and cleared alike
 _XLA_SUBDIRS = ("xla_gpu_per_fusion_autotune_cache_dir", "xla_gpu_kernel_cache_file")
 
 _lock = threading.Lock()
@@ -116,7 +117,8 @@ def _entries(path: Path) -> list[tuple[float, int, Path]]:
     out = []
     with os.scandir(path) as it:
         for e in it:
-            if e.name.endswith(_CACHE_SUFFIX) and e.is_file(follow_symlinks=False):
+            if (e.name.endswith((_CACHE_SUFFIX, _TRACED_SUFFIX))
+                    and e.is_file(follow_symlinks=False)):
                 st = e.stat(follow_symlinks=False)
                 # last use: atime where the filesystem keeps it (relatime: at least daily)
                 out.append((max(st.st_atime, st.st_mtime), st.st_size, Path(e.path)))
@@ -124,6 +126,10 @@ def _entries(path: Path) -> list[tuple[float, int, Path]]:
 
 
 def _remove_entry(file: Path) -> None:
+    if file.name.endswith(_TRACED_SUFFIX):
+        with contextlib.suppress(FileNotFoundError):
+            file.unlink()
+        return
     key = file.name[: -len(_CACHE_SUFFIX)]
     for p in (file, file.with_name(key + _ATIME_SUFFIX)):
         with contextlib.suppress(FileNotFoundError):
@@ -181,6 +187,14 @@ def _resolve() -> tuple:
             (states[2], _MIN_ENTRY_BYTES))
 
 
+def traced_dir() -> Path | None:
+    """Where :mod:`bayesglmm._export` stores traced programs: bayesglmm's cache directory
+    once a fit has enabled it (:func:`cache_scope`), else None (off, unusable, or the user's
+    own JAX cache configured)."""
+    settings = _settings
+    return Path(settings[0][1]) if settings else None
+
+
 @contextlib.contextmanager
 def cache_scope():
     """Enable bayesglmm's compilation cache, thread-locally, for the enclosed JAX code.
@@ -236,7 +250,8 @@ def clear_cache() -> int:
     """Delete every entry of bayesglmm's compilation cache; return how many were deleted.
 
     Only files JAX's cache writes (``*-cache``, ``*-atime``, its lock file and XLA's GPU cache
-    folders) are removed, so a ``BAYESGLMM_CACHE_DIR`` pointing at a shared folder loses nothing
+    folders) and bayesglmm's traced programs (``*-traced``, :mod:`bayesglmm._export`) are
+    removed, so a ``BAYESGLMM_CACHE_DIR`` pointing at a shared folder loses nothing
     else.  A JAX cache the user configured themselves is not touched.
 
     Examples

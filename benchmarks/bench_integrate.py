@@ -24,7 +24,8 @@ Usage::
     python benchmarks/bench_integrate.py --cases cbpp,four-factors --no-write
     python benchmarks/bench_integrate.py --worker grouseticks integrate   # one fit, JSON
     python benchmarks/bench_integrate.py --accuracy  # every fit against NUTS, cbpp and
-                                                     # grouseticks (docs/which_fit.md)
+                                                     # grouseticks: RESULTS.md and the
+                                                     # table of docs/which_fit.md
 """
 
 from __future__ import annotations
@@ -259,6 +260,7 @@ def main(argv=None):
         print(text)
         if not args.no_write:
             _write_section(text, "integrate-accuracy")
+            _write_docs_table(text)
         return
     rows = []
     for case in args.cases.split(","):
@@ -269,6 +271,19 @@ def main(argv=None):
     print(text)
     if not args.no_write:
         _write_section(text, "integrate")
+
+
+def _write_docs_table(text: str) -> None:
+    """Copy the accuracy table (its header and rows) into docs/which_fit.md, between its
+    ``<!-- accuracy table -->`` and ``<!-- end accuracy table -->`` markers."""
+    doc = ROOT / "docs" / "which_fit.md"
+    old = doc.read_text()
+    begin, end = "<!-- accuracy table -->", "<!-- end accuracy table -->"
+    if begin not in old or end not in old:
+        return
+    table = "\n".join(ln for ln in text.splitlines() if ln.startswith("|"))
+    i, j = old.index(begin) + len(begin), old.index(end)
+    doc.write_text(old[:i] + "\n" + table + "\n" + old[j:])
 
 
 def _write_section(text: str, name: str) -> None:

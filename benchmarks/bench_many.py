@@ -176,7 +176,8 @@ def main() -> None:
         "compilation cache off; lme4 and statsmodels: loops over the first "
         f"{L} responses, extrapolated linearly. Speed-up = the lme4 loop (timed inside R) "
         "over each row (wall clock); the CPU columns are each process's CPU time (user + "
-        "system, all threads: JAX uses both cores, R one), less sensitive to other jobs on "
+        "system, all threads: fit_many fits one chunk per core at a time, R uses one core), "
+        "less sensitive to other jobs on "
         "the machine. `load` = 1-minute load average during the run (2 cores; above 2, "
         "other jobs competed for the CPU and every time is inflated, lme4's too).",
         "",

@@ -25,7 +25,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bayesglmm import (BinomialBayesMixedGLM, PoissonBayesMixedGLM, datasets,  # noqa: E402
+from bayesglmm import (BinomialBayesMixedGLM, NegativeBinomialBayesMixedGLM,  # noqa: E402
+                       PoissonBayesMixedGLM, datasets,
                        mixedlm)
 from bayesglmm._precision import precision  # noqa: E402
 from bayesglmm.fits import laplace as _laplace  # noqa: E402
@@ -96,6 +97,9 @@ def objectives(model, mesh, laplace: bool = True) -> dict:
         kern = _laplace.laplace_kernels(model.family, mode, True, _laplace.default_options(F64))
         args = (np.zeros(k), np.zeros((k, kf + kp)), np.zeros(kf + kp))
         f1, u1 = kern.value(a, *args, one, prior)
+        # u1 comes from the one-device program (committed to its device when it ran as a stored
+        # program, bayesglmm._export): hand it to the 4-device call as host data
+        u1 = np.asarray(u1)
         f4, _ = kern.value(a, *args, four, prior)
         out["laplace_value"] = rel(f4, f1)
         # −J, −∇J, −∇²J at the same u* (the inner solve's tolerance aside)
@@ -229,6 +233,13 @@ def full_fits() -> dict:
     out["cbpp.integrate"] = diff(r4, r1)
     r1, r4 = m.fit_map(scale_fe=True, rng=0), m.fit_map(scale_fe=True, rng=0, devices=4)
     out["cbpp.scale_fe"] = diff(r4, r1)
+    # the negative binomial (log θ among the variance parameters): glmer.nb's fit
+    nb = NegativeBinomialBayesMixedGLM.from_formula(
+        "TICKS ~ YEAR + cHEIGHT", {"BROOD": "0 + C(BROOD)", "LOCATION": "0 + C(LOCATION)"},
+        datasets.load("grouseticks"))
+    for fit, kw in (("fit_laplace", {"priors": False}), ("fit_laplace", {"priors": True})):
+        r1, r4 = getattr(nb, fit)(**kw), getattr(nb, fit)(devices=4, **kw)
+        out[f"negbin.{fit}.{'priors' if kw['priors'] else 'ml'}"] = diff(r4, r1)
     for name, lm in lmm_models().items():
         for reml in (True, False):
             r1, r4 = lm.fit(reml=reml), lm.fit(reml=reml, devices=4)

@@ -19,13 +19,17 @@ from bayesglmm import _cache
 CHILD = r'''
 import json, sys, warnings
 import jax
-events = {"hits": 0, "writes": 0}
+events = {"hits": 0, "writes": 0, "traces": 0}
 def _listen(name, **kw):
     if name == "/jax/compilation_cache/cache_hits":
         events["hits"] += 1
     elif name == "/jax/compilation_cache/cache_misses":
         events["writes"] += 1
+def _duration(name, secs, **kw):
+    if name == "/jax/core/compile/jaxpr_trace_duration":
+        events["traces"] += 1
 jax.monitoring.register_event_listener(_listen)
+jax.monitoring.register_event_duration_secs_listener(_duration)
 if len(sys.argv) > 2:  # the user configures JAX's cache in-process
     jax.config.update("jax_compilation_cache_dir", sys.argv[2])
 with warnings.catch_warnings(record=True) as caught:
@@ -71,9 +75,13 @@ def test_second_process_loads_what_the_first_compiled(tmp_path):
     first = _child(tmp_path, "fit", env)
     n = _entries(cache)
     assert first["writes"] == n > 0 and first["hits"] == 0
+    traced = sorted(cache.glob("*-traced"))  # the Newton program, traced (bayesglmm._export)
+    assert len(traced) == 1
     second = _child(tmp_path, "fit", env)
     assert second["hits"] == n and second["writes"] == 0
-    assert _entries(cache) == n
+    assert _entries(cache) == n and sorted(cache.glob("*-traced")) == traced
+    # the second process loads the traced Newton program instead of tracing it again
+    assert second["traces"] < first["traces"]
     for run in (first, second):
         assert run["warnings"] == []
         # JAX's global settings are untouched: the cache options were set thread-locally
@@ -161,12 +169,13 @@ def test_clear_cache_removes_only_cache_files(tmp_path, monkeypatch):
     monkeypatch.setenv("BAYESGLMM_CACHE_DIR", str(tmp_path))
     _fake_entry(tmp_path, "a", 10, 0)
     _fake_entry(tmp_path, "b", 10, 0)
+    (tmp_path / "c-traced").write_bytes(b"x" * 5)  # a traced program (bayesglmm._export)
     (tmp_path / "notes.txt").write_text("keep me")
     info = _cache.cache_info()
-    assert info["enabled"] and info["entries"] == 2 and info["bytes"] == 20
+    assert info["enabled"] and info["entries"] == 3 and info["bytes"] == 25
     import bayesglmm
 
-    assert bayesglmm.clear_cache() == 2
+    assert bayesglmm.clear_cache() == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     assert _cache.cache_info()["entries"] == 0
 

@@ -189,3 +189,16 @@ def test_dispersion_argument_leaves_other_families_alone():
             a = fam.loglik(jnp.minimum(y, 1.0), eta, 1.0, 1.0)
             b = fam.loglik(jnp.minimum(y, 1.0), eta, 1.0, 1.0, None)
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_host_lgamma_matches_scipy():
+    """The log-likelihood constants' log Γ: a math.lgamma table for integers, else scipy."""
+    from scipy.special import gammaln
+
+    from bayesglmm.families import _lgamma
+
+    for x in [np.arange(1.0, 500.0), np.array([3.0, 1.0, 7.0, 1.0]), np.array([0.5, 2.0]),
+              np.array(4.0), np.arange(1.0, 70_000.0, 7.0), np.zeros(0)]:
+        got = _lgamma(x)
+        assert got.shape == x.shape
+        np.testing.assert_allclose(got, gammaln(x), rtol=1e-14, atol=1e-14)

@@ -82,7 +82,9 @@ def test_lmm_objectives_equal(slow, name):
 
 # ---------------------------------------------------------------- (b) the fits
 FITS = [f"{m}.{f}" for m in ("cbpp", "crossed", "poisson")
-        for f in ("fit_map", "fit_vb", "fit_laplace")] + ["cbpp.integrate", "cbpp.scale_fe"]
+        for f in ("fit_map", "fit_vb", "fit_laplace")] + ["cbpp.integrate", "cbpp.scale_fe",
+                                                          "negbin.fit_laplace.ml",
+                                                          "negbin.fit_laplace.priors"]
 
 
 @pytest.mark.slow

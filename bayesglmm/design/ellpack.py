@@ -16,7 +16,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse as sp
 
 __all__ = ["REDesign", "colors", "design_mode", "from_codes", "from_scipy", "matvec", "rmatvec",
            "to_dense"]
@@ -31,6 +30,8 @@ class REDesign(NamedTuple):
 
 def from_scipy(mat, dtype=np.float64) -> tuple[np.ndarray, np.ndarray, int]:
     """ELLPACK ``(cols, vals, k)`` arrays (numpy) from any scipy.sparse matrix or array."""
+    import scipy.sparse as sp  # on use: formula models with factor terms never need it
+
     csr = sp.csr_array(mat)
     csr.sum_duplicates()
     n, k = csr.shape
@@ -101,6 +102,8 @@ def colors(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray, k: int) -> tup
     n = cols.shape[0]
     rows = np.repeat(np.arange(n), cols.shape[1])[nz.ravel()]
     cc = cols.ravel()[nz.ravel()]
+    import scipy.sparse as sp
+
     inc = sp.csr_array((np.ones(len(rows)), (rows, cc)), shape=(n, k))
     adj = (inc.T @ inc).tocsr()
     color = np.full(k, -1, dtype=np.int32)

@@ -6,8 +6,13 @@ block of its covariance and Σ = LLᵀ, the nodes are vcp_k = m + L·z_k for the
 parameters, INLA's central composite design above).  At each node the Laplace log posterior
 J(fe, vcp_k) is maximised in fe (fe_k, C_k = (−∇²_fe J)⁻¹), and
 
-    log p̃(vcp_k | y) = J(fe_k, vcp_k) + (k_fep/2)·log 2π − ½ log det C_k⁻¹,
+    log p̃(vcp_k | y) = J(fe_k, vcp_k) + (k_fep/2)·log 2π − ½ log det C_k⁻¹ [+ δ(θ_k)],
     π_k ∝ w_k · p̃(vcp_k | y) / N(z_k; 0, I)             (importance-corrected weights)
+
+with δ the second-order correction of the Laplace approximation of the integral over the
+random effects (kernels.laplace_correction: fourth and squared third derivatives of the
+rows' loglik, leverages), added on the product Gauss–Hermite grids and left out on the
+central composite design (:func:`uses_correction`).
 
 Moments mix by the law of total variance: E[fe] = Σ π_k fe_k,
 Cov(fe) = Σ π_k (C_k + (fe_k − E fe)(fe_k − E fe)ᵀ), likewise vc with Var(vc | vcp_k) =
@@ -30,7 +35,8 @@ inner solve and one Hessian.  Memory is that of one evaluation of the fit plus
 O(N·(k_vc + k_fep²)) for the node summaries.  The skewness corrections are two more small
 programs: fe's (two forward derivatives of the adjoint gradient along k_fep(k_fep + 1)/2
 directions) runs once, vc's (one factorisation of H_uu and its leverages, as the fit's
-log-determinant derivative uses) once per node.
+log-determinant derivative uses) once per node; δ costs the same (leverages and one solve
+with the node's factor), never an n × n or dense n × k_vc matrix.
 """
 
 from __future__ import annotations
@@ -48,13 +54,15 @@ from ..design.ellpack import matvec, rmatvec
 from ..families import Family
 from ..kernels.glmm import Data, Prior, split_disp
 from ..kernels.h_uu import inverse_entries
+from ..kernels.laplace_correction import laplace_correction
 from ..kernels.marginal import objective
 from ..linalg import psd
 from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
 from .laplace import LaplaceFit, LaplaceOptions, default_options, laplace_kernels
-from .nodes import MAX_DIM, node_design
+from .nodes import MAX_DIM, is_product_grid, node_design
 
-__all__ = ["IntegratedFit", "check_integrable", "integrate_vcp", "third_derivatives"]
+__all__ = ["IntegratedFit", "check_integrable", "integrate_vcp", "third_derivatives",
+           "uses_correction"]
 
 _LOG_2PI = float(np.log(2 * np.pi))
 NODE_DECREMENT = 1e-3  # the fe | vcp Newton solves stop at ½dᵀC⁻¹d ≤ this (d: Newton step)
@@ -166,6 +174,22 @@ def _vc_skew_kernel(family: Family, mode):
     return shift
 
 
+def uses_correction(k_vcp: int, n_points: int | None = None) -> bool:
+    """Whether :func:`integrate_vcp` adds the second-order Laplace correction by default:
+    on the product Gauss–Hermite grids (``k_vcp`` ≤ 2, or ``n_points`` given), not on the
+    central composite design.
+
+    The correction moves log p̃(vcp | y) by O(1/n) per random effect, mostly where a
+    variance is large and the conditionals are skewed.  On a design that resolves p̃ it
+    removes the Laplace bias of the vcp means (grouseticks on a 5 × 5 × 31 grid: the
+    largest error 0.11 → 0.017 NUTS posterior SD at vcp_p = 1, 0.12 → 0.029 at 0.5; cbpp:
+    0.030 → 0.001); on the CCD, whose 15 points truncate the long left tail of grouseticks'
+    LOCATION log SD, the corrected weights shift mass towards that tail and the largest
+    error grows (0.11 → 0.17), so it is left out there (docs/which_fit.md).
+    """
+    return is_product_grid(k_vcp, n_points)
+
+
 class _Node(NamedTuple):
     fe: np.ndarray  # (k_fep,) E[fe | vcp]: the conditional mode plus the skewness shift
     C: np.ndarray  # (k_fep, k_fep) Cov(fe | vcp)
@@ -175,10 +199,12 @@ class _Node(NamedTuple):
     converged: bool
 
 
-def _solve_node(kern, F3, vc_skew, vcp, fe0, base, data, prior, popts):
+def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts):
     """The Gaussian approximation of fe | vcp at one node (module docstring); ``base`` =
     (θ̂, u*(θ̂), du*/dθ at θ̂) for the warm start of the first inner solve; ``F3`` the third
-    derivatives of J in fe (at the mode) for the skewness correction, or None."""
+    derivatives of J in fe (at the mode) for the skewness correction, or None; ``delta`` the
+    second-order correction of the Laplace integral over u
+    (kernels.laplace_correction), or None."""
     kf = fe0.shape[0]
     dtype = fe0.dtype
     theta_hat, u_hat, du_hat = base
@@ -213,6 +239,8 @@ def _solve_node(kern, F3, vc_skew, vcp, fe0, base, data, prior, popts):
     d = -C @ g
     logp = (-float(s.f) + 0.5 * float(g @ C @ g) + 0.5 * kf * _LOG_2PI
             - 0.5 * float(np.sum(np.log(w))))
+    if delta is not None:  # log p(y | θ) ≈ Laplace + δ(θ) (relative error O(n⁻²))
+        logp += float(np.sum(np.asarray(delta(theta, s.u, du_F[1], data), np.float64)))
     vc, var_cond, J, _ = (np.asarray(x, np.float64)
                           for x in kern.finish(theta, s.u, du_F, data, prior))
     Jfe = J[:, :kf]
@@ -228,7 +256,7 @@ def _solve_node(kern, F3, vc_skew, vcp, fe0, base, data, prior, popts):
 
 def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, mode,
                   n_points: int | None = None, opts: LaplaceOptions | None = None,
-                  skew: bool = True) -> IntegratedFit:
+                  skew: bool = True, correct: bool | None = None) -> IntegratedFit:
     """Integrate over vcp (INLA-style) around a ``priors=True`` :func:`fit_laplace` fit.
 
     Parameters
@@ -246,6 +274,12 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
     skew : bool
         Add the third-order (skewness) corrections to each node's fe mean (with the third
         derivatives of J in fe at the mode) and vc mean (independent terms).
+    correct : bool, optional
+        Add the second-order correction of the Laplace approximation of the random effects'
+        integral (kernels.laplace_correction) to each node's log p̃(vcp | y); independent
+        terms only (skipped for correlated terms).  Default (None): with the product
+        Gauss–Hermite grids (one or two variance parameters, or ``n_points`` given), not
+        with the central composite design (:func:`uses_correction`).
 
     Returns
     -------
@@ -273,7 +307,7 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
     >>> fit = fit_laplace(m.family, m._data(), m._prior(), m.k_fep, mode=mode, priors=True)
     >>> integ = integrate_vcp(m.family, m._data(), m._prior(), fit, mode=mode)
     >>> np.round(integ.fe_mean, 2), np.round(np.sqrt(np.diag(integ.cov)), 2)
-    (array([-1.42, -0.97, -1.11, -1.55]), array([0.25, 0.3 , 0.32, 0.41, 0.28]))
+    (array([-1.42, -0.97, -1.11, -1.55]), array([0.25, 0.3 , 0.32, 0.41, 0.29]))
     """
     dtype = np.dtype(data.y.dtype)
     opts = default_options(dtype) if opts is None else opts
@@ -308,7 +342,9 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         F3 = (third_derivatives(_skew_kernel(family, mode, opts), theta_hat, u_hat, kf, data,
                                 prior) if skew else None)
         vc_skew = _vc_skew_kernel(family, mode) if skew and not data.corr else None
-        nodes = [_solve_node(kern, F3, vc_skew, vcp_nodes[k].astype(dtype),
+        correct = uses_correction(kp, n_points) if correct is None else correct
+        delta = laplace_correction(family, mode) if correct and not data.corr else None
+        nodes = [_solve_node(kern, F3, vc_skew, delta, vcp_nodes[k].astype(dtype),
                              fe_start[k].astype(dtype), (theta_hat, u_hat, du_hat), data,
                              prior, popts)
                  for k in range(z.shape[0])]

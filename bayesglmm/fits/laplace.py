@@ -40,6 +40,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from .._export import persistent_jit
 from .._precision import precision
 from ..covariance import lam_u
 from ..budgets import DENSE_VC_MAX, check_laplace
@@ -165,18 +166,18 @@ def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions) ->
     :func:`fit_laplace` drives the outer Newton iteration from the host."""
     obj = objective(family, mode, priors, opts.inner_tol, opts.inner_maxiter)
 
-    @jax.jit
+    @persistent_jit
     def value(theta, u, du, dtheta, data, prior):
         # warm start: u*(θ) to first order from the base point, u* + du*/dθ·dθ
         f, u = obj.value_only(theta, u + du @ dtheta, data, prior)
         return -f, u
 
-    @jax.jit
+    @persistent_jit
     def vgh(theta, u, data, prior):
         f, g, H, du, F = obj.vgh_at(theta, u, data, prior)
         return -f, -g, -H, (du, F)
 
-    @jax.jit
+    @persistent_jit
     def finish(theta, u, du_F, data, prior):
         kf = data.X.shape[1]
         du, F = du_F

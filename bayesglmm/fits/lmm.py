@@ -275,12 +275,10 @@ def fit_lmm(cp: CrossProd, struct: Structure, theta0, lower, diag, reml: bool, d
             cov = functools.partial(psi_cov, theta, cp, struct, reml, dtype)
         # β̂, (XᵀV⁻¹X)⁻¹, σ̂² from t = [X y]ᵀV⁻¹[X y] = [[R_X, 0], [c_βᵀ, r_θ]] [[R_X, 0], [c_βᵀ, r_θ]]ᵀ
         # (inside the single-threaded context: waking OpenBLAS's threads costs milliseconds)
-        import scipy.linalg
-
         p = t.shape[0] - 1
         t = np.asarray(t, np.float64)
         r = np.linalg.cholesky(t)
-        rx_inv = scipy.linalg.solve_triangular(r[:p, :p], np.eye(p), lower=True)
+        rx_inv = np.linalg.solve(r[:p, :p], np.eye(p))  # R_X⁻¹ (p × p, p = fixed effects)
         txx_inv = rx_inv.T @ rx_inv
         beta = rx_inv.T @ r[p, :p]
         n = int(cp.n)  # rows

@@ -15,15 +15,22 @@ cost nothing: the programs run only over the live ones (:func:`_live_program`), 
 
 Chunks.  The responses are fitted ``chunk_size`` at a time (a power of two, default from
 :data:`MEMORY_BUDGET` and :func:`bytes_per_response`); the last chunk is filled up with
-copies of its first response (fitted and discarded), so every chunk has one shape and a
-second call with the same model compiles nothing.
+copies of its first response (discarded; the Laplace fit does not even fit them: they start
+stopped), so every chunk has one shape and a second call with the same model compiles
+nothing.  On the CPU the Laplace fit runs one chunk per core at a time (:func:`map_chunks`,
+:func:`n_workers`): a chunk's host loop and its programs, which evaluate a few responses at
+a time, keep about one core busy.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +50,9 @@ if TYPE_CHECKING:
     from ..results.many import ManyResults
 
 __all__ = ["MEMORY_BUDGET", "bytes_per_response", "check_responses", "chunks",
-           "default_chunk_size", "fit_many", "group_size"]
+           "default_chunk_size", "fit_many", "group_size", "map_chunks", "n_workers"]
+
+T = TypeVar("T")
 
 MEMORY_BUDGET = 2**30  # bytes a chunk's programs may use (estimate, bytes_per_response)
 MAX_CHUNK = 4096  # most responses per chunk
@@ -115,7 +124,8 @@ def default_chunk_size(k: int, per_response: int, budget: int = MEMORY_BUDGET) -
 def _data_axes() -> Data:
     """vmap's in_axes for Data: the responses (y) and their constants batched, the rest
     (design, trials, offset, weights) shared."""
-    return Data(*([None] * len(Data._fields)))._replace(y=0, const=0)
+    axes: dict[str, Any] = dict.fromkeys(Data._fields)
+    return Data(**{**axes, "y": 0, "const": 0})
 
 
 def group_size(cpu: int, B: int) -> int:
@@ -180,7 +190,9 @@ def fit_many(model: MixedGLMBase, Y: Any, method: str = "fit_laplace", *,
     chunk_size : int, optional
         Responses fitted together in one vmapped batch; default the largest power of two
         whose estimated memory (:func:`bytes_per_response`) fits :data:`MEMORY_BUDGET`, at
-        most :data:`MAX_CHUNK`.
+        most :data:`MAX_CHUNK` (fit_laplace: and at most the power of two ≥ k / n_workers,
+        so that each CPU core gets a chunk; on the CPU a chunk's programs hold only a few
+        responses' intermediates at a time, so the chunks in flight together stay small).
     progress : bool or bayesglmm.progress.Progress
         A progress bar over the chunks (tqdm's when installed, else a line per second on
         stderr once the fit has run 2 s).
@@ -248,26 +260,76 @@ def fit_many(model: MixedGLMBase, Y: Any, method: str = "fit_laplace", *,
     return res
 
 
-def chunks(model, Y, data: Data, B: int, progress):
-    """Yield ``(columns (B,), data)`` per chunk of B responses: ``data`` (padded, as the
-    model's ``_data``) with the chunk's responses as ``y`` (B, n_pad) and their constants
-    ``const`` (B,), inside ``precision(model.dtype)``; the last chunk is filled up with
-    copies of its first response.  Shows the progress bar."""
+def _chunk_data(model, Y, data: Data, B: int):
+    """Yield ``(columns (B,), n_real, data)`` per chunk of B responses: ``data`` (padded, as
+    the model's ``_data``) with the chunk's responses as ``y`` (B, n_pad) and their
+    constants ``const`` (B,); the last chunk is filled up with copies of its first response
+    (its first ``n_real`` rows are real).  Run inside ``precision(model.dtype)``."""
     n, k = Y.shape
     dtype = np.dtype(model.dtype)
     trials = 1.0 if model.n_trials is None else model.n_trials
     const = np.array([model.family.constant(Y[:, j], trials, model.freq_weights)
                       for j in range(k)])
-    n_chunks = -(-k // B)
-    with bar(progress, n_chunks, "chunks", "fit_many") as update, precision(dtype):
-        for c in range(n_chunks):
-            idx = np.arange(c * B, min(k, (c + 1) * B))
-            full = np.concatenate([idx, np.full(B - len(idx), idx[0])])  # last: fill up
-            yc = np.zeros((B, data.y.shape[0]), dtype)
-            yc[:, :n] = Y[:, full].T
-            yield full, data._replace(y=jax.device_put(yc),
-                                      const=jax.device_put(const[full].astype(dtype)))
+    for c in range(-(-k // B)):
+        idx = np.arange(c * B, min(k, (c + 1) * B))
+        full = np.concatenate([idx, np.full(B - len(idx), idx[0])])  # last: fill up
+        yc = np.zeros((B, data.y.shape[0]), dtype)
+        yc[:, :n] = Y[:, full].T
+        yield full, len(idx), data._replace(y=jax.device_put(yc),
+                                            const=jax.device_put(const[full].astype(dtype)))
+
+
+def chunks(model, Y, data: Data, B: int, progress):
+    """Yield ``(columns (B,), data)`` per chunk of B responses (:func:`_chunk_data`), inside
+    ``precision(model.dtype)``, showing the progress bar."""
+    with bar(progress, -(-Y.shape[1] // B), "chunks", "fit_many") as update, \
+            precision(np.dtype(model.dtype)):
+        for c, (full, _, data_c) in enumerate(_chunk_data(model, Y, data, B)):
+            yield full, data_c
             update(c + 1)
+
+
+def n_workers() -> int:
+    """Chunks fitted at once: one per CPU core on the CPU backend — each chunk's host loop
+    and its small programs (a few responses per evaluation, :func:`group_size`) keep about
+    one core busy — and one on accelerators, where a chunk is one wide program."""
+    if jax.default_backend() != "cpu":
+        return 1
+    affinity = getattr(os, "sched_getaffinity", None)
+    return max(1, len(affinity(0)) if affinity is not None else os.cpu_count() or 1)
+
+
+def map_chunks(fit: Callable[..., T], model, Y, data: Data, B: int, progress,
+               workers: int | None = None) -> list[T]:
+    """``[fit(columns, n_real, data_c) for each chunk]`` (:func:`_chunk_data`), ``workers``
+    chunks at a time (default :func:`n_workers`), each in a thread of its own under
+    ``precision(model.dtype)`` (JAX releases the GIL while its programs run); in chunk
+    order, showing the progress bar.  ``fit``'s jitted programs must be built beforehand
+    (in this thread), so that every chunk runs the same compiled programs."""
+    dtype = np.dtype(model.dtype)
+    workers = n_workers() if workers is None else workers
+
+    def run(full, n_real, data_c):
+        with precision(dtype):
+            return fit(full, n_real, data_c)
+
+    out: list[T] = []
+    with bar(progress, -(-Y.shape[1] // B), "chunks", "fit_many") as update, \
+            precision(dtype), ThreadPoolExecutor(max(workers, 1)) as pool:
+        pending: deque = deque()
+        for args in _chunk_data(model, Y, data, B):
+            if workers <= 1:
+                out.append(run(*args))
+                update(len(out))
+                continue
+            pending.append(pool.submit(run, *args))  # at most `workers` chunks in flight
+            while len(pending) >= workers or (pending and pending[0].done()):
+                out.append(pending.popleft().result())
+                update(len(out))
+        while pending:
+            out.append(pending.popleft().result())
+            update(len(out))
+    return out
 
 
 def _laplace_model(model, Y, chunk_size, progress, priors=True, start=None, minim_opts=None,
@@ -275,7 +337,7 @@ def _laplace_model(model, Y, chunk_size, progress, priors=True, start=None, mini
     """The model-level part of fit_laplace (checks, padded data, dropped columns) around
     :func:`laplace_many` per chunk: ``(arrays (leading axis k, real levels), info)``."""
     from ..models.base import parse_minim_opts
-    from .many_laplace import laplace_many
+    from .many_laplace import laplace_many, laplace_programs
 
     if integrate:
         raise ValueError("fit_many does not integrate over vcp (integrate=True); call "
@@ -299,15 +361,22 @@ def _laplace_model(model, Y, chunk_size, progress, priors=True, start=None, mini
     data = model._drop_columns(model._data(True, fine), keep)
     dtype = np.dtype(model.dtype)
     n_pad, k_vc_pad = data.y.shape[0], data.ident.shape[0]
-    B = chunk_size or default_chunk_size(k, bytes_per_response(
+    workers = n_workers()
+    # default: as many as fit the budget, and at least one chunk per worker where k allows
+    B = chunk_size or default_chunk_size(-(-k // workers), bytes_per_response(
         n_pad, data.Z.cols.shape[1], k_vc_pad, data.X.shape[1] + model.k_vcp, mode,
         dtype.itemsize))
-    prior, parts = model._prior(), []
-    for full, data_c in chunks(model, Y, data, B, progress):
+    prior = model._prior()
+    with precision(dtype):  # every chunk's programs, built here: compiled once
+        programs = laplace_programs(model.family, mode, bool(priors), opts, B)
+
+    def fit(full, n_real, data_c):
         theta0 = (None if start is None and starts is None else
                   np.broadcast_to(start, (B, len(start))) if starts is None else starts[full])
-        parts.append(laplace_many(model.family, data_c, prior, data.X.shape[1], mode=mode,
-                                  priors=priors, theta0=theta0, opts=opts))
+        return laplace_many(programs, data_c, prior, data.X.shape[1], priors=priors,
+                            theta0=theta0, n_real=n_real)
+
+    parts = map_chunks(fit, model, Y, data, B, progress, workers)
     out = {key: np.concatenate([p[key] for p in parts])[:k] for key in parts[0]}
     for key in ("u", "vc", "vc_sd", "vc_sd_cond"):  # padded levels (design.buckets) off
         out[key] = out[key][:, :model.k_vc]

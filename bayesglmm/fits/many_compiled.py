@@ -36,11 +36,12 @@ def _loop(kind: str, family, rule, dense: bool, n_colors: int, final: int):
     fit's program (fits.map.map_program, fits.vb.vb_program) unjitted (a jit with compiler
     options cannot be nested), from the better of the start and its candidate."""
     if kind == "map":
-        solve = _newton_program(_map.map_objective(family), dense, n_colors, NONE,
-                                _map.prior_mode_start, final, False).__wrapped__
+        program = _newton_program(_map.map_objective(family), dense, n_colors, NONE,
+                                  _map.prior_mode_start, final, False)
     else:
-        solve = _newton_program(_vb.vb_objective(family, rule), dense, n_colors, CURVATURE,
-                                _vb.sd_start, GRAD, False).__wrapped__
+        program = _newton_program(_vb.vb_objective(family, rule), dense, n_colors,
+                                  CURVATURE, _vb.sd_start, GRAD, False)
+    solve = program.__wrapped__  # type: ignore[attr-defined]  # the function under jax.jit
 
     def fn(a0, v0, data, extra):
         prior, color, opts, a_shift = extra

@@ -12,17 +12,22 @@ fits.many._live_program).  Each response therefore follows the single fit's iter
 batched programs differ from the single ones only in floating-point rounding (vmapped XLA
 reductions, and the direction solved by XLA's eigh instead of numpy's), so the estimates
 agree with a single fit to ~1e-12.
+
+The programs are built once per call (:func:`laplace_programs`) and shared by the chunks,
+which fits.many.map_chunks runs side by side in threads (one per core on the CPU); each
+program compiles once, at its first call from whichever thread.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..families import Poisson
+from ..families import Family, Poisson
 from ..kernels.glmm import Data
 from ..kernels.marginal import glm_terms
 from ..solvers.projected_newton import ProjectedNewtonOptions, _direction, _status
@@ -30,7 +35,8 @@ from . import laplace as _laplace
 from .many import _data_axes, _live_program, group_size
 from .start import START_TOL, disp_start
 
-__all__ = ["glm_start_many", "laplace_many", "projected_newton_many", "start_many"]
+__all__ = ["LaplacePrograms", "glm_start_many", "laplace_many", "laplace_programs",
+           "projected_newton_many", "start_many"]
 
 # Responses per vmapped evaluation on CPU, where wider vmaps ran slower per response (their
 # per-response arrays leave the caches); on accelerators a chunk is one group (see group_size)
@@ -63,40 +69,82 @@ def _batched_direction(opts: ProjectedNewtonOptions):
                             in_axes=(0, 0, 0, 0, None)))
 
 
-def start_many(family, data: Data, k_fep: int, k_vcp: int) -> np.ndarray:
+class LaplacePrograms(NamedTuple):
+    """The jitted programs of :func:`laplace_many` for one configuration and chunk size B,
+    built once (:func:`laplace_programs`) and shared by every chunk."""
+
+    family: Family
+    mode: object  # H_uu's factorisation (design.ellpack.design_mode)
+    opts: _laplace.LaplaceOptions
+    kern: _laplace.LaplaceKernels  # the single fit's programs
+    vgh: Callable  # kern.vgh over the live responses (fits.many._live_program)
+    value: Callable  # kern.value over the live responses
+    direction: Callable  # solvers.projected_newton._direction per response
+    finish: Callable  # kern.finish per response
+    glm: Callable  # the GLM start's terms over the live responses (lme4's start)
+    glm_start: tuple  # families with dispersion parameters: (the Poisson GLM's terms, the
+    #                   family's terms at given dispersion parameters); () otherwise
+
+
+def laplace_programs(family, mode, priors: bool, opts: _laplace.LaplaceOptions,
+                     B: int) -> LaplacePrograms:
+    """The programs of :func:`laplace_many` for chunks of B responses (none compiled yet:
+    each compiles at its first call, once, whichever thread calls it)."""
+    kern = _laplace.laplace_kernels(family, mode, bool(priors), opts)
+    # start_many: the GLM, or the Poisson GLM then the family's at its moment start
+    glm_start = ((_glm_program(Poisson(), False, B), _glm_program(family, True, B))
+                 if family.n_disp else ())
+    return LaplacePrograms(family, mode, opts, kern,
+                           _live_program(kern.vgh, 2, group_size(VGH_GROUP, B)),
+                           _live_program(kern.value, 4, group_size(VALUE_GROUP, B)),
+                           _batched_direction(opts.outer), _finish_program(kern.finish),
+                           _glm_program(family, False, B), glm_start)
+
+
+def _glm_program(family, disp: bool, B: int):
+    """:func:`_glm_terms` over the live responses of a chunk of B."""
+    return _live_program(_glm_terms(family, disp), 2 if disp else 1, group_size(GLM_GROUP, B))
+
+
+def start_many(programs: LaplacePrograms, data: Data, k_fep: int, k_vcp: int,
+               live=None) -> np.ndarray:
     """:func:`fits.start.start_theta` per response (``data.y`` (B, n)): (B, k_fep + k_vcp)
     float64, the GLM's fe (zeros where it fails), vcp = 0, and for a family with dispersion
-    parameters the moment start at the Poisson GLM (fits.start.glm_fit)."""
+    parameters the moment start at the Poisson GLM (fits.start.glm_fit).  Rows not ``live``
+    (B,) are not fitted (fe = 0)."""
+    family = programs.family
     B = data.y.shape[0]
     theta0 = np.zeros((B, k_fep + k_vcp))
     if family.n_disp:
-        fe = glm_start_many(Poisson(), data)
+        poisson, at_disp = programs.glm_start
+        fe = glm_start_many(poisson, data, live=live)
         ok = np.all(np.isfinite(fe), axis=1)
         disp = np.zeros((B, family.n_disp))
-        host = data._replace(**{f: np.asarray(getattr(data, f))
+        host = data._replace(**{f: np.asarray(getattr(data, f))  # type: ignore[arg-type]
                                 for f in ("y", "X", "weights", "offset")})
-        for j in np.flatnonzero(ok):  # numpy, O(n) per response
+        for j in np.flatnonzero(ok if live is None else ok & live):  # numpy, O(n) each
             disp[j] = disp_start(family, host._replace(y=host.y[j]), fe[j])
-        fe = glm_start_many(family, data, fe0=fe, disp=disp)
+        fe = glm_start_many(at_disp, data, fe0=fe, disp=disp, live=live)
         theta0[:, k_fep + k_vcp - family.n_disp:] = disp
     else:
-        fe = glm_start_many(family, data)
+        fe = glm_start_many(programs.glm, data, live=live)
     fe = fe.astype(np.float64)
     ok = np.all(np.isfinite(fe), axis=1)
     theta0[ok, :k_fep] = fe[ok]
     return theta0
 
 
-def glm_start_many(family, data: Data, maxiter: int = 25, fe0=None, disp=None) -> np.ndarray:
+def glm_start_many(program, data: Data, maxiter: int = 25, fe0=None, disp=None,
+                   live=None) -> np.ndarray:
     """fits.start's GLM Newton per response (``data.y`` (B, n)), from ``fe0`` (B, k_fep;
     default 0; rows with NaN are left NaN) at the dispersion parameters ``disp`` (B, n_disp;
     families with them): Newton on each GLM log-likelihood with per-response Armijo
-    backtracking and stopping.  (B, k_fep); NaN rows where XᵀWX is singular."""
+    backtracking and stopping; ``program`` the family's terms over the live responses
+    (:func:`_glm_program`, with ``disp`` or not).  Rows not ``live`` (B,) are left at 0.
+    (B, k_fep); NaN rows where XᵀWX is singular."""
     dtype = np.dtype(data.y.dtype)
     B, p = data.y.shape[0], data.X.shape[1]
     extra = () if disp is None else (np.asarray(disp, dtype),)
-    program = _live_program(_glm_terms(family, disp is not None), 1 + len(extra),
-                            group_size(GLM_GROUP, B))
     out = (np.zeros(B, dtype), np.zeros((B, p), dtype), np.zeros((B, p, p), dtype))
 
     def terms(fe, live):
@@ -105,15 +153,19 @@ def glm_start_many(family, data: Data, maxiter: int = 25, fe0=None, disp=None) -
     fe = np.zeros((B, p), dtype) if fe0 is None else np.array(fe0, dtype)
     singular = ~np.all(np.isfinite(fe), axis=1)
     fe[singular] = 0.0
-    done = singular.copy()
+    done = singular.copy() if live is None else singular | ~live
     ll, g, H = (np.array(x) for x in terms(fe, ~done))
     for _ in range(maxiter):
         d = np.zeros_like(fe)
-        for j in np.flatnonzero(~done):  # Newton step on −ll (np.linalg.solve per row)
-            try:
-                d[j] = np.linalg.solve(H[j], g[j])
-            except np.linalg.LinAlgError:
-                singular[j] = done[j] = True
+        rows = np.flatnonzero(~done)
+        try:  # Newton step on −ll: LAPACK's gesv per row, all rows in one call
+            d[rows] = np.linalg.solve(H[rows], g[rows][..., None])[..., 0]
+        except np.linalg.LinAlgError:  # a singular XᵀWX: row by row, to tell which
+            for j in rows:
+                try:
+                    d[j] = np.linalg.solve(H[j], g[j])
+                except np.linalg.LinAlgError:
+                    singular[j] = done[j] = True
         slope = -np.sum(g * d, axis=-1)
         done |= -0.5 * slope <= START_TOL * (1 + np.abs(ll))
         pend = ~done  # in the line search
@@ -135,22 +187,24 @@ def glm_start_many(family, data: Data, maxiter: int = 25, fe0=None, disp=None) -
 
 
 def projected_newton_many(vgh, value, direction, x0, u0, lb,
-                          opts: ProjectedNewtonOptions):
+                          opts: ProjectedNewtonOptions, live=None):
     """solvers.projected_newton.projected_newton_host for a batch of B problems.
 
     ``vgh(x, u, live) -> (f, g, H, aux)`` and ``value(x, u, du, dx, live) -> (f, u)`` take
     and return batches (leading axis B; ``aux[0]`` = du/dx) and need only evaluate the rows
     where ``live`` (vgh: the others must come back as its last outputs); ``direction`` is
-    the vmapped ``_direction``.  Returns ``(x, u, f, g, H, it, status)`` as numpy arrays with leading
-    axis B (``it`` counts each problem's (f, g, H) evaluations) and ``aux`` at x.
+    the vmapped ``_direction``; problems not ``live`` (B,) are never evaluated (they come
+    back at x0 with status 1 and zero f, g, H).  Returns ``(x, u, f, g, H, it, status)``
+    as numpy arrays with leading axis B (``it`` counts each problem's (f, g, H)
+    evaluations) and ``aux`` at x.
     """
     x = np.maximum(x0, lb)
     B, k = x.shape
-    _, u = value(x, u0, np.zeros((B, u0.shape[1], k), x.dtype), np.zeros_like(x),
-                 np.ones(B, bool))
+    live = np.ones(B, bool) if live is None else np.asarray(live, bool)
+    _, u = value(x, u0, np.zeros((B, u0.shape[1], k), x.dtype), np.zeros_like(x), live)
     u = np.array(u)
     it, status = np.zeros(B, int), np.ones(B, int)
-    ls_failed, done = np.zeros(B, bool), np.zeros(B, bool)
+    ls_failed, done = np.zeros(B, bool), ~live
     while True:
         # a stopped problem keeps its (f, g, H, aux): those at the point it stopped at
         f, g, H, aux = vgh(x, u, ~done)
@@ -182,10 +236,20 @@ def projected_newton_many(vgh, value, direction, x0, u0, lb,
         x, u = x_new, u_new
 
 
-def laplace_many(family, data: Data, prior, k_fep: int, *, mode, priors: bool, theta0=None,
-                 opts: _laplace.LaplaceOptions) -> dict:
+def _vgh_zeros(kern, x, u, data: Data, prior):
+    """Zeros shaped as the outputs of ``kern.vgh`` per response (leading axis B)."""
+    return jax.tree_util.tree_map(  # numpy: nothing to compile
+        lambda s: np.zeros(s.shape, s.dtype),
+        jax.eval_shape(jax.vmap(kern.vgh, in_axes=(0, 0, _data_axes(), None)), x, u, data,
+                       prior))
+
+
+def laplace_many(programs: LaplacePrograms, data: Data, prior, k_fep: int, *, priors: bool,
+                 theta0=None, n_real: int | None = None) -> dict:
     """:func:`fits.laplace.fit_laplace` for a batch of responses (``data.y`` (B, n_pad),
-    ``data.const`` (B,)), each from ``theta0`` (B, k_a) or lme4's start (None).
+    ``data.const`` (B,)), each from ``theta0`` (B, k_a) or lme4's start (None), with the
+    programs of :func:`laplace_programs`.  Only the first ``n_real`` responses (default all)
+    are fitted: the others (the filling of a last chunk) are left at their start.
 
     Returns a dict of numpy arrays with leading axis B: ``theta`` (k_a,), ``u`` (k_vc_pad,),
     ``value``, ``grad_norm``, ``n_iter``, ``status``, ``cov`` (k_a, k_a), ``vc``, ``vc_sd``,
@@ -194,34 +258,31 @@ def laplace_many(family, data: Data, prior, k_fep: int, *, mode, priors: bool, t
     """
     dtype = np.dtype(data.y.dtype)
     B, k_vc = data.y.shape[0], data.ident.shape[0]
-    k_vcp, k_sd = _laplace.theta_layout(family, data)
+    k_vcp, k_sd = _laplace.theta_layout(programs.family, data)
     k_a = k_fep + k_vcp
+    live = np.arange(B) < (B if n_real is None else n_real)
     if theta0 is None:  # lme4's start: the GLM's fixed effects, vcp = 0
-        theta0 = start_many(family, data, k_fep, k_vcp)
-    kern = _laplace.laplace_kernels(family, mode, bool(priors), opts)
+        theta0 = start_many(programs, data, k_fep, k_vcp, live)
+    kern, opts = programs.kern, programs.opts
     lb = _laplace.lower_bounds(k_fep, k_sd, k_a).astype(dtype)
-    vgh_live = _live_program(kern.vgh, 2, group_size(VGH_GROUP, B))
-    value_live = _live_program(kern.value, 4, group_size(VALUE_GROUP, B))
     x0, u0 = np.asarray(theta0, dtype), np.zeros((B, k_vc), dtype)
-    last = [jax.tree_util.tree_map(  # vgh's outputs so far (zeros before the first call)
-        lambda s: jnp.zeros(s.shape, s.dtype),
-        jax.eval_shape(jax.vmap(kern.vgh, in_axes=(0, 0, _data_axes(), None)), x0, u0,
-                       data, prior))]
+    last = [_vgh_zeros(kern, x0, u0, data, prior)]  # vgh's outputs so far
 
     def vgh(x, u, live):
-        last[0] = vgh_live(live, last[0], x, u, data, prior)
+        last[0] = programs.vgh(live, last[0], x, u, data, prior)
         return last[0]
 
     def value(x, u, du, dx, live):
         old = (np.zeros(B, dtype), u)
-        return value_live(live, old, x, u, du, dx, data, prior)
+        return programs.value(live, old, x, u, du, dx, data, prior)
 
     (x, u, f, g, H, it, status), du_F = projected_newton_many(
-        vgh, value, _batched_direction(opts.outer), x0, u0, lb, opts.outer)
+        vgh, value, programs.direction, x0, u0, lb, opts.outer, live)
     vc, var_cond, J, lp = (np.asarray(a, np.float64)
-                           for a in _finish_program(kern.finish)(x, u, du_F, data, prior))
-    # the tail of fits.laplace._solve, per response (leading axis B)
-    theta, H, g = np.asarray(x, np.float64), np.asarray(H, np.float64), np.asarray(g)
+                           for a in programs.finish(x, u, du_F, data, prior))
+    # the tail of fits.laplace._solve, per response (leading axis B); H = I where not live
+    theta, g = np.asarray(x, np.float64), np.asarray(g)
+    H = np.where(live[:, None, None], np.asarray(H, np.float64), np.eye(k_a))
     idx = np.arange(k_a)
     is_vcp = (idx >= k_fep) & (idx < k_fep + k_sd)
     active = ((x <= lb + 1e-10) & (g > 0)) | (is_vcp & (x < np.log(_laplace.SINGULAR_SD)))

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..quadrature import gauss_hermite, product_rule
 
-__all__ = ["CCD_F0", "MAX_DIM", "ccd", "node_design", "two_level"]
+__all__ = ["CCD_F0", "MAX_DIM", "ccd", "is_product_grid", "node_design", "two_level"]
 
 CCD_F0 = 1.1  # INLA's f₀: the CCD's points lie on the sphere of radius f₀√m
 MAX_DIM = 12  # most variance parameters integrated over (the CCD has 281 nodes there)
@@ -81,6 +81,12 @@ def ccd(m: int, f0: float = CCD_F0) -> tuple[np.ndarray, np.ndarray]:
     w = np.full(z.shape[0], 1.0 / (n_out * f0**2))
     w[0] = 1.0 - 1.0 / f0**2
     return z, w
+
+
+def is_product_grid(m: int, n_points: int | None = None) -> bool:
+    """Whether :func:`node_design` gives a product Gauss–Hermite grid (m ≤ 2, or
+    ``n_points`` given) rather than the central composite design."""
+    return n_points is not None or m in _GRID_POINTS
 
 
 def node_design(m: int, n_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:

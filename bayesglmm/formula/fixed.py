@@ -10,11 +10,11 @@ from __future__ import annotations
 import warnings
 from typing import NamedTuple
 
-import formulaic
 import numpy as np
 import pandas as pd
 
 from ..checks import aliased_columns, rank_message
+from . import simple
 from .frame import model_frame, used_columns
 
 __all__ = ["Fixed", "aliased_columns", "check_rank", "fixed_design", "missing_rows", "new_exog",
@@ -28,24 +28,36 @@ class Fixed(NamedTuple):
     X: np.ndarray  # (n, p) fixed-effects design
     yname: str
     xnames: list  # (p,) column names of X
-    spec: object  # formulaic ModelSpec of the right-hand side, to rebuild X for new data
+    spec: object  # formulaic ModelSpec or simple.SimpleSpec of the right-hand side (new data)
 
 
 def fixed_design(formula: str, data: pd.DataFrame) -> Fixed:
-    """y and X from ``"y ~ x + C(f)"``; ``data`` has been checked (:func:`.frame.model_frame`)."""
-    mm = formulaic.model_matrix(formula, data, na_action="raise")
-    lhs, rhs = mm.lhs, mm.rhs
-    if lhs.shape[1] != 1:
-        raise ValueError(_response_message(formula, lhs, data))
-    y, X = np.asarray(lhs, dtype=np.float64).ravel(), np.asarray(rhs, dtype=np.float64)
-    for name, col in [(str(lhs.columns[0]), y[:, None])] + [
-            (str(c), X[:, j:j + 1]) for j, c in enumerate(rhs.columns)]:
+    """y and X from ``"y ~ x + C(f)"``; ``data`` has been checked (:func:`.frame.model_frame`).
+
+    Plain formulas are built by :mod:`.simple` (same columns, no formulaic import); any
+    other by formulaic."""
+    fast = simple.parse(formula, data)
+    if fast is not None and fast[0] is not None:
+        yname, spec = fast
+        y, X = data[yname].to_numpy(dtype=np.float64), spec.matrix(data)
+        xnames: list = list(spec.column_names)
+    else:
+        import formulaic
+
+        mm = formulaic.model_matrix(formula, data, na_action="raise")
+        lhs, rhs = mm.lhs, mm.rhs
+        if lhs.shape[1] != 1:
+            raise ValueError(_response_message(formula, lhs, data))
+        y, X = np.asarray(lhs, dtype=np.float64).ravel(), np.asarray(rhs, dtype=np.float64)
+        yname, xnames, spec = str(lhs.columns[0]), [str(c) for c in rhs.columns], rhs.model_spec
+    for name, col in [(yname, y[:, None])] + [
+            (str(c), X[:, j:j + 1]) for j, c in enumerate(xnames)]:
         bad = ~np.isfinite(col)
         if bad.any():  # a transform such as np.log(x) at x = 0
             raise ValueError(f"term {name!r} of {formula!r} has {int(bad.sum())} non-finite "
                              f"value(s) (first in row {int(np.argmax(bad))}); transform or "
                              "filter the data so that it is finite")
-    return Fixed(y, X, str(lhs.columns[0]), [str(c) for c in rhs.columns], rhs.model_spec)
+    return Fixed(y, X, yname, xnames, spec)
 
 
 def _response_message(formula: str, lhs, data: pd.DataFrame) -> str:

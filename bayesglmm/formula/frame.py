@@ -18,11 +18,11 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-import formulaic
 import numpy as np
 import pandas as pd
 
 from ..validation import check_columns
+from . import simple
 
 __all__ = ["MISSING", "Frame", "group_keys", "level_codes", "model_frame", "required_columns",
            "used_columns"]
@@ -43,6 +43,11 @@ class Frame(NamedTuple):
 
 def required_columns(formula: str) -> list[str]:
     """Data columns a formula reads (both sides), in the order they appear in its text."""
+    plain = simple.names(formula)
+    if plain is not None:
+        return plain
+    import formulaic
+
     try:
         req = formulaic.Formula(formula).required_variables
     except Exception as err:  # formulaic raises several parser exception types

@@ -17,12 +17,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import formulaic
 import numpy as np
 import pandas as pd
 
 from ..design import ellpack
 from .fixed import spec_columns
+from . import simple
 from .frame import group_keys, index_codes, level_codes
 from .terms import TermSpec
 
@@ -203,6 +203,12 @@ def check_covariates(terms) -> None:
 
 
 def _matrix(expr: str, data: pd.DataFrame):
+    fast = simple.parse(expr, data)
+    if fast is not None and fast[0] is None:  # "1 + Days": no formulaic (see .simple)
+        spec = fast[1]
+        return spec.matrix(data), list(spec.column_names), FormulaZ(spec)
+    import formulaic
+
     mm = formulaic.model_matrix(expr, data, na_action="raise")
     return mm.to_numpy(dtype=np.float64), [str(c) for c in mm.columns], FormulaZ(mm.model_spec)
 
@@ -220,6 +226,8 @@ def _build_terms(spec: TermSpec, data: pd.DataFrame) -> list[Term | SparseTerm]:
     if spec.kind == "vc" and not spec.factors:  # the GLMM's vc_formulas
         fast = _FACTOR_TERM.match(spec.expr)
         if fast is None:
+            import formulaic
+
             mat = formulaic.model_matrix(spec.expr, data, output="sparse", na_action="raise")
             c, v, _ = ellpack.from_scipy(mat)
             return [SparseTerm(spec.name, mat.model_spec, c, v,

@@ -308,15 +308,7 @@ def conf_int_method(results, alpha=0.05, method="profile"):
     if method == "profile":
         return profile_conf_int(results, alpha)
     if method == "wald" and isinstance(results, BayesMixedGLMResults):
-        import pandas as pd
-        from scipy.special import ndtri
-
-        z = float(ndtri(1 - alpha / 2))
-        m = results.model
-        mean = np.r_[results.fe_mean, results.vcp_mean]
-        sd = np.r_[results.fe_sd, results.vcp_sd]
-        return pd.DataFrame({0: mean - z * sd, 1: mean + z * sd},
-                            index=list(m.fep_names) + list(m.vcp_names))
+        return results.conf_int(alpha, "wald")
     if method in ("boot", "bootstrap"):
         from .bootstrap import bootstrap
 

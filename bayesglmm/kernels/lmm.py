@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from .._export import persistent_jit
 from .._xla import small_options
 from ..design.crossprod import CrossProd, Structure
 from ..linalg.cholesky import logdet_solve, logdet_solve_inverse, logdet_solve_plain
@@ -404,9 +405,16 @@ _SMALL_WORK = 200_000  # array entries an evaluation touches, at most, for the s
 def _small_programs(backend: str):
     """(evaluate, second_order) jitted with the small-problem options of ``backend``."""
     opts = small_options()
-    return (jax.jit(evaluate.__wrapped__, static_argnames=("struct",), compiler_options=opts),
-            jax.jit(second_order.__wrapped__, static_argnames=("struct",),
-                    compiler_options=opts))
+    return (persistent_jit(evaluate.__wrapped__, static_argnames=("struct",),
+                           compiler_options=opts),
+            persistent_jit(second_order.__wrapped__, static_argnames=("struct",),
+                           compiler_options=opts))
+
+
+@functools.cache
+def _large_evaluate(backend: str):
+    """:func:`evaluate` with XLA's default options (large problems), traced once per machine."""
+    return persistent_jit(evaluate.__wrapped__, static_argnames=("struct",))
 
 
 def programs(cp: CrossProd, struct: Structure):
@@ -417,4 +425,5 @@ def programs(cp: CrossProd, struct: Structure):
     work = (np.size(cp.pair_val) + np.size(cp.c_val) + np.size(cp.c_dense) + np.size(cp.d11)
             + np.size(cp.b1) + struct.m ** 2)
     evaluate_small, second_order_small = _small_programs(jax.default_backend())
-    return (evaluate_small if work <= _SMALL_WORK else evaluate), second_order_small
+    evaluate_large = _large_evaluate(jax.default_backend())
+    return (evaluate_small if work <= _SMALL_WORK else evaluate_large), second_order_small

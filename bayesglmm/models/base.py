@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .._precision import precision, resolve_dtype
 from .. import sharding as _sharding
@@ -35,7 +34,7 @@ from ..fits.map import scale_columns, use_dense
 from ..kernels.glmm import Data, Params, Prior, jitted_kernels
 from ..quadrature import Rule, get_rule
 from ..results.glmm import ParamLayout
-from ..solvers import STATUS_MESSAGES, Solution
+from ..solvers.solution import STATUS_MESSAGES, OptimizeResult, Solution
 from ..budgets import check_integrate, check_laplace
 from ..checks import (aliased_columns, check_bool, check_int, check_number, check_start,
                       check_width, nan_rows, rank_message)
@@ -44,6 +43,7 @@ from ..validation import check_1d, check_2d, check_finite, check_ident, check_le
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import scipy.sparse as sp
     from numpy.typing import ArrayLike, DTypeLike
 
 __all__ = ["GLMMInputs", "MixedGLMBase", "check_vb_start", "exog_arrays", "ingest_glmm",
@@ -87,11 +87,9 @@ def parse_minim_opts(minim_opts: dict | None, defaults: _Options) -> _Options:
 
 
 def optimize_result(sol: Solution, what: str, *, counters: bool = True, stacklevel: int = 3):
-    """scipy's ``OptimizeResult`` for a host :class:`Solution`; a ``ConvergenceWarning``
+    """An ``OptimizeResult`` (scipy's interface) for a host :class:`Solution`; a ``ConvergenceWarning``
     (naming ``what`` and the gradient norm) unless it converged.  ``counters``: include the
     Newton driver's work counters (``n_warm``, ``n_fev``, ``n_cg``)."""
-    from scipy.optimize import OptimizeResult
-
     status = int(sol.status)
     if status != 0:
         warnings.warn(f"{what} fitting did not converge ({STATUS_MESSAGES[status]}), "
@@ -146,6 +144,8 @@ def exog_arrays(endog, exog, exog_vc, fep_names, vc_names):
         named = True
         if vc_names is None:
             vc_names = [str(c) for c in exog_vc.columns]
+    import scipy.sparse as sp  # here: a formula model never needs it (0.15 s of start-up)
+
     if sp.issparse(exog_vc):
         mat = sp.csr_array(exog_vc)
         check_finite(mat.data, "exog_vc")
@@ -383,6 +383,8 @@ class MixedGLMBase:
         """The random-effects design as a scipy CSR array (built on request)."""
         n, m = self._cols.shape
         rows = np.repeat(np.arange(n), m)
+        import scipy.sparse as sp
+
         return sp.csr_array((self._vals.ravel(), (rows, self._cols.ravel())), shape=(n, self.k_vc))
 
     def _bucket(self, fine: bool = False) -> _buckets.Buckets:
@@ -517,18 +519,24 @@ class MixedGLMBase:
                           RankDeficientWarning, stacklevel=3)
 
     def _laplace_checks(self, priors, integrate, start):
-        """``(priors, integrate, start, keep)`` for fit_laplace, checked before compiling:
+        """``(priors, integrate, start, keep)`` for fit_laplace, checked before compiling
+        (``integrate``: False, True, or an int ≥ 2, the points per dimension of a product grid):
         the model has random effects, the problem fits the method (budgets), ``start`` is
         finite.  ``keep``: with ``priors=False`` and a rank-deficient X, the fixed-effect
         columns kept (lme4 drops the aliased ones, with a RankDeficientWarning); else None."""
         priors = check_bool(priors, "priors")
-        integrate = check_bool(integrate, "integrate")
+        if isinstance(integrate, (int, np.integer)) and not isinstance(integrate, (bool,
+                                                                                np.bool_)):
+            integrate = check_int(integrate, "integrate", minimum=2)  # points per dimension
+        else:
+            integrate = check_bool(integrate, "integrate")
         check_laplace(self.k_vc, self._design_mode)
         if integrate:
             if not priors:
                 raise ValueError("integrate=True needs priors=True (the vcp posterior must be "
                                  "proper)")
-            check_integrate(self.k_vcp, self.k_vc, self.k_fep, self._design_mode)
+            check_integrate(self.k_vcp, self.k_vc, self.k_fep, self._design_mode,
+                            n_points=None if integrate is True else integrate)
         if start is not None:
             start = check_start(start, "start", self.k_fep + self.k_vcp)
         keep = None

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from scipy.stats import norm
 
+from .._normal import ndtri
 from .._precision import precision
 from ..checks import check_number
 from ..families import NegativeBinomial
@@ -70,7 +70,7 @@ class NegativeBinomialResults(BayesMixedGLMResults):
     def theta_ci(self, alpha: float = 0.05) -> tuple[float, float]:
         """The 1 − alpha interval of θ: exp of log θ ± z·SD(log θ) (a Wald interval on the
         log scale, so always positive)."""
-        z = norm.ppf(1 - alpha / 2)
+        z = ndtri(1 - alpha / 2)
         return (float(np.exp(self.log_theta - z * self.log_theta_sd)),
                 float(np.exp(self.log_theta + z * self.log_theta_sd)))
 

@@ -24,7 +24,7 @@ from ..fits.vb_stream import StreamOptions, fit_vb_stream
 from ..progress import reporting
 from ..quadrature import get_rule
 from ..results.glmm import BayesMixedGLMResults, ParamLayout
-from ..solvers.solution import STATUS_MESSAGES
+from ..solvers.solution import STATUS_MESSAGES, OptimizeResult
 from ..validation import check_random_state
 
 __all__ = ["StreamingBayesMixedGLM", "from_parquet"]
@@ -124,8 +124,6 @@ class StreamingBayesMixedGLM:
             ``method="vb"``; ``optim_retvals`` has ``nit`` (full passes), ``n_epochs``,
             ``n_steps`` (stochastic steps) and ``svi_params`` (the means before the passes).
         """
-        from scipy.optimize import OptimizeResult
-
         rows = self.batch_rows if batch_rows is None else check_int(batch_rows, "batch_rows",
                                                                      minimum=1)
         opts = StreamOptions(check_int(epochs, "epochs", minimum=0),

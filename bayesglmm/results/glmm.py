@@ -43,7 +43,7 @@ class BayesMixedGLMResults(PlotMethods):
         Posterior mean (fit_vb) or mode (fit_map): fixed effects, log SDs, random effects.
     fe_mean, fe_sd, vcp_mean, vcp_sd, vc_mean, vc_sd : ndarray
         The posterior means and SDs of each block.
-    optim_retvals : scipy.optimize.OptimizeResult
+    optim_retvals : OptimizeResult
         The optimiser's report: ``x, fun, nit`` (all Newton steps, warm-up included),
         ``success, status, message, grad_norm, method`` and, for fit_map/fit_vb, the work
         counters ``n_warm`` (warm-up steps in the random effects alone), ``n_fev`` (line-search
@@ -237,12 +237,12 @@ class BayesMixedGLMResults(PlotMethods):
         large models: the (fe, vcp) block and the random effects' variances) the covariance
         between fixed and random effects is taken as zero.
         """
-        from scipy.stats import norm
+        from .._normal import ndtri
 
         lin, var = self._linear_and_var(exog, include_random, unseen, offset, exposure,
                                         linear=True, with_var=True)
         sd = np.sqrt(np.maximum(var, 0))
-        z = norm.ppf(1 - alpha / 2)
+        z = ndtri(1 - alpha / 2)
         inv = lambda e: self.model.predict(np.ones(1), exog=np.asarray(e)[:, None],  # noqa: E731
                                            linear=False)
         return pd.DataFrame({"linear": lin, "linear_sd": sd, "mean": inv(lin),
@@ -324,6 +324,14 @@ class BayesMixedGLMResults(PlotMethods):
         """Intervals of (fe, vcp): ``"wald"`` (mean ± z·sd) or, for
         ``fit_laplace(priors=False)``, ``"profile"`` (lme4's profile intervals, SD scale):
         :func:`bayesglmm.inference.conf_int_method`."""
+        if method == "wald":  # here, without importing bayesglmm.inference (0.1 s)
+            from .._normal import ndtri
+
+            z = float(ndtri(1 - alpha / 2))
+            mean = np.r_[self.fe_mean, self.vcp_mean]
+            sd = np.r_[self.fe_sd, self.vcp_sd]
+            return pd.DataFrame({0: mean - z * sd, 1: mean + z * sd},
+                                index=list(self.model.fep_names) + list(self.model.vcp_names))
         from ..inference.profile import conf_int_method
 
         return conf_int_method(self, alpha, method)

@@ -222,14 +222,13 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
     @property
     def _pvalues_s(self) -> pd.Series:
         """Two-sided p-values of the fixed effects, normal reference (as statsmodels)."""
-        # scipy.special, as scipy.stats.norm uses, without importing scipy.stats (~0.5 s)
-        from scipy.special import ndtr
+        from .._normal import ndtr
 
         return pd.Series(2 * ndtr(-np.abs(self._tvalues_s.to_numpy())), index=self._fe_s.index)
 
     def _conf_int_s(self, alpha: float = 0.05) -> pd.DataFrame:
         """Wald confidence intervals of the fixed effects (normal quantiles)."""
-        from scipy.special import ndtri
+        from .._normal import ndtri
 
         z = ndtri(1 - alpha / 2)  # scipy.stats.norm.ppf
         return pd.DataFrame({0: self._fe_s - z * self._bse_fe_s, 1: self._fe_s + z * self._bse_fe_s})

@@ -151,7 +151,7 @@ class StatsmodelsResultsMixin:
     @property
     def pvalues(self) -> pd.Series | np.ndarray:
         """Two-sided normal p-values of :attr:`tvalues`."""
-        from scipy.special import ndtr
+        from .._normal import ndtr
 
         t = (self._params_s / self._bse_s).to_numpy()
         return self._wrap(pd.Series(2 * ndtr(-np.abs(t)), index=self._params_s.index))
@@ -159,7 +159,7 @@ class StatsmodelsResultsMixin:
     def conf_int(self, alpha: float = 0.05, cols: Sequence[int] | None = None,
                  method: str = "wald") -> pd.DataFrame | np.ndarray:
         """Wald intervals (normal quantiles) of all parameters; rows ``cols`` if given."""
-        from scipy.special import ndtri
+        from .._normal import ndtri
 
         if method != "wald":
             return self._conf_int_other(alpha, method)

@@ -40,7 +40,7 @@ class ContrastResults:
 
     def conf_int(self, alpha=0.05):
         """(m, 2) Wald intervals of the contrasts (t tests only)."""
-        from scipy.special import ndtri
+        from .._normal import ndtri
 
         z = ndtri(1 - alpha / 2)
         return np.column_stack([self.effect - z * self.sd, self.effect + z * self.sd])
@@ -82,7 +82,7 @@ def _restriction(res, r_matrix):
 
 def t_test(res, r_matrix, use_t=None) -> ContrastResults:
     """Per-row Wald tests of ``R β = q`` (normal reference, as statsmodels' MixedLM)."""
-    from scipy.special import ndtr
+    from .._normal import ndtr
 
     R, q = _restriction(res, r_matrix)
     effect = R @ res._fe - q

@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax import lax
 
 from .solution import Solution
@@ -17,6 +16,8 @@ __all__ = ["lbfgs"]
 def lbfgs(f: Callable, a0, v0, args=(), *, maxiter: int = 1000, gtol: float = 1e-6,
           memory_size: int = 20) -> Solution:
     """Minimise ``f(a, v, *args)`` with ``optax.lbfgs``; stops when ‖∇f‖₂ ≤ gtol."""
+    import optax  # here, not at import: most fits never use it (0.1-0.2 s of start-up)
+
     x0 = (a0, v0)
 
     def fun(x):

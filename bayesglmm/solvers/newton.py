@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._export import persistent_jit
 from .._xla import small_options
 from .linesearch import backtrack
 from .. import progress as _progress
@@ -232,7 +233,10 @@ def _newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int, st
                            _init_state(a0, v0, dense))
         return result(c)
 
-    return jax.jit(solve, compiler_options=small_options() if dense else None)
+    options = small_options() if dense else None
+    if with_progress:  # a host callback: not exportable
+        return jax.jit(solve, compiler_options=options)
+    return persistent_jit(solve, compiler_options=options)  # traced once per machine
 
 
 def _init_state(a0, v0, dense: bool) -> State:

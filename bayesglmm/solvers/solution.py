@@ -15,6 +15,32 @@ STATUS_MESSAGES = {
 }
 
 
+class OptimizeResult(dict):
+    """The optimiser's report as the user sees it: a dict whose keys are also attributes.
+
+    The same interface as ``scipy.optimize.OptimizeResult`` (which statsmodels returns as
+    ``optim_retvals``), without importing scipy.optimize (a quarter of a second) in every fit.
+    """
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError as err:
+            raise AttributeError(name) from err
+
+    __setattr__ = dict.__setitem__  # type: ignore[assignment]
+    __delattr__ = dict.__delitem__  # type: ignore[assignment]
+
+    def __dir__(self) -> list[str]:
+        return list(self.keys())
+
+    def __repr__(self) -> str:
+        if not self:
+            return f"{type(self).__name__}()"
+        width = max(map(len, self.keys())) + 1
+        return "\n".join(f"{k.rjust(width)}: {v!r}" for k, v in self.items())
+
+
 class Solution(NamedTuple):
     a: jax.Array  # (k_a,) small block at the optimum
     v: jax.Array  # (k_vc, r) large block at the optimum

@@ -112,6 +112,27 @@ def test_second_call_and_progress(poisson):
     assert "fit_many" in out.getvalue() and "chunks" in out.getvalue()
 
 
+def test_chunks_in_threads(poisson, monkeypatch):
+    """Chunks fitted side by side in threads (fits.many.map_chunks) or one after the other:
+    the same numbers, bit for bit, in chunk order."""
+    from bayesglmm.fits import many
+
+    df, Y, model, res = poisson
+    monkeypatch.setattr(many, "n_workers", lambda: 1)
+    one = bg.fit_many(model, Y, priors=False, chunk_size=2)
+    monkeypatch.setattr(many, "n_workers", lambda: 3)
+    three = bg.fit_many(model, Y, priors=False, chunk_size=2)
+    for r in (res, three):
+        np.testing.assert_array_equal(r.fe_mean.to_numpy(), one.fe_mean.to_numpy())
+        np.testing.assert_array_equal(r.vcp_sd.to_numpy(), one.vcp_sd.to_numpy())
+        np.testing.assert_array_equal(r.n_iter.to_numpy(), one.n_iter.to_numpy())
+    parts = many.map_chunks(lambda full, n_real, d: (list(full), n_real), model,
+                            Y.to_numpy(float), model._data(True, model._fine(3 + model.k_vc)),
+                            2, False, workers=2)
+    assert [p[0] for p in parts] == [[0, 1], [2, 3], [4, 4]]  # the last one filled up
+    assert [p[1] for p in parts] == [2, 2, 1]
+
+
 def test_default_chunk_size():
     per = bytes_per_response(2048, 1, 64, 3, "diag", 8)
     assert default_chunk_size(10_000, per) == 512  # 1 GiB / ~1.6 MB, a power of two

@@ -104,6 +104,18 @@ def test_formula_and_matrix_paths_agree():
     assert isinstance(r2.cov_params(), np.ndarray)
     with pytest.raises(ValueError, match="did you mean 'a'"):
         r1.random_effects("A")
+    # Wald intervals of (fe, vcp): mean ± z·sd, also through conf_int_method
+    from scipy.special import ndtri
+
+    from bayesglmm.inference import conf_int_method
+
+    ci = v1.conf_int(alpha=0.1)
+    z = ndtri(0.95)
+    mean, sd = np.r_[v1.fe_mean, v1.vcp_mean], np.r_[v1.fe_sd, v1.vcp_sd]
+    np.testing.assert_allclose(ci[0], mean - z * sd, rtol=1e-14)
+    np.testing.assert_allclose(ci[1], mean + z * sd, rtol=1e-14)
+    assert list(ci.index) == fm.fep_names + fm.vcp_names
+    pd.testing.assert_frame_equal(conf_int_method(v1, 0.1, "wald"), ci)
 
 
 def _nuts():
@@ -428,3 +440,32 @@ def test_padding_changes_no_result_crossed_and_correlated(monkeypatch):
     a, b = padded.fit_laplace(priors=False), plain.fit_laplace(priors=False)
     _same_fit(a, b)
     assert a.llf == pytest.approx(b.llf, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_integrate_accepts_points_per_dimension():
+    """``integrate=n``: the product grid of n points per variance parameter (fits.integrate
+    with ``n_points=n``); ``True`` the default design; anything else a clear error."""
+    from bayesglmm.fits.integrate import integrate_vcp
+
+    m = bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"herd": "0 + C(herd)"}, datasets.load("cbpp"),
+        n_trials="size")
+    r = m.fit_laplace(integrate=4)
+    base = m.fit_laplace()
+    assert r.method == "laplace-integrated"
+    from bayesglmm.fits import laplace as _laplace
+
+    fine = m._fine(m.k_fep + m.k_vcp + m.k_vc)
+    _, mode = m._padded_design(fine)
+    data = m._data(True, fine)
+    fit = _laplace.fit_laplace(m.family, data, m._prior(), m.k_fep, mode=mode, priors=True)
+    want = integrate_vcp(m.family, data, m._prior(), fit, mode=mode, n_points=4)
+    np.testing.assert_allclose(r.fe_mean, want.fe_mean, rtol=1e-10)
+    assert not np.allclose(r.fe_mean, base.fe_mean, atol=1e-6)
+    with pytest.raises(ValueError, match="integrate"):
+        m.fit_laplace(integrate=1)
+    with pytest.raises(TypeError, match="integrate"):
+        m.fit_laplace(integrate=2.5)
+    with pytest.raises(ValueError, match="priors=True"):
+        m.fit_laplace(priors=False, integrate=3)

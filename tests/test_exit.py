@@ -1,0 +1,26 @@
+"""The exit-time gc.freeze (``bayesglmm._exit``): on after a fit's import, off on request."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+CHILD = """
+import atexit, gc, sys
+# registered first, so it runs last: after bayesglmm's exit handler
+atexit.register(lambda: print("frozen" if gc.get_freeze_count() else "not frozen", flush=True))
+import bayesglmm
+bayesglmm.mixedlm  # a public name: loads the models (and JAX)
+print("running", gc.get_freeze_count(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("env, want", [({}, "frozen"), ({"BAYESGLMM_FAST_EXIT": "0"},
+                                                          "not frozen")])
+def test_objects_are_frozen_only_at_exit(env, want):
+    full = {k: v for k, v in os.environ.items() if k != "BAYESGLMM_FAST_EXIT"} | env
+    out = subprocess.run([sys.executable, "-c", CHILD], env=full, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["running 0", want]  # nothing changes while it runs
