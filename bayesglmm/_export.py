@@ -196,15 +196,26 @@ def _environment() -> tuple:
 
 
 def _leaf_spec(x) -> tuple:
+    """What jax.jit's cache distinguishes of an argument: shape, dtype, weak type (a numpy
+    array and a JAX array alike; a Python float as a weakly typed scalar)."""
     if isinstance(x, jax.Array):
         if isinstance(x, jax.core.Tracer) or len(x.sharding.device_set) != 1:
             raise Opaque("traced or sharded argument")
-        return ("a", x.shape, x.dtype.str, bool(getattr(x, "weak_type", False)))
-    if isinstance(x, (np.ndarray, np.generic)):
-        return ("n", np.shape(x), np.asarray(x).dtype.str, False)
-    if isinstance(x, (bool, int, float, complex)):
-        return ("s", type(x).__name__)
-    raise Opaque(type(x).__qualname__)
+    elif not isinstance(x, (np.ndarray, np.generic, bool, int, float, complex)):
+        raise Opaque(type(x).__qualname__)
+    aval = jax.typeof(x)
+    return (aval.shape, np.dtype(aval.dtype).str, bool(aval.weak_type))
+
+
+def _device(leaves) -> jax.Device:
+    """The one device the arguments live on (the default device for host arguments)."""
+    devices = {d for x in leaves if isinstance(x, jax.Array) for d in x.sharding.device_set}
+    if len(devices) > 1:
+        raise Opaque("arguments on several devices")
+    if devices:
+        return devices.pop()
+    default = jax.config.jax_default_device
+    return default if isinstance(default, jax.Device) else jax.devices()[0]
 
 
 class persistent_jit:  # noqa: N801 - used like jax.jit
@@ -255,14 +266,15 @@ class persistent_jit:  # noqa: N801 - used like jax.jit
                                            _environment())
             leaves, tree = jax.tree_util.tree_flatten(args)
             sig = (fingerprint(static), str(tree), tuple(_leaf_spec(x) for x in leaves))
+            device = _device(leaves)
         except Opaque as err:
             logger.debug("persistent_jit(%s): plain jit (%s)", self.__name__, err)
             self._plain = self._fn_key is None
             return self._plain_call(args, names, static)
-        call = self._calls.get(sig, False)
+        call = self._calls.get((sig, device), False)
         if call is False:
             fun = self._jit if not static else _bind(self._fun, names, static, self._options)
-            call = self._calls[sig] = self._load(folder, sig, fun, args)
+            call = self._calls[sig, device] = self._load(folder, sig, fun, args, device)
         if call is None:
             return self._plain_call(args, names, static)
         return call(*args)
@@ -272,7 +284,7 @@ class persistent_jit:  # noqa: N801 - used like jax.jit
             return self._jit(*args, **static)
         return self._jit(**dict(zip(names, args)), **static)
 
-    def _load(self, folder: Path, sig: tuple, fun: Callable, args) -> Callable | None:
+    def _load(self, folder: Path, sig: tuple, fun: Callable, args, device) -> Callable | None:
         """The jitted call of the stored program for ``sig``, exporting it first if needed."""
         key = hashlib.sha256(f"{self._fn_key}|{sig!r}".encode()).hexdigest()[:40]
         path = folder / f"{key}{SUFFIX}"
@@ -301,7 +313,12 @@ class persistent_jit:  # noqa: N801 - used like jax.jit
             return exp.call(*a)
         # traced (cheaply: one call of the stored program) under a name tests can tell apart
         call.__name__ = call.__qualname__ = f"{LOADED_PREFIX}{self.__name__}"
-        return jax.jit(call, compiler_options=self._options)
+        # placed explicitly: a stored program's outputs are committed to their device, and
+        # without shardings a later call with them (rather than host arrays) would compile
+        # the program a second time
+        place = jax.sharding.SingleDeviceSharding(device)
+        return jax.jit(call, in_shardings=place, out_shardings=place,
+                       compiler_options=self._options)
 
 
 def _bind(fun: Callable, names: tuple, static: dict, options) -> Callable:
