@@ -29,6 +29,7 @@ A stored program that fails to load is ignored and rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -337,5 +338,5 @@ def _write(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as err:
         logger.debug("persistent_jit: cannot write %s (%s)", path, err)
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             tmp.unlink()

@@ -109,6 +109,31 @@ def central_diff(f, x, h=1e-6):
     return g
 
 
+def assert_gradients_match_central_diff(model, x, s):
+    """A mixed GLM's log-posterior gradient at x and ELBO gradients at (x, s) against
+    :func:`central_diff`."""
+    np.testing.assert_allclose(model.logposterior_grad(x), central_diff(model.logposterior, x),
+                               rtol=1e-5, atol=1e-6)
+    gm, gs = model.vb_elbo_grad(x, s)
+    np.testing.assert_allclose(gm, central_diff(lambda m: model.vb_elbo(m, s), x), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(gs, central_diff(lambda t: model.vb_elbo(x, t), s), rtol=1e-5,
+                               atol=1e-6)
+
+
+# the start of a subprocess script that counts XLA compilations in ``compiles[0]``
+COUNT_COMPILES = """
+    from jax import monitoring
+    compiles = [0]
+
+    def count(name, secs, **kw):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles[0] += 1
+
+    monitoring.register_event_duration_secs_listener(count)
+"""
+
+
 def dense_deviance(model, theta, reml):
     """−2 log-likelihood from a plain dense multivariate normal, β and σ² profiled out.
 

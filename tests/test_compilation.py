@@ -15,22 +15,17 @@ import textwrap
 
 import pytest
 
+from tests.helpers import COUNT_COMPILES
+
 SCRIPT = textwrap.dedent("""
     import json, sys, warnings
     import numpy as np
-    from jax import monitoring
     import bayesglmm as bg
     from bayesglmm import datasets
     from tests.helpers import gen_crossed_logit
 
     warnings.simplefilter("ignore")
-    compiles = [0]
-
-    def count(name, secs, **kw):
-        if name == "/jax/core/compile/backend_compile_duration":
-            compiles[0] += 1
-
-    monitoring.register_event_duration_secs_listener(count)
+""") + textwrap.dedent(COUNT_COMPILES) + textwrap.dedent("""
     out = {}
 
     def measure(what, fn):

@@ -126,12 +126,14 @@ def _levels(col: pd.Series) -> tuple | None:
     return None
 
 
-def _split(formula: str) -> tuple[str, list[str], bool] | None:
-    """``(lhs, right-hand terms, intercept)`` of a formula in the simple grammar, else None."""
+def _split(formula: str) -> tuple[str, str, list[str], bool] | None:
+    """``(lhs, right-hand side as written, its terms, intercept)`` of a formula in the simple
+    grammar, else None."""
     if not isinstance(formula, str) or formula.count("~") > 1:
         return None
     lhs, tilde, text = formula.partition("~") if "~" in formula else ("", "", formula)
     lhs, text = lhs.strip(), text.strip()
+    rhs = text
     if tilde and not re.fullmatch(_NAME, lhs):
         return None  # "~ x" or an expression on the left
     intercept = True
@@ -142,7 +144,7 @@ def _split(formula: str) -> tuple[str, list[str], bool] | None:
         parts[0], intercept = "0", False
     if not all(_TERM.match(p) for p in parts):
         return None
-    return lhs, parts, intercept
+    return lhs, rhs, parts, intercept
 
 
 def names(formula: str) -> list[str] | None:
@@ -150,7 +152,7 @@ def names(formula: str) -> list[str] | None:
     split = _split(formula)
     if split is None:
         return None
-    lhs, parts, _ = split
+    lhs, _, parts, _ = split
     out = [lhs] if lhs else []
     for part in parts:
         m = _TERM.match(part)
@@ -165,7 +167,7 @@ def parse(formula: str, data: pd.DataFrame) -> tuple[str | None, SimpleSpec] | N
     split = _split(formula)
     if split is None:
         return None
-    lhs, parts, intercept = split
+    lhs, rhs, parts, intercept = split
     if lhs and (lhs not in data.columns or not _numeric(data[lhs]) or data[lhs].isna().any()):
         return None
     terms: list = []
@@ -202,5 +204,4 @@ def parse(formula: str, data: pd.DataFrame) -> tuple[str | None, SimpleSpec] | N
         cats = [i for i, t in enumerate(terms) if isinstance(t, _Cat)]
         if cats:
             terms[cats[0]] = terms[cats[0]]._replace(full=True)
-    rhs = formula.partition("~")[2] if "~" in formula else formula
-    return (lhs or None), SimpleSpec(rhs.strip(), intercept, tuple(terms))
+    return (lhs or None), SimpleSpec(rhs, intercept, tuple(terms))

@@ -299,7 +299,7 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
             fit = _laplace.fit_laplace(self.family, data, self._prior(),
                                        data.X.shape[1], mode=mode, priors=priors, start=start,
                                        opts=opts, integrate=bool(integrate),
-                                       n_points=None if integrate is True else integrate or None)
+                                       n_points=None if isinstance(integrate, bool) else integrate)
         fit = self._restore_columns(_real_levels(fit, self.k_vc), keep)
         return self._laplace_results(fit, keep, priors, bool(integrate), stacklevel=3)
 

@@ -18,6 +18,7 @@ import bayesglmm as bg
 from bayesglmm.exceptions import RankDeficientWarning
 from bayesglmm.fits.many import bytes_per_response, default_chunk_size
 from bayesglmm.progress import Progress
+from tests.helpers import COUNT_COMPILES
 
 TOL = 1e-8
 
@@ -304,18 +305,11 @@ def test_second_call_compiles_nothing():
     script = textwrap.dedent("""
         import json, warnings
         import numpy as np
-        from jax import monitoring
         import bayesglmm as bg
         from tests.fits.test_many import _poisson_data, _poisson_model
 
         warnings.simplefilter("ignore")
-        compiles = [0]
-
-        def count(name, secs, **kw):
-            if name == "/jax/core/compile/backend_compile_duration":
-                compiles[0] += 1
-
-        monitoring.register_event_duration_secs_listener(count)
+    """) + textwrap.dedent(COUNT_COMPILES) + textwrap.dedent("""
         df, Y = _poisson_data(k=6)
         model = _poisson_model(df, Y.iloc[:, 0])
         bg.fit_many(model, Y, priors=False, chunk_size=4)

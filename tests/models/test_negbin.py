@@ -18,7 +18,7 @@ from scipy.special import gammaln
 
 import bayesglmm as bg
 from bayesglmm import datasets
-from tests.helpers import REFERENCE, central_diff
+from tests.helpers import REFERENCE, assert_gradients_match_central_diff, central_diff
 
 REF = json.loads((REFERENCE / "glmmtmb_nb_grouseticks.json").read_text())
 TMB = REF["glmmtmb"]
@@ -204,13 +204,7 @@ def test_kernels_match_dense_reference_and_finite_differences():
     x, s = 0.4 * rs.normal(size=p), np.exp(0.3 * rs.normal(size=p) - 1.5)
     ref = _dense_logposterior(y, X, Z.toarray(), x, 0.7, 1.5, 2.0)
     assert model.logposterior(x) == pytest.approx(ref, rel=1e-12)
-    np.testing.assert_allclose(model.logposterior_grad(x), central_diff(model.logposterior, x),
-                               rtol=1e-5, atol=1e-6)
-    gm, gs = model.vb_elbo_grad(x, s)
-    np.testing.assert_allclose(gm, central_diff(lambda m: model.vb_elbo(m, s), x), rtol=1e-5,
-                               atol=1e-6)
-    np.testing.assert_allclose(gs, central_diff(lambda t: model.vb_elbo(x, t), s), rtol=1e-5,
-                               atol=1e-6)
+    assert_gradients_match_central_diff(model, x, s)
 
 
 # ----------------------------------------------------------------------------- results
