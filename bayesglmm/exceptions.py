@@ -1,7 +1,8 @@
 """Warnings raised by bayesglmm, and the tolerance that decides a singular fit."""
 
 __all__ = ["BOUNDARY_SE", "SINGULAR_TOL", "BoundaryWarning", "ConvergenceWarning",
-           "IgnoredArgumentWarning", "RankDeficientWarning", "SingularFitWarning"]
+           "IgnoredArgumentWarning", "IntegrationWarning", "RankDeficientWarning",
+           "SingularFitWarning"]
 
 # A fitted random-effect SD (relative to the residual SD in a linear mixed model) below this is
 # reported as zero: a "boundary (singular) fit", lme4's ``isSingular(tol = 1e-4)``.
@@ -25,6 +26,12 @@ class BoundaryWarning(UserWarning):
     """An estimate sits on the boundary of the parameter space (a fixed effect drifting to
     ±∞, e.g. an all-zero response or complete separation) or its covariance is not finite;
     the message names the parameters.  The fit's ``converged``/``success`` is then False."""
+
+
+class IntegrationWarning(UserWarning):
+    """``fit_laplace(integrate=True)`` changed or limited its node design over the variance
+    parameters: a posterior too far from Gaussian for the central composite design (the
+    lattice is used instead), or a lattice stopped by its node budget."""
 
 
 class RankDeficientWarning(UserWarning):

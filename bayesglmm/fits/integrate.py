@@ -3,7 +3,11 @@
 Around a ``priors=True`` :func:`fits.laplace.fit_laplace` fit, with m, Σ the mode and the vcp
 block of its covariance and Σ = LLᵀ, the nodes are vcp_k = m + L·z_k for the design
 (z_k, w_k) of :func:`fits.nodes.node_design` (Gauss–Hermite for one or two variance
-parameters, INLA's central composite design above).  At each node the Laplace log posterior
+parameters, INLA's central composite design above).  When log p̃ at the CCD's points departs
+from the mode's Gaussian by more than ``CCD_MISFIT`` (:func:`fits.nodes.gaussian_misfit`: a
+skewed or curved vcp posterior, as grouseticks'), the default design replaces it by the
+lattice of :mod:`fits.lattice`, which follows p̃ (equal weights, π_k ∝ p̃(vcp_k | y)).  At
+each node the Laplace log posterior
 J(fe, vcp_k) is maximised in fe (fe_k, C_k = (−∇²_fe J)⁻¹), and
 
     log p̃(vcp_k | y) = J(fe_k, vcp_k) + (k_fep/2)·log 2π − ½ log det C_k⁻¹ [+ δ(θ_k)],
@@ -11,8 +15,8 @@ J(fe, vcp_k) is maximised in fe (fe_k, C_k = (−∇²_fe J)⁻¹), and
 
 with δ the second-order correction of the Laplace approximation of the integral over the
 random effects (kernels.laplace_correction: fourth and squared third derivatives of the
-rows' loglik, leverages), added on the product Gauss–Hermite grids and left out on the
-central composite design (:func:`uses_correction`).
+rows' loglik, leverages), added on the product Gauss–Hermite grids and the lattice and left
+out on the central composite design (:func:`uses_correction`).
 
 Moments mix by the law of total variance: E[fe] = Σ π_k fe_k,
 Cov(fe) = Σ π_k (C_k + (fe_k − E fe)(fe_k − E fe)ᵀ), likewise vc with Var(vc | vcp_k) =
@@ -42,6 +46,7 @@ with the node's factor), never an n × n or dense n × k_vc matrix.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -49,8 +54,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._precision import precision
+from ..budgets import INTEGRATE_MEM_MAX, INTEGRATE_NODES_MAX
 from ..covariance import lam_t, lam_u
 from ..design.ellpack import matvec, rmatvec
+from ..exceptions import IntegrationWarning
 from ..families import Family
 from ..kernels.glmm import Data, Prior, split_disp
 from ..kernels.h_uu import inverse_entries
@@ -58,14 +65,21 @@ from ..kernels.laplace_correction import laplace_correction
 from ..kernels.marginal import objective
 from ..linalg import psd
 from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
+from .lattice import lattice_nodes
 from .laplace import LaplaceFit, LaplaceOptions, default_options, laplace_kernels
-from .nodes import MAX_DIM, is_product_grid, node_design
+from .nodes import MAX_DIM, gaussian_misfit, is_product_grid, node_design
 
-__all__ = ["IntegratedFit", "check_integrable", "integrate_vcp", "third_derivatives",
-           "uses_correction"]
+__all__ = ["CCD_MISFIT", "DESIGNS", "IntegratedFit", "check_integrable", "integrate_vcp",
+           "third_derivatives", "uses_correction"]
 
 _LOG_2PI = float(np.log(2 * np.pi))
 NODE_DECREMENT = 1e-3  # the fe | vcp Newton solves stop at ½dᵀC⁻¹d ≤ this (d: Newton step)
+DESIGNS = ("auto", "ccd", "grid")
+# the CCD is kept while log p̃ at its points is within this of the mode's Gaussian
+# (:func:`gaussian_misfit`); grouseticks' skewed vcp posterior: 0.7 (vcp_p = 1)
+CCD_MISFIT = 0.5
+LATTICE_AUTO_DIM = 3  # design="auto" replaces a misfitting CCD by the lattice up to this
+QUICK_DECREMENT = 0.02  # a lattice node takes one unevaluated Newton step from this close
 
 
 class IntegratedFit(NamedTuple):
@@ -177,7 +191,7 @@ def _vc_skew_kernel(family: Family, mode):
 def uses_correction(k_vcp: int, n_points: int | None = None) -> bool:
     """Whether :func:`integrate_vcp` adds the second-order Laplace correction by default:
     on the product Gauss–Hermite grids (``k_vcp`` ≤ 2, or ``n_points`` given), not on the
-    central composite design.
+    central composite design (the lattice always adds it).
 
     The correction moves log p̃(vcp | y) by O(1/n) per random effect, mostly where a
     variance is large and the conditionals are skewed.  On a design that resolves p̃ it
@@ -197,14 +211,22 @@ class _Node(NamedTuple):
     vc: np.ndarray  # (k_vc,) E[vc | vcp]
     var: np.ndarray  # (k_vc,) Var(vc | vcp)
     converged: bool
+    state: tuple | None = None  # (θ, u*(θ), du*/dθ) at the solution: a neighbour's warm start
+    mode: np.ndarray | None = None  # (k_fep,) the conditional mode of fe
+    dfe: np.ndarray | None = None  # (k_fep, k_vcp) its derivative in vcp
+    norm: float = 0.0  # log p̃ − J(fe*): (k_fep/2)·log 2π − ½ log det C⁻¹ [+ δ]
 
 
-def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts):
+def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
+                quick: bool = False):
     """The Gaussian approximation of fe | vcp at one node (module docstring); ``base`` =
     (θ̂, u*(θ̂), du*/dθ at θ̂) for the warm start of the first inner solve; ``F3`` the third
     derivatives of J in fe (at the mode) for the skewness correction, or None; ``delta`` the
     second-order correction of the Laplace integral over u
-    (kernels.laplace_correction), or None."""
+    (kernels.laplace_correction), or None.  ``quick``: one Hessian at the start and its
+    Newton step, not evaluated, when the start's decrement ½gᵀCg is at most
+    ``QUICK_DECREMENT`` (the lattice's warm starts from a neighbour); a full solve from
+    there otherwise."""
     kf = fe0.shape[0]
     dtype = fe0.dtype
     theta_hat, u_hat, du_hat = base
@@ -213,8 +235,11 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts):
     def full(x):
         return np.concatenate([x, vcp]).astype(dtype)
 
+    last_H = []  # the full (fe, vcp) Hessian of the last evaluation: dfe*/dvcp there
+
     def vgh(x, u):
         f, g, H, du_F = kern.vgh(full(x), u, data, prior)
+        last_H[:] = [H]
         return np.asarray(f), np.asarray(g)[:kf], np.asarray(H)[:kf, :kf], du_F
 
     def value(x, u, du_F, dx):
@@ -223,10 +248,19 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts):
         return kern.value(full(x), u, du_F[0], np.concatenate([dx, zero_vcp]), data, prior)
 
     lb = np.full(kf, -np.inf, dtype)
-    s, du_F = projected_newton_host(vgh, value, fe0, u_hat, lb, popts)
+    s, du_F = projected_newton_host(vgh, value, fe0, u_hat, lb,
+                                    popts._replace(maxiter=0) if quick else popts)
     H = np.asarray(s.H, np.float64)  # −∇²_fe J
-    w, Q = np.linalg.eigh(0.5 * (H + H.T))
-    ok = bool(np.all(np.isfinite(w)) and w.min() > 0)
+    ok = bool(np.all(np.isfinite(H)) and np.isfinite(s.f))  # far nodes can overflow
+    if ok:
+        w, Q = np.linalg.eigh(0.5 * (H + H.T))
+        ok = bool(w.min() > 0)
+    if quick and ok:
+        g = np.asarray(s.g, np.float64)
+        step = (Q / w) @ Q.T @ g
+        if 0.5 * float(g @ step) > QUICK_DECREMENT:  # too far: Newton from the step's end
+            return _solve_node(kern, F3, vc_skew, delta, vcp, (s.x - step).astype(dtype),
+                               (full(s.x), s.u, du_F[0]), data, prior, popts)
     if not ok:
         nan = np.full(data.ident.shape[0], np.nan)
         return _Node(np.asarray(s.x, np.float64), np.full((kf, kf), np.nan), -np.inf, nan,
@@ -237,10 +271,10 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts):
     # J(fe*) ≈ J(x) + ½gᵀCg
     g = np.asarray(s.g, np.float64)
     d = -C @ g
-    logp = (-float(s.f) + 0.5 * float(g @ C @ g) + 0.5 * kf * _LOG_2PI
-            - 0.5 * float(np.sum(np.log(w))))
+    norm = 0.5 * kf * _LOG_2PI - 0.5 * float(np.sum(np.log(w)))
     if delta is not None:  # log p(y | θ) ≈ Laplace + δ(θ) (relative error O(n⁻²))
-        logp += float(np.sum(np.asarray(delta(theta, s.u, du_F[1], data), np.float64)))
+        norm += float(np.sum(np.asarray(delta(theta, s.u, du_F[1], data), np.float64)))
+    logp = -float(s.f) + 0.5 * float(g @ C @ g) + norm
     vc, var_cond, J, _ = (np.asarray(x, np.float64)
                           for x in kern.finish(theta, s.u, du_F, data, prior))
     Jfe = J[:, :kf]
@@ -251,12 +285,28 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts):
     if vc_skew is not None:
         vc = vc + np.asarray(vc_skew(theta, s.u, du_F[1], data), np.float64)
     var = var_cond + np.einsum("kp,pq,kq->k", Jfe, C, Jfe)
-    return _Node(fe, C, logp, vc, var, int(s.status) == 0)
+    # dfe*/dvcp = −H_ff⁻¹ H_fv (implicit function theorem on ∇_fe J = 0): a neighbour's start
+    dfe = -C @ np.asarray(last_H[0], np.float64)[:kf, kf:]
+    return _Node(fe, C, logp, vc, var, quick or int(s.status) == 0, (theta, s.u, du_F[0]),
+                 np.asarray(s.x, np.float64) + d, dfe, norm)
+
+
+def _screen_node(kern, nb: _Node, vcp, fe0, data, prior) -> _Node:
+    """A cheap stand-in for a node far in the tail, from its neighbour ``nb``: J at the
+    predicted fe0 (one inner solve, no Hessian) with the neighbour's log-determinant and
+    correction, log p̃ ≈ J(fe0, vcp) + norm_nb — a slight underestimate (J(fe0) ≤ J(fe*)) —
+    and the neighbour's summaries moved along dfe*/dvcp.  Not expanded (no ``state``)."""
+    theta_nb, u_nb, du_nb = nb.state
+    theta = np.concatenate([fe0, vcp]).astype(theta_nb.dtype)
+    f, _ = kern.value(theta, u_nb, du_nb, theta - theta_nb, data, prior)
+    shift = nb.dfe @ (vcp - np.asarray(theta_nb, np.float64)[fe0.shape[0]:])
+    return _Node(nb.fe + shift, nb.C, -float(f) + nb.norm, nb.vc, nb.var, True)
 
 
 def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, mode,
                   n_points: int | None = None, opts: LaplaceOptions | None = None,
-                  skew: bool = True, correct: bool | None = None) -> IntegratedFit:
+                  skew: bool = True, correct: bool | None = None,
+                  design: str = "auto") -> IntegratedFit:
     """Integrate over vcp (INLA-style) around a ``priors=True`` :func:`fit_laplace` fit.
 
     Parameters
@@ -278,8 +328,16 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         Add the second-order correction of the Laplace approximation of the random effects'
         integral (kernels.laplace_correction) to each node's log p̃(vcp | y); independent
         terms only (skipped for correlated terms).  Default (None): with the product
-        Gauss–Hermite grids (one or two variance parameters, or ``n_points`` given), not
-        with the central composite design (:func:`uses_correction`).
+        Gauss–Hermite grids (one or two variance parameters, or ``n_points`` given) and the
+        lattice, not with the central composite design (:func:`uses_correction`).
+    design : ``"auto"``, ``"ccd"`` or ``"grid"``
+        For three or more variance parameters (without ``n_points``): ``"ccd"`` the central
+        composite design; ``"grid"`` the lattice of :mod:`fits.lattice`, which follows a
+        skewed or curved posterior (about 10× the CCD's nodes in three dimensions);
+        ``"auto"`` the CCD unless log p̃ at its points departs from the mode's Gaussian by
+        more than :data:`CCD_MISFIT` (:func:`gaussian_misfit`), then the lattice, with an
+        :class:`~bayesglmm.exceptions.IntegrationWarning`.  ``"grid"`` with one or two
+        variance parameters also uses the lattice.
 
     Returns
     -------
@@ -309,6 +367,8 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
     >>> np.round(integ.fe_mean, 2), np.round(np.sqrt(np.diag(integ.cov)), 2)
     (array([-1.42, -0.97, -1.11, -1.55]), array([0.25, 0.3 , 0.32, 0.41, 0.29]))
     """
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     dtype = np.dtype(data.y.dtype)
     opts = default_options(dtype) if opts is None else opts
     kf = fit.fe.shape[0]
@@ -318,23 +378,21 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
     if fit.is_singular or not np.all(np.isfinite(fit.cov)):
         raise ValueError("integrate=True needs a non-singular priors=True fit: a variance "
                          "is estimated at zero" + fallback)
-    z, wz = node_design(kp, n_points)
     S = fit.cov[kf:, kf:]
     try:
         L = np.linalg.cholesky(0.5 * (S + S.T))
     except np.linalg.LinAlgError:
         raise ValueError("integrate=True: the covariance of the variance parameters at the "
                          "mode is not positive definite" + fallback) from None
-    vcp_nodes = fit.vcp[None, :] + z @ L.T
     # start fe at its regression on vcp under the joint Gaussian at the mode
     B = np.linalg.solve(S, fit.cov[kf:, :kf]).T  # (kf, kp)
-    fe_start = fit.fe[None, :] + (vcp_nodes - fit.vcp[None, :]) @ B.T
     kern = laplace_kernels(family, mode, True, opts)
     # the node solves stop at a Newton decrement ½dᵀC⁻¹d ≤ NODE_DECREMENT: fe within
     # 1e-4 posterior SD of its conditional mode (the last step is applied without evaluating)
     popts = ProjectedNewtonOptions(opts.maxiter, opts.gtol,
                                    max(opts.ftol, NODE_DECREMENT / (1 + abs(float(fit.log_post)))),
                                    opts.max_step, opts.max_ls)
+    grid = design == "grid" and n_points is None
     with precision(dtype):
         theta_hat = fit.solution.a.astype(dtype)
         u_hat = jnp.asarray(fit.solution.v[:, 0], dtype)
@@ -342,19 +400,49 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         F3 = (third_derivatives(_skew_kernel(family, mode, opts), theta_hat, u_hat, kf, data,
                                 prior) if skew else None)
         vc_skew = _vc_skew_kernel(family, mode) if skew and not data.corr else None
-        correct = uses_correction(kp, n_points) if correct is None else correct
-        delta = laplace_correction(family, mode) if correct and not data.corr else None
-        nodes = [_solve_node(kern, F3, vc_skew, delta, vcp_nodes[k].astype(dtype),
-                             fe_start[k].astype(dtype), (theta_hat, u_hat, du_hat), data,
-                             prior, popts)
-                 for k in range(z.shape[0])]
+        delta = laplace_correction(family, mode) if not data.corr else None
+
+        def solve(vcp, base, fe0, corrected, quick=False):
+            if fe0 is None:
+                fe0 = fit.fe + (vcp - fit.vcp) @ B.T
+            return _solve_node(kern, F3, vc_skew, delta if corrected else None,
+                               vcp.astype(dtype), fe0.astype(dtype), base, data, prior, popts,
+                               quick)
+
+        base = (theta_hat, u_hat, du_hat)
+        if not grid:
+            z, wz = node_design(kp, n_points)
+            vcp_nodes = fit.vcp[None, :] + z @ L.T
+            use_delta = uses_correction(kp, n_points) if correct is None else correct
+            nodes = [solve(v, base, None, use_delta) for v in vcp_nodes]
+            logp = np.array([n.logp for n in nodes])
+            lw = np.log(wz) + logp + 0.5 * np.sum(z**2, axis=1)
+            off = gaussian_misfit(z, logp)
+            if design == "auto" and not is_product_grid(kp, n_points) and off > CCD_MISFIT:
+                grid = kp <= LATTICE_AUTO_DIM
+                what = ("so it is integrated over a lattice that follows it instead "
+                        "(fits.lattice; 10-15x the nodes). integrate='ccd' keeps the faster, "
+                        "less accurate design" if grid else
+                        f"and the central composite design may misplace its mass; "
+                        f"integrate='grid' integrates over a lattice that follows it "
+                        f"(fits.lattice; hundreds of nodes with {kp} variance parameters)")
+                warnings.warn(
+                    f"integrate=True: log p(vcp | y) departs from the mode's Gaussian by "
+                    f"{off:.2f} at the central composite design's points (more than "
+                    f"{CCD_MISFIT}): the posterior of the variance parameters is skewed or "
+                    f"curved, {what}", IntegrationWarning, stacklevel=4)
+        if grid:
+            kept = (2 * data.ident.shape[0] + kf * (kf + 1)) * np.dtype(dtype).itemsize
+            nodes, vcp_nodes, lw = lattice_nodes(
+                lambda v, b, f0, quick: solve(v, b, f0, correct is not False, quick),
+                base, fit.vcp, S, B, min(INTEGRATE_NODES_MAX, INTEGRATE_MEM_MAX // kept),
+                screen=lambda nb, v, f0: _screen_node(kern, nb, v.astype(dtype),
+                                                      f0.astype(dtype), data, prior))
     fe_k = np.stack([n.fe for n in nodes])
     C_k = np.stack([n.C for n in nodes])
-    logp = np.array([n.logp for n in nodes])
     vc_k = np.stack([n.vc for n in nodes])
     var_k = np.stack([n.var for n in nodes])
     conv = np.array([n.converged for n in nodes])
-    lw = np.log(wz) + logp + 0.5 * np.sum(z**2, axis=1)
     lw = np.where(np.isfinite(lw), lw, -np.inf)
     if not np.any(np.isfinite(lw)):
         raise ValueError("integrate=True: the Laplace approximation of fe | vcp failed at "

@@ -246,7 +246,7 @@ def _solve(kern: LaplaceKernels, theta0: np.ndarray, data: Data, prior: Prior, k
 
 def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, priors: bool,
                 start=None, opts: LaplaceOptions | None = None, integrate: bool = False,
-                n_points: int | None = None) -> LaplaceFit:
+                n_points: int | None = None, design: str = "auto") -> LaplaceFit:
     """Maximise the Laplace marginal likelihood (``priors=False``: lme4's glmer, nAGQ = 1) or
     the Laplace marginal posterior (``priors=True``) of θ = (fe, vcp).
 
@@ -274,6 +274,8 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
     n_points : int, optional
         Gauss–Hermite points per vcp dimension for ``integrate`` (a product grid); default
         the design of :func:`fits.nodes.node_design`.
+    design : ``"auto"``, ``"ccd"`` or ``"grid"``
+        The node design of ``integrate`` (:func:`fits.integrate.integrate_vcp`).
 
     Returns
     -------
@@ -334,5 +336,6 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
         from .integrate import integrate_vcp
 
         out = out._replace(integrated=integrate_vcp(family, data, prior, out, mode=mode,
-                                                    n_points=n_points, opts=opts))
+                                                    n_points=n_points, opts=opts,
+                                                    design=design))
     return out

@@ -32,7 +32,8 @@ import numpy as np
 
 from ..quadrature import gauss_hermite, product_rule
 
-__all__ = ["CCD_F0", "MAX_DIM", "ccd", "is_product_grid", "node_design", "two_level"]
+__all__ = ["CCD_F0", "MAX_DIM", "ccd", "gaussian_misfit", "is_product_grid", "node_design",
+           "two_level"]
 
 CCD_F0 = 1.1  # INLA's f₀: the CCD's points lie on the sphere of radius f₀√m
 MAX_DIM = 12  # most variance parameters integrated over (the CCD has 281 nodes there)
@@ -111,3 +112,19 @@ def node_design(m: int, n_points: int | None = None) -> tuple[np.ndarray, np.nda
         raise ValueError(f"{m} variance parameters: integrating over more than {MAX_DIM} is "
                          "not supported")
     return ccd(m)
+
+
+def gaussian_misfit(z: np.ndarray, logp: np.ndarray) -> float:
+    """How far log p̃(vcp | y) is from the mode's Gaussian at the nodes of a design centred on
+    the mode (row 0 of ``z``): max_k |log p̃_k − log p̃_0 + ½|z_k|²| over the finite values (0
+    for a Gaussian p̃; inf when a node failed).
+
+    Examples
+    --------
+    >>> z = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, -2.0]])
+    >>> round(gaussian_misfit(z, -0.5 * np.sum(z**2, 1) + [0.0, 0.0, 0.4]), 12)
+    0.4
+    """
+    if not np.all(np.isfinite(logp)):
+        return float("inf")
+    return float(np.max(np.abs(logp - logp[0] + 0.5 * np.sum(z**2, axis=1))))

@@ -520,13 +520,18 @@ class MixedGLMBase:
 
     def _laplace_checks(self, priors, integrate, start):
         """``(priors, integrate, start, keep)`` for fit_laplace, checked before compiling
-        (``integrate``: False, True, or an int ≥ 2, the points per dimension of a product grid):
+        (``integrate``: False, True, an int ≥ 2, the points per dimension of a product grid,
+        or the design ``"ccd"`` / ``"grid"``):
         the model has random effects, the problem fits the method (budgets), ``start`` is
         finite.  ``keep``: with ``priors=False`` and a rank-deficient X, the fixed-effect
         columns kept (lme4 drops the aliased ones, with a RankDeficientWarning); else None."""
         priors = check_bool(priors, "priors")
-        if isinstance(integrate, (int, np.integer)) and not isinstance(integrate, (bool,
-                                                                                np.bool_)):
+        if isinstance(integrate, str):
+            if integrate not in ("ccd", "grid"):
+                raise ValueError(f"integrate must be True, False, an int ≥ 2 (points per "
+                                 f"variance parameter), 'ccd' or 'grid'; got {integrate!r}")
+        elif isinstance(integrate, (int, np.integer)) and not isinstance(integrate, (bool,
+                                                                                  np.bool_)):
             integrate = check_int(integrate, "integrate", minimum=2)  # points per dimension
         else:
             integrate = check_bool(integrate, "integrate")
@@ -536,7 +541,7 @@ class MixedGLMBase:
                 raise ValueError("integrate=True needs priors=True (the vcp posterior must be "
                                  "proper)")
             check_integrate(self.k_vcp, self.k_vc, self.k_fep, self._design_mode,
-                            n_points=None if integrate is True else integrate)
+                            n_points=integrate if type(integrate) is int else None)
         if start is not None:
             start = check_start(start, "start", self.k_fep + self.k_vcp)
         keep = None
