@@ -22,6 +22,25 @@ Times are wall-clock seconds, median of repeats after a warm-up call unless stat
 """
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB: Linux's VmHWM (the high-water mark of the
+    current address space), else ``ru_maxrss``.  On Linux ``ru_maxrss`` survives ``execve``, so
+    a worker started from a large parent (a long pytest run) reports the parent's size at the
+    fork instead of its own; VmHWM starts afresh with the new program."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS
+
+
 def machine() -> str:
     """One line describing the machine, the JAX backend and library versions."""
     import jax

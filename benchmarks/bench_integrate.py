@@ -13,7 +13,7 @@ Cases (``CASES``):
 * ``four-factors`` — simulated logit, 2,000 rows, four crossed factors of 8 levels each:
   4 variance parameters.
 
-Each fit runs in a fresh subprocess (no persistent compilation cache), so that ``ru_maxrss``
+Each fit runs in a fresh subprocess (no persistent compilation cache), so that its peak RSS
 is that fit's peak and the first call's time includes compilation, as a new session's first
 fit would: reported are the first call ("cold") and the median of two further calls
 ("steady").  ``integrate=True`` includes the mode fit it starts from.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -43,6 +42,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._report import peak_rss_mb  # noqa: E402
 
 OUT = Path(__file__).with_name("RESULTS.md")
 SEED = 20261122
@@ -131,7 +132,7 @@ def worker(case: str, which: str, repeats: int = 2) -> dict:
             "steady_s": float(np.median(times[1:])) if repeats else float("nan"),
             "nodes": 0 if integ is None else int(len(integ.weights)),
             "converged": bool(fit.success and (integ is None or integ.converged.all())),
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_mb": peak_rss_mb(),
             "params": np.asarray(r.params[:m.k_fep + m.k_vcp]).tolist()}
 
 
@@ -219,7 +220,7 @@ def render(rows: list[dict]) -> str:
         "",
         f"Machine: {machine()}.  Each fit in a fresh process without the persistent "
         "compilation cache: *cold* is the first call (compilation included), *steady* the "
-        "median of two more; peak is the process's `ru_maxrss`.  `integrate=True` includes "
+        "median of two more; peak is the process's peak resident memory (VmHWM).  `integrate=True` includes "
         "the mode fit.  Measured on 2 CPU cores shared with other jobs: ratios are more "
         "telling than absolute times, and the ratio of the processes' CPU times (all "
         "threads) is the least affected by the other jobs.",

@@ -1,7 +1,7 @@
 """Scaling of bayesglmm's fit_map / fit_vb to millions of rows and many random effects.
 
 Configurations (each fit of each configuration runs in a fresh subprocess, so that the peak
-resident memory ``ru_maxrss`` is that fit's alone):
+resident memory (VmHWM, ``_report.peak_rss_mb``) is that fit's alone):
 
 * random-intercept logit and Poisson: n = 1e5 (1e3 groups), 1e6 (1e4 groups), and a larger
   size — 1e7 rows × 1e5 groups if the 1e6 fits finished well under 20 s, else 3e6 × 3e4;
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import table, write_section  # noqa: E402
+from benchmarks._report import peak_rss_mb, table, write_section  # noqa: E402
 
 FE = np.array([-0.5, 1.0, -1.0])
 FE_POISSON = np.array([0.2, 0.3, -0.3])
@@ -76,7 +75,7 @@ def data_mb(y, X, Z) -> float:
 
 
 def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return peak_rss_mb()
 
 
 # ---------------------------------------------------------------------------- workers
@@ -223,7 +222,7 @@ def report(results: list[dict], total: float | None, note_large: str = "", write
              "steady = their median; compile = warm-up − (steady time per iteration × the "
              "warm-up's iterations), since the iteration count varies with the start. "
              "Peak RSS is that process's "
-             "`ru_maxrss` (including the Python/JAX runtime, the simulated data and "
+             "peak resident memory (VmHWM; including the Python/JAX runtime, the simulated data and "
              "statsmodels/scipy copies); data = X + y + CSR arrays of `exog_vc`. `load` is the "
              f"1-minute load average (max of start/end of the fit; {os.cpu_count()} cores, the "
              "benchmark itself accounts for 1–2): well above 2, other processes were "

@@ -3,7 +3,7 @@
 Binomial data ``y ~ x + (1 | g)`` (written as ``{"g": "0 + C(g)"}``) with ``--levels`` levels
 of g, rows in random order, are written once to ``/tmp`` in row groups of 2^20 rows (chunk by
 chunk: the generator never holds the file).  Each fit runs in a fresh process so that its peak
-resident memory (``resource.getrusage``'s ``ru_maxrss``, and the baseline after importing
+resident memory (VmHWM, ``_report.peak_rss_mb``, and the baseline after importing
 bayesglmm and JAX) is its own:
 
 * ``stream``: ``BinomialBayesMixedGLM.from_parquet(...).fit_vb(rng=0)`` — the check pass, the
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table, write_section  # noqa: E402
+from _report import peak_rss_mb, table, write_section  # noqa: E402
 
 FORMULA, VC = "y ~ x", {"g": "0 + C(g)"}
 ROW_GROUP = 1 << 20
@@ -60,7 +59,7 @@ def generate(path: str, n: int, levels: int, seed: int = 0, row_group: int = ROW
 
 
 def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return peak_rss_mb() / 1024
 
 
 def child(kind: str, path: str, batch_rows: int) -> dict:
