@@ -21,7 +21,7 @@ design (:func:`integrate_points`).
 from __future__ import annotations
 
 __all__ = ["DENSE_VC_MAX", "INTEGRATE_MEM_MAX", "INTEGRATE_NODES_MAX", "check_integrate",
-           "check_laplace", "integrate_points"]
+           "check_laplace", "integrate_points", "lattice_budget", "node_numbers"]
 
 DENSE_VC_MAX = 8000  # largest k_vc for fit_laplace's dense Cholesky of H_uu (crossed designs)
 INTEGRATE_NODES_MAX = 3 ** 6  # nodes of fit_laplace(integrate=True) (the CCD has ≤ 281)
@@ -55,6 +55,22 @@ def integrate_points(k_vcp: int, n_points: int | None = None) -> int:
             f"integrate=True over {k_vcp} variance parameters: the node design covers at most "
             f"{MAX_DIM}; use fit_laplace(priors=True) without integrate, or fit_vb()")
     return len(node_design(k_vcp)[0])
+
+
+def node_numbers(k_vc: int, k_fep: int) -> int:
+    """The numbers fits.integrate keeps per node: the random effects' means and variances and
+    the fixed effects' mean and covariance."""
+    return 2 * k_vc + k_fep * (k_fep + 1)
+
+
+def lattice_budget(k_vc: int, k_fep: int, itemsize: int = 8) -> int:
+    """Most nodes of fits.lattice's exploration: :data:`INTEGRATE_NODES_MAX`, and no more than
+    the node summaries (:func:`node_numbers`) that fit in :data:`INTEGRATE_MEM_MAX`.
+
+    >>> lattice_budget(15, 4), lattice_budget(10**8, 4)
+    (729, 2)
+    """
+    return int(min(INTEGRATE_NODES_MAX, INTEGRATE_MEM_MAX // (node_numbers(k_vc, k_fep) * itemsize)))
 
 
 def check_integrate(k_vcp: int, k_vc: int, k_fep: int, mode, n_points: int | None = None,
@@ -99,7 +115,7 @@ def check_integrate(k_vcp: int, k_vc: int, k_fep: int, mode, n_points: int | Non
         raise ValueError(
             f"integrate=True would solve at {nodes} nodes (at most {INTEGRATE_NODES_MAX}); ask "
             "for fewer n_points, or use fit_laplace(integrate=False) or fit_vb()")
-    kept = 2 * k_vc + k_fep * (k_fep + 1)  # per node
+    kept = node_numbers(k_vc, k_fep)
     working = k_vc * k_vc if mode == "dense" else 0  # one node at a time
     mem = int((nodes * kept + working) * itemsize)
     if mem > INTEGRATE_MEM_MAX:

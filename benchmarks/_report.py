@@ -22,6 +22,20 @@ Times are wall-clock seconds, median of repeats after a warm-up call unless stat
 """
 
 
+# the start of a subprocess script that counts XLA compilations in ``compiles[0]`` (JAX's
+# compile-duration event; indented by four spaces, for scripts put through textwrap.dedent)
+COUNT_COMPILES = """
+    from jax import monitoring
+    compiles = [0]
+
+    def count(name, secs, **kw):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles[0] += 1
+
+    monitoring.register_event_duration_secs_listener(count)
+"""
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MiB: Linux's VmHWM (the high-water mark of the
     current address space), else ``ru_maxrss``.  On Linux ``ru_maxrss`` survives ``execve``, so

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table, write_section  # noqa: E402
+from _report import COUNT_COMPILES, table, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -110,15 +110,9 @@ PEER = {"cbpp": "statsmodels", "sleepstudy": "statsmodels", "verbagg": "lme4"}
 INPROCESS = """
     import json, sys, time, warnings
     import pandas as pd
-    from jax import monitoring
+""" + COUNT_COMPILES + """
     import bayesglmm
     from bayesglmm import BinomialBayesMixedGLM, mixedlm
-
-    compiles = [0]
-    def _count(name, secs, **kw):
-        if name == "/jax/core/compile/backend_compile_duration":
-            compiles[0] += 1
-    monitoring.register_event_duration_secs_listener(_count)
     rows = []
     def measure(what, fn):
         c0, t0 = compiles[0], time.perf_counter()

@@ -121,17 +121,6 @@ def assert_gradients_match_central_diff(model, x, s):
                                atol=1e-6)
 
 
-# the start of a subprocess script that counts XLA compilations in ``compiles[0]``
-COUNT_COMPILES = """
-    from jax import monitoring
-    compiles = [0]
-
-    def count(name, secs, **kw):
-        if name == "/jax/core/compile/backend_compile_duration":
-            compiles[0] += 1
-
-    monitoring.register_event_duration_secs_listener(count)
-"""
 
 
 def dense_deviance(model, theta, reml):

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from tests.helpers import COUNT_COMPILES
+from benchmarks._report import COUNT_COMPILES
 
 SCRIPT = textwrap.dedent("""
     import json, sys, warnings

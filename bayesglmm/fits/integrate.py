@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._precision import precision
-from ..budgets import INTEGRATE_MEM_MAX, INTEGRATE_NODES_MAX
+from ..budgets import lattice_budget
 from ..covariance import lam_t, lam_u
 from ..design.ellpack import matvec, rmatvec
 from ..exceptions import IntegrationWarning
@@ -295,12 +295,12 @@ def _screen_node(kern, nb: _Node, vcp, fe0, data, prior) -> _Node:
     """A cheap stand-in for a node far in the tail, from its neighbour ``nb``: J at the
     predicted fe0 (one inner solve, no Hessian) with the neighbour's log-determinant and
     correction, log p̃ ≈ J(fe0, vcp) + norm_nb — a slight underestimate (J(fe0) ≤ J(fe*)) —
-    and the neighbour's summaries moved along dfe*/dvcp.  Not expanded (no ``state``)."""
+    and the neighbour's summaries, fe moved as fe0 is from the neighbour's mode (along
+    dfe*/dvcp).  Not expanded (no ``state``)."""
     theta_nb, u_nb, du_nb = nb.state
     theta = np.concatenate([fe0, vcp]).astype(theta_nb.dtype)
     f, _ = kern.value(theta, u_nb, du_nb, theta - theta_nb, data, prior)
-    shift = nb.dfe @ (vcp - np.asarray(theta_nb, np.float64)[fe0.shape[0]:])
-    return _Node(nb.fe + shift, nb.C, -float(f) + nb.norm, nb.vc, nb.var, True)
+    return _Node(nb.fe + (fe0 - nb.mode), nb.C, -float(f) + nb.norm, nb.vc, nb.var, True)
 
 
 def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, mode,
@@ -432,10 +432,10 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
                     f"{CCD_MISFIT}): the posterior of the variance parameters is skewed or "
                     f"curved, {what}", IntegrationWarning, stacklevel=4)
         if grid:
-            kept = (2 * data.ident.shape[0] + kf * (kf + 1)) * np.dtype(dtype).itemsize
             nodes, vcp_nodes, lw = lattice_nodes(
                 lambda v, b, f0, quick: solve(v, b, f0, correct is not False, quick),
-                base, fit.vcp, S, B, min(INTEGRATE_NODES_MAX, INTEGRATE_MEM_MAX // kept),
+                base, fit.vcp, S,
+                lattice_budget(data.ident.shape[0], kf, np.dtype(dtype).itemsize),
                 screen=lambda nb, v, f0: _screen_node(kern, nb, v.astype(dtype),
                                                       f0.astype(dtype), data, prior))
     fe_k = np.stack([n.fe for n in nodes])

@@ -113,8 +113,8 @@ def explore(evaluate: Callable[[tuple, tuple | None], float], m: int, *,
     return Lattice(keys, np.array(list(seen.values()), np.float64), complete)
 
 
-def lattice_nodes(solve: Callable, base, vcp_hat: np.ndarray, S: np.ndarray, B: np.ndarray,
-                  budget: int, screen: Callable | None = None):
+def lattice_nodes(solve: Callable, base, vcp_hat: np.ndarray, S: np.ndarray, budget: int,
+                  screen: Callable | None = None):
     """Solve the nodes of the lattice in the standardised coordinates z = A⁻¹(vcp − m̂),
     AAᵀ = S by eigendecomposition (fits.integrate's grid design).
 
@@ -122,18 +122,17 @@ def lattice_nodes(solve: Callable, base, vcp_hat: np.ndarray, S: np.ndarray, B: 
     ----------
     solve : callable
         ``solve(vcp, base, fe0, quick) -> node`` with ``node.logp``, ``node.state`` (the
-        warm start of a neighbour: θ, u*, du*/dθ; None when the solve failed),
-        ``node.mode`` (fe's conditional mode) and ``node.dfe`` (its derivative in vcp, or
-        None: B instead); ``fe0`` None starts from the mode's
-        regression, ``quick`` takes one Newton step from a close start
-        (fits.integrate._solve_node).
+        warm start of a neighbour: θ, u*, du*/dθ; None when the solve failed), and with a
+        state ``node.mode`` (fe's conditional mode) and ``node.dfe`` (its derivative in vcp);
+        ``fe0`` None starts from the mode's regression, ``quick`` takes one Newton step from
+        a close start (fits.integrate._solve_node).
     base : the mode's warm start (θ̂, u*(θ̂), du*/dθ)
-    vcp_hat : (m,) the mode; S : (m, m) its covariance; B : (k_fep, m) the regression of fe
-        on vcp at the mode
+    vcp_hat : (m,) the mode; S : (m, m) its covariance
     budget : int
         Most nodes (a warning says when the exploration reached it).
     screen : callable, optional
-        ``screen(parent_node, vcp, fe0) -> node``: a cheap stand-in (no Hessian) whose
+        ``screen(parent_node, vcp, fe0) -> node``: a cheap stand-in (no Hessian, no state)
+        at the start ``fe0`` the solve would get, whose
         ``logp`` slightly underestimates the node's.  A node it puts more than
         ``LATTICE_DROP + SCREEN_MARGIN`` below the largest log p̃ so far is kept as it is
         and not expanded — the far shell of the lattice, about half its points, holding
@@ -146,7 +145,6 @@ def lattice_nodes(solve: Callable, base, vcp_hat: np.ndarray, S: np.ndarray, B: 
     """
     lam, V = np.linalg.eigh(0.5 * (S + S.T))
     A = V * np.sqrt(lam)
-    kf = B.shape[0]
     found: dict = {}
     best = [-np.inf]
 
@@ -157,9 +155,8 @@ def lattice_nodes(solve: Callable, base, vcp_hat: np.ndarray, S: np.ndarray, B: 
         if nb is None or nb.state is None:
             node = solve(vcp, base, None, False)
         else:  # fe* from the neighbour's, moved along its derivative in vcp there
-            fe0 = nb.mode + (nb.dfe if nb.dfe is not None else B) @ (
-                vcp - np.asarray(nb.state[0])[kf:])
-            if screen is not None and nb.dfe is not None:
+            fe0 = nb.mode + nb.dfe @ (vcp - np.asarray(nb.state[0])[nb.mode.shape[0]:])
+            if screen is not None:
                 node = screen(nb, vcp, fe0)
                 if not node.logp < best[0] - LATTICE_DROP - SCREEN_MARGIN:
                     node = None

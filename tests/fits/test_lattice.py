@@ -81,16 +81,16 @@ def test_lattice_nodes_place_warm_start_and_warn_at_the_budget():
     vcp_hat = np.array([0.3, -1.0])
     S = np.array([[0.2, 0.05], [0.05, 0.1]])
     Si = np.linalg.inv(S)
-    B = np.array([[1.0, 0.5]])  # one fixed effect
+    B = np.array([[1.0, 0.5]])  # one fixed effect: its derivative in vcp, dfe*/dvcp
     calls = []
 
     def solve(vcp, base, fe0, quick):
         calls.append((base, fe0, quick))
         d = vcp - vcp_hat
         return SimpleNamespace(logp=-0.5 * d @ Si @ d, state=(np.r_[0.0, vcp], None, None),
-                               mode=np.array([d @ B[0]]), dfe=None)
+                               mode=np.array([d @ B[0]]), dfe=B)
 
-    nodes, vcp, lw = lattice_nodes(solve, "mode", vcp_hat, S, B, budget=1000)
+    nodes, vcp, lw = lattice_nodes(solve, "mode", vcp_hat, S, budget=1000)
     assert len(nodes) == len(vcp) == len(lw) and calls[0] == ("mode", None, False)
     assert all(q and b != "mode" for b, _, q in calls[1:])
     w = np.exp(lw - lw.max())
@@ -98,12 +98,12 @@ def test_lattice_nodes_place_warm_start_and_warn_at_the_budget():
     np.testing.assert_allclose(w @ vcp, vcp_hat, atol=1e-10)
     np.testing.assert_allclose((vcp - vcp_hat).T @ ((vcp - vcp_hat) * w[:, None]), S,
                                rtol=0.02)
-    # the fe start of a node is its parent's conditional mode moved along B
+    # the fe start of a node is its parent's conditional mode moved along its dfe (B)
     for (base, fe0, _), v in zip(calls[1:], vcp[1:]):
         parent_vcp = base[0][1:]
         np.testing.assert_allclose(fe0, (parent_vcp - vcp_hat) @ B[0] + (v - parent_vcp) @ B[0])
     with pytest.warns(IntegrationWarning, match="budget of 10 nodes"):
-        nodes, _, _ = lattice_nodes(solve, "mode", vcp_hat, S, B, budget=10)
+        nodes, _, _ = lattice_nodes(solve, "mode", vcp_hat, S, budget=10)
     assert len(nodes) == 10
 
 
@@ -115,7 +115,6 @@ def test_screened_far_points_are_not_solved_nor_expanded():
     vcp_hat = np.zeros(3)
     S = np.diag([0.5, 1.0, 2.0])
     Si = np.linalg.inv(S)
-    B = np.zeros((1, 3))
     solved, screened = [], []
 
     def node(vcp, logp, state):
@@ -130,7 +129,7 @@ def test_screened_far_points_are_not_solved_nor_expanded():
         screened.append(vcp)
         return node(vcp, -0.5 * vcp @ Si @ vcp - 0.1, None)
 
-    nodes, vcp, lw = lattice_nodes(solve, None, vcp_hat, S, B, budget=1000, screen=screen)
+    nodes, vcp, lw = lattice_nodes(solve, None, vcp_hat, S, budget=1000, screen=screen)
     kept = [n for n in nodes if n.state is None]  # the screened stand-ins that were kept
     assert len(nodes) == 171 and 0.3 * len(nodes) < len(kept) < 0.7 * len(nodes)
     assert len(solved) == len(nodes) - len(kept)

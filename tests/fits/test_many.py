@@ -18,7 +18,7 @@ import bayesglmm as bg
 from bayesglmm.exceptions import RankDeficientWarning
 from bayesglmm.fits.many import bytes_per_response, default_chunk_size
 from bayesglmm.progress import Progress
-from tests.helpers import COUNT_COMPILES
+from benchmarks._report import COUNT_COMPILES
 
 TOL = 1e-8
 

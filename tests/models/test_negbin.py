@@ -113,8 +113,9 @@ def test_laplace_with_priors_is_close_to_ml(ml_fit, post_fit):
 @pytest.mark.slow
 def test_integrated_fit_map_and_vb_run():
     """integrate=True (vcp = (log SDs, log θ); INLA's CCD misfits there, so the lattice),
-    fit_vb (mean-field over log θ too) and fit_map give finite, sensible θ.  The joint mode (fit_map) shrinks both SDs
-    to zero, as it does for every model here, so that θ absorbs the groups' variation."""
+    fit_vb (mean-field over log θ too) and fit_map give finite, sensible θ.  The joint mode
+    (fit_map) shrinks both SDs to zero, as it does for every model here, so that θ absorbs the
+    groups' variation."""
     m = _grouse()
     with pytest.warns(IntegrationWarning, match="lattice"):  # LOCATION's skewed log SD
         integ = m.fit_laplace(integrate=True)
