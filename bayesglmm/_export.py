@@ -20,10 +20,10 @@ The stored program is looked up by a fingerprint of everything that determines i
   precision and the compiler options.
 
 Whatever cannot be fingerprinted (an unknown object in a closure), sharded or multi-device
-arguments, host callbacks (the progress reports, the large LMM's LAPACK callback) or a program
-``jax.export`` refuses run as a plain ``jax.jit`` (a refused program is remembered on disk, so
-later processes do not try again), as does everything when bayesglmm's cache is off
-(``BAYESGLMM_CACHE_DIR=0``, a read-only directory, or the user's own JAX cache configured).
+arguments, host callbacks (the progress reports) or a program ``jax.export`` refuses run as a
+plain ``jax.jit`` (a refused program is remembered on disk, so later processes do not try again),
+as does everything when bayesglmm's cache is off (``BAYESGLMM_CACHE_DIR=0``, a read-only
+directory, or the user's own JAX cache configured).
 A stored program that fails to load is ignored and rewritten.
 """
 

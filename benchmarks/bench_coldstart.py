@@ -11,6 +11,10 @@ result"), each run as a fresh ``python`` (or ``Rscript``) process, median of ``-
   ``summary()``; peer: lme4 ``glmer``.  VerbAgg is GPL-licensed and not bundled: it is exported
   from R to a temporary CSV when ``Rscript`` and lme4 are present, else simulated in the same
   shape (and the table says which).
+* the InstEval-like crossed LMM of ``bench_lmm.insteval_like`` (73,000 rows; 2,972 students x
+  1,128 instructors x 14 departments), ``mixedlm("y ~ service + (1|s) + (1|d) + (1|dept)")``
+  (REML) + ``summary()``; peer: lme4 ``lmer``.  The issue's goals there are absolute: at most
+  3 s for a fresh process, 1 s for a fit in a warm process.
 
 Ours runs with an empty compilation-cache directory (each process gets a new one: a fresh
 machine) and with a warm one (filled by the previous run).  All processes read the same CSV
@@ -67,6 +71,13 @@ OURS = {
             "r2 ~ Anger + Gender + btype + situ + (1|id) + (1|item)", {}, df)
         print(model.fit_laplace(priors=False).summary())
     """,
+    "insteval": """
+        import sys
+        import pandas as pd
+        from bayesglmm import mixedlm
+        df = pd.read_csv(sys.argv[1], dtype={"s": str, "d": str, "dept": str})
+        print(mixedlm("y ~ service + (1|s) + (1|d) + (1|dept)", df).fit().summary())
+    """,
 }
 STATSMODELS = {
     "cbpp": """
@@ -98,13 +109,21 @@ LME4 = {
         print(summary(glmer(r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item), d,
                             family = binomial)))
     """,
+    "insteval": """
+        suppressMessages(library(lme4))
+        d <- read.csv(commandArgs(TRUE)[1], colClasses = c(s = "factor", d = "factor",
+                                                           dept = "factor"))
+        print(summary(lmer(y ~ service + (1 | s) + (1 | d) + (1 | dept), d)))
+    """,
 }
 LABELS = {
     "cbpp": "cbpp, 842 binary rows: `fit_vb()` + `summary()`",
     "sleepstudy": "sleepstudy `mixedlm(..., re_formula=\"~Days\").fit()` + `summary()`",
     "verbagg": "VerbAgg{sim} 7,584 rows, 316 x 24 crossed: `fit_laplace(priors=False)` + `summary()`",
+    "insteval": "InstEval-like LMM, 73,000 rows, 2,972 x 1,128 x 14 crossed: `mixedlm().fit()` + "
+                "`summary()` (goals: ≤ 3 s fresh, ≤ 1 s warm fit)",
 }
-PEER = {"cbpp": "statsmodels", "sleepstudy": "statsmodels", "verbagg": "lme4"}
+PEER = {"cbpp": "statsmodels", "sleepstudy": "statsmodels", "verbagg": "lme4", "insteval": "lme4"}
 
 # In-process measurements, run in one fresh process with the cache disabled.
 INPROCESS = """
@@ -148,16 +167,24 @@ INPROCESS = """
     r = measure("VerbAgg: first `fit_laplace(priors=False)`", vam)
     after_fit("VerbAgg `fit_laplace`", r)
     measure("VerbAgg again: `fit_laplace(priors=False)`", vam)
+    inst = pd.read_csv(sys.argv[4], dtype={"s": str, "d": str, "dept": str})
+    ilm = lambda: mixedlm("y ~ service + (1|s) + (1|d) + (1|dept)", inst).fit()
+    r = measure("InstEval-like: first `mixedlm().fit()`", ilm)
+    after_fit("InstEval-like `mixedlm`", r)
+    measure("InstEval-like again: `mixedlm().fit()` (goal ≤ 1 s)", ilm)
     print(json.dumps(rows))
 """
 
 
 def _export_data(tmp: Path) -> tuple[dict, bool]:
-    """Write the three CSV files; return their paths and whether VerbAgg is simulated."""
+    """Write the four CSV files; return their paths and whether VerbAgg is simulated."""
+    from bench_lmm import insteval_like
+
     from bayesglmm import datasets
 
     paths = {"cbpp": tmp / "cbpp_binary.csv", "sleepstudy": tmp / "sleepstudy.csv",
-             "verbagg": tmp / "verbagg.csv"}
+             "verbagg": tmp / "verbagg.csv", "insteval": tmp / "insteval_like.csv"}
+    insteval_like().to_csv(paths["insteval"], index=False)
     binary = datasets.expand_binomial(datasets.load("cbpp"), "incidence", "size")
     binary[["y", "herd", "period"]].to_csv(paths["cbpp"], index=False)
     datasets.load("sleepstudy").to_csv(paths["sleepstudy"], index=False)
@@ -252,7 +279,7 @@ def _processes(tmp: Path, paths: dict, repeat: int) -> list[dict]:
 def _inprocess(tmp: Path, paths: dict) -> list[dict]:
     script = _script(tmp, "inprocess", INPROCESS)
     argv = [sys.executable, str(script), str(paths["cbpp"]), str(paths["sleepstudy"]),
-            str(paths["verbagg"])]
+            str(paths["verbagg"]), str(paths["insteval"])]
     out = subprocess.run(argv, env=_env("0"), capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"in-process timings failed:\n{out.stderr[-3000:]}")
@@ -302,8 +329,9 @@ def _report(rows: list[dict], inproc: list[dict], simulated: bool, commit: str, 
         "",
         f"Measured commit: `{commit}`.  Whole processes (start to exit: import, read CSV, fit, "
         f"print summary), median of {repeat}, seconds.  Peer for the ratios: statsmodels for "
-        "cbpp and sleepstudy, lme4 for VerbAgg.  Empty cache: each process gets a new, empty "
-        "`BAYESGLMM_CACHE_DIR`; warm: the directory the previous run filled.  Load average at "
+        "cbpp and sleepstudy, lme4 for VerbAgg and the InstEval-like LMM.  Empty cache: each "
+        "process gets a new, empty `BAYESGLMM_CACHE_DIR`; warm: the directory the previous run "
+        "filled.  Load average at "
         f"the start {load[0]:.1f}, at the end {load[1]:.1f} (machine shared with other jobs)."
         + (" VerbAgg was simulated in lme4's shape (R/lme4 absent)." if simulated else ""),
         "",

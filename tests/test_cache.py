@@ -39,6 +39,15 @@ with warnings.catch_warnings(record=True) as caught:
         df = bayesglmm.datasets.load("cbpp")
         bayesglmm.BinomialBayesMixedGLM.from_formula(
             "incidence ~ 1", {"herd": "0 + C(herd)"}, df, n_trials="size").fit_map()
+    elif sys.argv[1] == "crossed":  # a linear mixed model with a dense block (two factors)
+        import numpy as np, pandas as pd
+        import bayesglmm
+        rng = np.random.default_rng(0)
+        a, b = rng.integers(0, 30, 300), rng.integers(0, 12, 300)
+        y = rng.normal(0, 1, 30)[a] + rng.normal(0, 0.5, 12)[b] + rng.normal(0, 1, 300)
+        df = pd.DataFrame({"y": y, "a": a.astype(str), "b": b.astype(str)})
+        for method in ("newton", "lbfgs-only"):  # the Hessian program, then the value program
+            bayesglmm.mixedlm("y ~ 1 + (1|a) + (1|b)", df).fit(method=method).summary()
     else:  # one small program inside bayesglmm's context
         import numpy as np
         from bayesglmm._precision import precision
@@ -86,6 +95,21 @@ def test_second_process_loads_what_the_first_compiled(tmp_path):
         assert run["warnings"] == []
         # JAX's global settings are untouched: the cache options were set thread-locally
         assert run["jax_dir"] is None and run["jax_min_time"] == 1.0
+
+
+def test_crossed_lmm_programs_are_cached_and_stored(tmp_path):
+    """A crossed LMM's programs (their dense block's S⁻¹ included: triangular solves in XLA, no
+    host callback) are written to the cache and stored traced; a second process compiles and
+    traces none of them."""
+    cache = tmp_path / "cache"
+    env = {"BAYESGLMM_CACHE_DIR": str(cache)}
+    first = _child(tmp_path, "crossed", env)
+    n = _entries(cache)
+    assert first["writes"] == n > 0 and first["hits"] == 0
+    assert len(list(cache.glob("*-traced"))) >= 2  # the Hessian program and the value program
+    second = _child(tmp_path, "crossed", env)
+    assert second["writes"] == 0 and second["hits"] == n
+    assert second["traces"] < first["traces"]
 
 
 def test_default_directory_is_under_xdg_cache_home(tmp_path):

@@ -1,6 +1,6 @@
 """Run OpenBLAS single-threaded for the duration of a fit.
 
-JAX's CPU Cholesky (and the ``potri`` callback of :mod:`.cholesky`) call LAPACK from the
+JAX's CPU Cholesky and triangular solves (:mod:`.cholesky`) call LAPACK from the
 OpenBLAS that scipy bundles.  Called from inside XLA's own thread pool, multi-threaded
 OpenBLAS oversubscribes the cores: on a 2-core machine with other processes running, one
 1,126 × 1,126 Cholesky measured 1.0–1.6 s with 2 OpenBLAS threads against 25–40 ms with one.
