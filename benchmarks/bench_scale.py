@@ -1,4 +1,5 @@
-"""Scaling of bayesglmm's fit_map / fit_vb to millions of rows and many random effects.
+"""Scaling of bayesglmm's fit_map / fit_vb (and, with ``--laplace``, fit_laplace) to millions of
+rows and many random effects.
 
 Configurations (each fit of each configuration runs in a fresh subprocess, so that the peak
 resident memory (VmHWM, ``_report.peak_rss_mb``) is that fit's alone):
@@ -19,6 +20,7 @@ Usage::
     python benchmarks/bench_scale.py --quick            # n = 1e5 only
     python benchmarks/bench_scale.py --sizes 1e5,1e6    # chosen sizes (groups = n / 100)
     python benchmarks/bench_scale.py --sizes 1e6 --no-crossed --no-statsmodels --no-write
+    python benchmarks/bench_scale.py --laplace          # fit_laplace only: "scale-laplace"
 """
 
 from __future__ import annotations
@@ -104,7 +106,11 @@ def worker(spec: dict) -> dict:
                else bayesglmm.PoissonBayesMixedGLM)
         model = cls(y, X, Z, ident)
         out["rss_after_model_mb"] = _maxrss_mb()
-        fit = getattr(model, method)
+        if method.startswith("fit_laplace"):  # no rng: the same deterministic fit each call
+            priors = method.endswith("priors=True)")
+            fit = lambda rng: model.fit_laplace(priors=priors)  # noqa: E731
+        else:
+            fit = getattr(model, method)
         t = time.perf_counter()
         r = fit(rng=0)
         first = time.perf_counter() - t
@@ -250,6 +256,46 @@ def report(results: list[dict], total: float | None, note_large: str = "", write
         print("wrote section 'scale' of benchmarks/RESULTS.md")
 
 
+LAPLACE = ("fit_laplace(priors=False)", "fit_laplace(priors=True)")
+LAPLACE_GOALS = {100_000: (None, 1.0), 1_000_000: (6.0, 3.0)}  # n: (first call, warm), issue 9
+
+
+def report_laplace(results: list[dict], write: bool = True):
+    """The ``scale-laplace`` section: fit_laplace's first call and steady state against the
+    time-to-first-result issue's goals."""
+    rows = []
+    for r in results:
+        first_goal, warm_goal = LAPLACE_GOALS.get(r["n"], (None, None))
+        row = {"n": f"{r['n']:.0e}".replace("+0", ""), "groups": label(r["levels"]),
+               "fit": f"`{r['method']}`"}
+        if "time_s" not in r:
+            row["notes"] = r.get("error", "timeout")[:80]
+            rows.append(row)
+            continue
+        met = [f"first ≤ {first_goal:g} s: {'met' if r['first_s'] <= first_goal else 'not met'}"
+               if first_goal else "",
+               f"warm ≤ {warm_goal:g} s: {'met' if r['time_s'] <= warm_goal else 'not met'}"
+               if warm_goal else ""]
+        row.update({"first call (s)": f"{r['first_s']:.2f}", "warm (s)": f"{r['time_s']:.2f}",
+                    "nit": "/".join(str(x) for x in sorted(set(r["nits"]))),
+                    "peak RSS (MB)": f"{r['peak_rss_mb']:,.0f}", "load": f"{r['load']:.1f}",
+                    "goals (issue 9)": "; ".join(m for m in met if m)})
+        rows.append(row)
+    cols = ["n", "groups", "fit", "first call (s)", "warm (s)", "nit", "peak RSS (MB)", "load",
+            "goals (issue 9)", "notes"]
+    md = table(rows, cols)
+    print("\n" + md)
+    text = "\n".join([
+        "### Scaling: the marginal Laplace fit (`bench_scale.py --laplace`)", "",
+        "Logit random intercept as above (groups = n / 100), `fit_laplace` with and without "
+        "priors, each configuration in a fresh process without the persistent cache: *first "
+        "call* includes tracing and compilation, *warm* is the median of the calls after it.",
+        "", md])
+    if write:
+        write_section("scale-laplace", text)
+        print("wrote section 'scale-laplace' of benchmarks/RESULTS.md")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -265,6 +311,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=None,
                     help="timed calls after the warm-up (default 3 up to n = 1e6, else 1)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--laplace", action="store_true",
+                    help="only fit_laplace (logit, 1e5 and 1e6 rows) into its own section")
     ap.add_argument("--from-log", metavar="FILE",
                     help="rebuild the table from the JSON lines this script printed earlier")
     args = ap.parse_args(argv)
@@ -277,6 +325,19 @@ def main(argv=None):
 
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
+        return
+
+    if args.laplace:
+        os.environ["BAYESGLMM_CACHE_DIR"] = "0"  # the first call compiles (workers inherit)
+        results = []
+        for n in (100_000, 1_000_000):
+            for method in LAPLACE:
+                spec = dict(family="logit", n=n, levels=[n // 100], method=method, lib="ours",
+                            repeat=args.repeat or 3)
+                r = run_worker(spec, timeout=None)
+                results.append(r)
+                print(json.dumps({k: v for k, v in r.items() if k != "stderr"}), flush=True)
+        report_laplace(results, write=not args.no_write)
         return
 
     families = [f for f in args.families.split(",") if f]
