@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import jax
 
-__all__ = ["SMALL_CPU", "small_options"]
+__all__ = ["LIGHT_CPU", "SMALL_CPU", "light_options", "small_options"]
 
 SMALL_CPU = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+# XLA's classic emitters with LLVM's optimisation passes kept: compiles about 40% faster than
+# the defaults and runs about as fast (the fits of fits.laplace, measured there)
+LIGHT_CPU = {"xla_cpu_use_fusion_emitters": False}
 
 
 def small_options() -> dict | None:
     """The compiler options of a small program on the default backend: ``SMALL_CPU`` on CPU,
     None (XLA's defaults) elsewhere."""
     return dict(SMALL_CPU) if jax.default_backend() == "cpu" else None
+
+
+def light_options() -> dict | None:
+    """``LIGHT_CPU`` on CPU, None (XLA's defaults) elsewhere."""
+    return dict(LIGHT_CPU) if jax.default_backend() == "cpu" else None

@@ -30,8 +30,10 @@ without it the skewed binomial conditionals of cbpp put every integrated vc mean
 posterior SD above NUTS's, with it within 0.03 (docs/which_fit.md).
 
 Cost.  The nodes are solved one after another from the host with the programs that found the
-mode (fits.laplace.laplace_kernels: nothing new is compiled for them, the inner solves use the
-same H_uu factorisation — diagonal, Schur complement or dense — as the mode finding), each
+mode (fits.laplace.laplace_kernels, the inner solves with the same H_uu factorisation —
+diagonal, Schur complement or dense — as the mode finding; the lattice's nodes take their
+Hessians from one more program, ``vgh_fe``, with the fixed effects' columns only: 34 ms
+against 73 ms a node on grouseticks, 4 of the 7 directions), each
 warm-started from the mode by u*(θ_k) ≈ u*(θ̂) + du*/dθ·(θ_k − θ̂) and
 fe_k ≈ fe^ + Σ_fe,vcp Σ⁻¹ (vcp_k − m); a node stops at a Newton decrement ≤
 ``NODE_DECREMENT`` and takes its last step without evaluating, so it typically costs one
@@ -218,7 +220,7 @@ class _Node(NamedTuple):
 
 
 def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
-                quick: bool = False):
+                quick: bool = False, fe_only: bool = False):
     """The Gaussian approximation of fe | vcp at one node (module docstring); ``base`` =
     (θ̂, u*(θ̂), du*/dθ at θ̂) for the warm start of the first inner solve; ``F3`` the third
     derivatives of J in fe (at the mode) for the skewness correction, or None; ``delta`` the
@@ -226,7 +228,9 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
     (kernels.laplace_correction), or None.  ``quick``: one Hessian at the start and its
     Newton step, not evaluated, when the start's decrement ½gᵀCg is at most
     ``QUICK_DECREMENT`` (the lattice's warm starts from a neighbour); a full solve from
-    there otherwise."""
+    there otherwise.  ``fe_only``: the Hessians from ``kern.vgh_fe`` (the fixed effects'
+    columns only: all a node needs, k_fe of the k_a directions, one more compiled program —
+    worth it for the lattice's hundred-odd nodes, not for a CCD's handful)."""
     kf = fe0.shape[0]
     dtype = fe0.dtype
     theta_hat, u_hat, du_hat = base
@@ -235,12 +239,13 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
     def full(x):
         return np.concatenate([x, vcp]).astype(dtype)
 
-    last_H = []  # the full (fe, vcp) Hessian of the last evaluation: dfe*/dvcp there
+    last_H = []  # the fe columns of the last evaluation's Hessian (k_a, k_fe): dfe*/dvcp there
 
     def vgh(x, u):
-        f, g, H, du_F = kern.vgh(full(x), u, data, prior)
+        f, g, H, du_F = (kern.vgh_fe if fe_only else kern.vgh)(full(x), u, data, prior)
+        H = np.asarray(H)[:, :kf]
         last_H[:] = [H]
-        return np.asarray(f), np.asarray(g)[:kf], np.asarray(H)[:kf, :kf], du_F
+        return np.asarray(f), np.asarray(g)[:kf], H[:kf], du_F
 
     def value(x, u, du_F, dx):
         if du_F is None:  # first call: predicted from the mode
@@ -260,7 +265,7 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
         step = (Q / w) @ Q.T @ g
         if 0.5 * float(g @ step) > QUICK_DECREMENT:  # too far: Newton from the step's end
             return _solve_node(kern, F3, vc_skew, delta, vcp, (s.x - step).astype(dtype),
-                               (full(s.x), s.u, du_F[0]), data, prior, popts)
+                               (full(s.x), s.u, du_F[0]), data, prior, popts, fe_only=fe_only)
     if not ok:
         nan = np.full(data.ident.shape[0], np.nan)
         return _Node(np.asarray(s.x, np.float64), np.full((kf, kf), np.nan), -np.inf, nan,
@@ -286,7 +291,7 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
         vc = vc + np.asarray(vc_skew(theta, s.u, du_F[1], data), np.float64)
     var = var_cond + np.einsum("kp,pq,kq->k", Jfe, C, Jfe)
     # dfe*/dvcp = −H_ff⁻¹ H_fv (implicit function theorem on ∇_fe J = 0): a neighbour's start
-    dfe = -C @ np.asarray(last_H[0], np.float64)[:kf, kf:]
+    dfe = -C @ np.asarray(last_H[0], np.float64)[kf:].T
     return _Node(fe, C, logp, vc, var, quick or int(s.status) == 0, (theta, s.u, du_F[0]),
                  np.asarray(s.x, np.float64) + d, dfe, norm)
 
@@ -402,12 +407,12 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         vc_skew = _vc_skew_kernel(family, mode) if skew and not data.corr else None
         delta = laplace_correction(family, mode) if not data.corr else None
 
-        def solve(vcp, base, fe0, corrected, quick=False):
+        def solve(vcp, base, fe0, corrected, quick=False, fe_only=False):
             if fe0 is None:
                 fe0 = fit.fe + (vcp - fit.vcp) @ B.T
             return _solve_node(kern, F3, vc_skew, delta if corrected else None,
                                vcp.astype(dtype), fe0.astype(dtype), base, data, prior, popts,
-                               quick)
+                               quick, fe_only)
 
         base = (theta_hat, u_hat, du_hat)
         if not grid:
@@ -433,7 +438,7 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
                     f"curved, {what}", IntegrationWarning, stacklevel=4)
         if grid:
             nodes, vcp_nodes, lw = lattice_nodes(
-                lambda v, b, f0, quick: solve(v, b, f0, correct is not False, quick),
+                lambda v, b, f0, quick: solve(v, b, f0, correct is not False, quick, True),
                 base, fit.vcp, S,
                 lattice_budget(data.ident.shape[0], kf, np.dtype(dtype).itemsize),
                 screen=lambda nb, v, f0: _screen_node(kern, nb, v.astype(dtype),

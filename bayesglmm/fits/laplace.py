@@ -42,6 +42,7 @@ import numpy as np
 
 from .._export import persistent_jit
 from .._precision import precision
+from .._xla import light_options
 from ..covariance import lam_u
 from ..budgets import DENSE_VC_MAX, check_laplace
 from ..exceptions import SINGULAR_TOL
@@ -91,6 +92,8 @@ class LaplaceKernels(NamedTuple):
     #                  solve from u + du·dθ (u, du = u*, du*/dθ at θ − dθ)
     vgh: Callable  # (θ, u*, data, prior) -> (−J, −∇J (k_a,), −∇²J (k_a, k_a), (du*/dθ, F))
     #                with F the factorisation of H_uu at u* (linalg.psd)
+    vgh_fe: Callable  # as vgh with only the fixed effects' columns of −∇²J, (k_a, k_fe):
+    #                   compiled on first use (the integrated fit's lattice nodes)
     finish: Callable  # (θ, u*, (du*/dθ, F), data, prior) -> (vc* (k_vc,),
     #                   diag(Λ H_uu⁻¹ Λᵀ), dvc*/dθ (k_vc, k_a), log prior)
 
@@ -157,27 +160,53 @@ class LaplaceFit(NamedTuple):
         return np.concatenate([np.diag(self.params_cov), np.asarray(vc_sd) ** 2])
 
 
+# Rows (of the padded design) up to which a plain fit's programs are compiled with XLA's
+# classic emitters (_xla.light_options).  A fit calls them a handful of times (about five
+# Hessians and ten values), so their compilation is much of a first fit.  Measured on 2 cores
+# (float64, a whole fit_laplace(priors=False), first call / warm): cbpp 1.88 → 1.36 s /
+# 6 → 5 ms; VerbAgg's shape (7,584 rows, 316 × 24 crossed levels) 4.3 → 3.1 s / 0.113 →
+# 0.120 s; grouseticks 4.8 → 3.4 s / 0.63 → 0.67 s; four crossed factors 3.7 → 2.8 s / 32 →
+# 45 ms; 1e5 rows 1.80 → 1.51 s / 73 → 104 ms.  (XLA's small-problem options, _xla.small_options,
+# compile faster still but ran VerbAgg's fit 3x slower.)  Larger data, and the integrated fit's
+# hundreds of node solves, keep XLA's defaults.
+SMALL_PROGRAM_ROWS = 200_000
+
+
+def small_programs(data: Data) -> bool:
+    """Whether a plain fit on ``data`` compiles its programs with the light options."""
+    return int(data.y.shape[0]) <= SMALL_PROGRAM_ROWS
+
+
 @functools.cache
-def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions) -> LaplaceKernels:
+def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions,
+                    small: bool = False) -> LaplaceKernels:
     """The jitted programs of the fit for one static configuration, each compiled once per
     data shape: J(θ) = ℓ(θ) [+ log prior] with u*(θ) (the inner Newton loop), its gradient
     and Hessian at a u* already solved for (no loop: forward-mode derivatives of the adjoint
     gradient, kernels.marginal.objective), and the random-effect summaries at the optimum.
-    :func:`fit_laplace` drives the outer Newton iteration from the host."""
+    :func:`fit_laplace` drives the outer Newton iteration from the host.  ``small``: compiled
+    with XLA's light options (:data:`SMALL_PROGRAM_ROWS`)."""
     obj = objective(family, mode, priors, opts.inner_tol, opts.inner_maxiter)
+    jit = functools.partial(persistent_jit,
+                            compiler_options=light_options() if small else None)
 
-    @persistent_jit
+    @jit
     def value(theta, u, du, dtheta, data, prior):
         # warm start: u*(θ) to first order from the base point, u* + du*/dθ·dθ
         f, u = obj.value_only(theta, u + du @ dtheta, data, prior)
         return -f, u
 
-    @persistent_jit
+    @jit
     def vgh(theta, u, data, prior):
         f, g, H, du, F = obj.vgh_at(theta, u, data, prior)
         return -f, -g, -H, (du, F)
 
-    @persistent_jit
+    @jit
+    def vgh_fe(theta, u, data, prior):
+        f, g, H_fe, du, F = obj.vgh_fe_at(theta, u, data, prior)
+        return -f, -g, -H_fe, (du, F)
+
+    @jit
     def finish(theta, u, du_F, data, prior):
         kf = data.X.shape[1]
         du, F = du_F
@@ -187,7 +216,7 @@ def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions) ->
         return (lam_u(theta[kf:], u, data.ident, data.corr), var_vc(theta[kf:], F, mode, data),
                 J, log_prior(theta, data, prior, family.n_disp))
 
-    return LaplaceKernels(value, vgh, finish)
+    return LaplaceKernels(value, vgh, vgh_fe, finish)
 
 
 def theta_layout(family: Family, data: Data) -> tuple[int, int]:
@@ -316,7 +345,10 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
         theta0 = np.asarray(start, np.float64)
         if theta0.shape != (k_fep + k_vcp,):
             raise ValueError(f"start must have shape ({k_fep + k_vcp},), got {theta0.shape}")
-    kern = laplace_kernels(family, mode, bool(priors), opts)
+    # a plain fit calls its programs a few times: compiled light where that is cheaper; the
+    # integrated fit's nodes call the same programs hundreds of times
+    kern = laplace_kernels(family, mode, bool(priors), opts,
+                           small=not integrate and small_programs(data))
     with precision(dtype):
         sol, llf, active, cov, vc, vc_sd, vc_sd_cond = _solve(
             kern, theta0.astype(dtype), data, prior, k_fep, k_sd, opts, bool(priors))

@@ -154,7 +154,7 @@ def _lmm_profiler64(ml):
 def _glmm_profiler(res):
     """As :func:`_lmm_profiler` for a ``fit_laplace(priors=False)`` fit, φ = (fe, SDs)."""
     from .._precision import precision
-    from ..fits.laplace import LOG_SD_MIN, laplace_kernels
+    from ..fits.laplace import LOG_SD_MIN, laplace_kernels, small_programs
     from ..linalg.psd import abs_inv
 
     model = res.model
@@ -169,7 +169,7 @@ def _glmm_profiler(res):
     if opts is None:
         from ..fits.laplace import default_options
         opts = default_options(model.dtype)
-    kern = laplace_kernels(model.family, mode, False, opts)
+    kern = laplace_kernels(model.family, mode, False, opts, small_programs(data))  # the fit's
     dtype = model.dtype
     theta_hat = np.concatenate([res.fe_mean, res.vcp_mean]).astype(np.float64)
     k_pad = int(data.ident.shape[0])
