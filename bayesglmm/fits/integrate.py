@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._precision import precision
+from .._xla import light_options
 from ..budgets import lattice_budget
 from ..covariance import lam_t, lam_u
 from ..design.ellpack import matvec, rmatvec
@@ -68,7 +69,8 @@ from ..kernels.marginal import objective
 from ..linalg import psd
 from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
 from .lattice import lattice_nodes
-from .laplace import LaplaceFit, LaplaceOptions, default_options, laplace_kernels
+from .laplace import (LaplaceFit, LaplaceOptions, default_options, laplace_kernels,
+                      small_programs)
 from .nodes import MAX_DIM, gaussian_misfit, is_product_grid, node_design
 
 __all__ = ["CCD_MISFIT", "DESIGNS", "IntegratedFit", "check_integrable", "integrate_vcp",
@@ -109,14 +111,15 @@ def check_integrable(k_vcp: int) -> None:
 
 
 @functools.cache
-def _skew_kernel(family: Family, mode, opts: LaplaceOptions):
+def _skew_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False):
     """``D(θ, u*, V, data, prior) -> (k_fep, r)``: column j is (d/dt)² ∇_fe J(θ + t·v_j),
     i.e. Σ_kl ∂³J/∂fe_i∂fe_k∂fe_l v_jk v_jl, for the r columns v_j of V (k_fep, r): two
     forward derivatives of the adjoint gradient (kernels.marginal.Objective.grad_at) per
-    direction, exact through u*(θ) by implicit differentiation."""
+    direction, exact through u*(θ) by implicit differentiation.  ``small``: compiled with the
+    light options (fits.laplace.SMALL_PROGRAM_ROWS)."""
     obj = objective(family, mode, True, opts.inner_tol, opts.inner_maxiter)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=light_options() if small else None)
     def third(theta, u, V, data, prior):
         kf = V.shape[0]
         pad = jnp.zeros(theta.shape[0] - kf, theta.dtype)
@@ -151,7 +154,7 @@ def third_derivatives(third, theta, u, kf: int, data, prior) -> np.ndarray:
 
 
 @functools.cache
-def _vc_skew_kernel(family: Family, mode):
+def _vc_skew_kernel(family: Family, mode, small: bool = False):
     """``shift(θ, u*, F, data) -> (k_vc,)``: the third-order correction of the random
     effects' conditional mean, E[vc | θ] ≈ vc* − ½ Λ H_uu⁻¹ T, independent terms only (F: the
     factorisation of H_uu at u*, as the fit's ``vgh`` returns it).
@@ -160,9 +163,10 @@ def _vc_skew_kernel(family: Family, mode):
     E[u] ≈ u* − ½ H_uu⁻¹ T with T_a = Σ_bc (H_uu⁻¹)_bc ∂³h/∂u_a∂u_b∂u_c.  With ẑ_i the rows of
     ZΛ, ∂³h/∂u_a∂u_b∂u_c = −Σ_i ℓ‴_i ẑ_ia ẑ_ib ẑ_ic (ℓ‴_i = ∂³loglik_i/∂η³, by nested
     forward autodiff), so T = −ΛZᵀ(ℓ‴ ⊙ q), q_i = ẑ_iᵀH_uu⁻¹ẑ_i the leverages
-    (kernels.h_uu.inverse_entries: from the factor, never H_uu⁻¹ in full)."""
+    (kernels.h_uu.inverse_entries: from the factor, never H_uu⁻¹ in full).  ``small``: the
+    light compiler options."""
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=light_options() if small else None)
     def shift(theta, u, F, data: Data):
         kf = data.X.shape[1]
         vcp = theta[kf:]
@@ -391,7 +395,8 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
                          "mode is not positive definite" + fallback) from None
     # start fe at its regression on vcp under the joint Gaussian at the mode
     B = np.linalg.solve(S, fit.cov[kf:, :kf]).T  # (kf, kp)
-    kern = laplace_kernels(family, mode, True, opts)
+    small = small_programs(data)  # the compiler options of the mode fit's programs
+    kern = laplace_kernels(family, mode, True, opts, small)
     # the node solves stop at a Newton decrement ½dᵀC⁻¹d ≤ NODE_DECREMENT: fe within
     # 1e-4 posterior SD of its conditional mode (the last step is applied without evaluating)
     popts = ProjectedNewtonOptions(opts.maxiter, opts.gtol,
@@ -402,10 +407,10 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         theta_hat = fit.solution.a.astype(dtype)
         u_hat = jnp.asarray(fit.solution.v[:, 0], dtype)
         _, _, _, (du_hat, _) = kern.vgh(theta_hat, u_hat, data, prior)  # du*/dθ at the mode
-        F3 = (third_derivatives(_skew_kernel(family, mode, opts), theta_hat, u_hat, kf, data,
+        F3 = (third_derivatives(_skew_kernel(family, mode, opts, small), theta_hat, u_hat, kf, data,
                                 prior) if skew else None)
-        vc_skew = _vc_skew_kernel(family, mode) if skew and not data.corr else None
-        delta = laplace_correction(family, mode) if not data.corr else None
+        vc_skew = _vc_skew_kernel(family, mode, small) if skew and not data.corr else None
+        delta = laplace_correction(family, mode, small) if not data.corr else None
 
         def solve(vcp, base, fe0, corrected, quick=False, fe_only=False):
             if fe0 is None:

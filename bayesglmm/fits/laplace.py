@@ -167,8 +167,8 @@ class LaplaceFit(NamedTuple):
 # 6 → 5 ms; VerbAgg's shape (7,584 rows, 316 × 24 crossed levels) 4.3 → 3.1 s / 0.113 →
 # 0.120 s; grouseticks 4.8 → 3.4 s / 0.63 → 0.67 s; four crossed factors 3.7 → 2.8 s / 32 →
 # 45 ms; 1e5 rows 1.80 → 1.51 s / 73 → 104 ms.  (XLA's small-problem options, _xla.small_options,
-# compile faster still but ran VerbAgg's fit 3x slower.)  Larger data, and the integrated fit's
-# hundreds of node solves, keep XLA's defaults.
+# compile faster still but ran VerbAgg's fit 3x slower.)  The integrated fit's node programs
+# follow the mode fit's choice (fits.integrate); larger data keeps XLA's defaults.
 SMALL_PROGRAM_ROWS = 200_000
 
 
@@ -345,10 +345,7 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
         theta0 = np.asarray(start, np.float64)
         if theta0.shape != (k_fep + k_vcp,):
             raise ValueError(f"start must have shape ({k_fep + k_vcp},), got {theta0.shape}")
-    # a plain fit calls its programs a few times: compiled light where that is cheaper; the
-    # integrated fit's nodes call the same programs hundreds of times
-    kern = laplace_kernels(family, mode, bool(priors), opts,
-                           small=not integrate and small_programs(data))
+    kern = laplace_kernels(family, mode, bool(priors), opts, small_programs(data))
     with precision(dtype):
         sol, llf, active, cov, vc, vc_sd, vc_sd_cond = _solve(
             kern, theta0.astype(dtype), data, prior, k_fep, k_sd, opts, bool(priors))

@@ -36,6 +36,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .._xla import light_options
 from ..covariance import lam_t, lam_u
 from ..design.ellpack import matvec, rmatvec
 from ..families import Family
@@ -71,11 +72,12 @@ def loglik_derivatives(family: Family, eta, data: Data, disp=None):
 
 
 @functools.cache
-def laplace_correction(family: Family, mode):
+def laplace_correction(family: Family, mode, small: bool = False):
     """``delta(θ, u*, F, data) -> (3,)``: the terms (t4, t33a, t33b) of the second-order
     correction δ of the Laplace log-integral over u at θ (module docstring); their sum is
     added to the Laplace log marginal.  ``F`` is the factorisation of H_uu at u* (as the
-    fit's ``vgh`` returns it); independent terms only.
+    fit's ``vgh`` returns it); independent terms only.  ``small``: compiled with the light
+    options (_xla.light_options), as the fit's own programs on small data.
 
     Examples
     --------
@@ -97,7 +99,7 @@ def laplace_correction(family: Family, mode):
     array([-0.045,  0.053,  0.036])
     """
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=light_options() if small else None)
     def delta(theta, u, F, data: Data):
         kf = data.X.shape[1]
         vcp = theta[kf:]
