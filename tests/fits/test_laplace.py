@@ -287,6 +287,23 @@ def test_fixed_effect_columns_of_the_hessian(which, crossed):
     np.testing.assert_allclose(du1, du, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # compiles the fit's programs twice
+def test_compiler_options_do_not_change_the_fit(monkeypatch):
+    """Data up to SMALL_PROGRAM_ROWS get programs compiled with XLA's classic emitters
+    (_xla.light_options), larger data XLA's defaults: the same fit either way."""
+    from bayesglmm.fits import laplace as fl
+
+    model = _cbpp()
+    assert fl.small_programs(model._data())
+    light = _fit(model, priors=False)
+    monkeypatch.setattr(fl, "SMALL_PROGRAM_ROWS", 0)  # as if the data were large
+    assert not fl.small_programs(model._data())
+    default = _fit(model, priors=False)
+    np.testing.assert_allclose(default.solution.a, light.solution.a, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(default.llf, light.llf, rtol=1e-13)
+    np.testing.assert_allclose(default.cov, light.cov, rtol=1e-7)
+
+
 def test_start_is_the_glm_fit():
     """The default start is lme4's, the GLM without random effects (statsmodels' GLM here);
     from it and from zero the fit reaches the same optimum."""
