@@ -160,8 +160,8 @@ class LaplaceFit(NamedTuple):
         return np.concatenate([np.diag(self.params_cov), np.asarray(vc_sd) ** 2])
 
 
-# Rows (of the padded design) up to which a plain fit's programs are compiled with XLA's
-# classic emitters (_xla.light_options).  A fit calls them a handful of times (about five
+# Rows (of the padded design) up to which a fit's programs are compiled with XLA's classic
+# emitters (_xla.light_options).  A fit calls them a handful of times (about five
 # Hessians and ten values), so their compilation is much of a first fit.  Measured on 2 cores
 # (float64, a whole fit_laplace(priors=False), first call / warm): cbpp 1.88 → 1.36 s /
 # 6 → 5 ms; VerbAgg's shape (7,584 rows, 316 × 24 crossed levels) 4.3 → 3.1 s / 0.113 →
@@ -173,7 +173,7 @@ SMALL_PROGRAM_ROWS = 200_000
 
 
 def small_programs(data: Data) -> bool:
-    """Whether a plain fit on ``data`` compiles its programs with the light options."""
+    """Whether a fit on ``data`` compiles its programs with the light options."""
     return int(data.y.shape[0]) <= SMALL_PROGRAM_ROWS
 
 
