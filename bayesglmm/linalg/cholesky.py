@@ -46,17 +46,10 @@ def _tril_mask(n):
 INVERSE_BLOCK = 288
 
 
-def spd_inverse_lower(chol):
-    """The lower triangle of ``S⁻¹`` (zeros above) from the lower Cholesky factor ``L`` of ``S``
-    (whose upper triangle is not read).
-
-    By block columns of at most ``INVERSE_BLOCK``: rows ``j₀:`` of ``S⁻¹ E_j`` (``E_j`` the
-    identity's block column from ``j₀``) only involve the trailing factor ``T = L[j₀:, j₀:]``,
-    since ``L⁻¹E_j`` is zero above ``j₀`` and ``L⁻ᵀ`` is upper triangular:
-    ``S⁻¹[j₀:, j] = T⁻ᵀ(T⁻¹ E_j[j₀:])``, two triangular solves, ``2m³/3`` flops in all (as
-    LAPACK's ``potri``).  Pure XLA (LAPACK's ``trsm`` as a custom call, no host callback): the
-    programs holding it export and cache persistently.  Not forward-differentiable.
-    """
+def _inverse_columns(chol):
+    """``S⁻¹``'s lower triangle by block columns of at most ``INVERSE_BLOCK`` (see
+    :func:`spd_inverse_lower`); above it, zeros except within the diagonal blocks (where the
+    entries are S⁻¹'s too)."""
     n = chol.shape[0]
     if n == 0:
         return chol
@@ -68,13 +61,28 @@ def spd_inverse_lower(chol):
         y = solve_triangular(tail, jnp.eye(n - j0, min(nb, n - j0), dtype=chol.dtype), lower=True)
         x = solve_triangular(tail, y, lower=True, trans=1)  # rows j₀: of S⁻¹'s block column
         cols.append(jnp.pad(x, ((j0, 0), (0, 0))))
-    return jnp.where(_tril_mask(n), jnp.concatenate(cols, axis=1), 0.0)
+    return jnp.concatenate(cols, axis=1)
+
+
+def spd_inverse_lower(chol):
+    """The lower triangle of ``S⁻¹`` (zeros above) from the lower Cholesky factor ``L`` of ``S``
+    (whose upper triangle is not read).
+
+    By block columns of at most ``INVERSE_BLOCK``: rows ``j₀:`` of ``S⁻¹ E_j`` (``E_j`` the
+    identity's block column from ``j₀``) only involve the trailing factor ``T = L[j₀:, j₀:]``,
+    since ``L⁻¹E_j`` is zero above ``j₀`` and ``L⁻ᵀ`` is upper triangular:
+    ``S⁻¹[j₀:, j] = T⁻ᵀ(T⁻¹ E_j[j₀:])``, two triangular solves, ``2m³/3`` flops in all (as
+    LAPACK's ``potri``).  Pure XLA (LAPACK's ``trsm`` as a custom call, no host callback): the
+    programs holding it export and cache persistently.  Not forward-differentiable.
+    """
+    return jnp.where(_tril_mask(chol.shape[0]), _inverse_columns(chol), 0.0)
 
 
 def spd_inverse(chol):
-    """``S⁻¹`` (full, symmetric) from the lower Cholesky factor of ``S``."""
-    low = spd_inverse_lower(chol)
-    return jnp.where(_tril_mask(chol.shape[0]), low, low.T)
+    """``S⁻¹`` (full, symmetric) from the lower Cholesky factor of ``S``: the lower triangle of
+    :func:`_inverse_columns` mirrored (one pass over the m × m array)."""
+    z = _inverse_columns(chol)
+    return jnp.where(_tril_mask(chol.shape[0]), z, z.T)
 
 
 def cholesky_lower(s):
