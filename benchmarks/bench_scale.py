@@ -327,19 +327,6 @@ def main(argv=None):
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
         return
 
-    if args.laplace:
-        os.environ["BAYESGLMM_CACHE_DIR"] = "0"  # the first call compiles (workers inherit)
-        results = []
-        for n in (100_000, 1_000_000):
-            for method in LAPLACE:
-                spec = dict(family="logit", n=n, levels=[n // 100], method=method, lib="ours",
-                            repeat=args.repeat or 3)
-                r = run_worker(spec, timeout=None)
-                results.append(r)
-                print(json.dumps({k: v for k, v in r.items() if k != "stderr"}), flush=True)
-        report_laplace(results, write=not args.no_write)
-        return
-
     families = [f for f in args.families.split(",") if f]
     auto_large = args.sizes is None and not args.quick
     if args.quick:
@@ -359,8 +346,8 @@ def main(argv=None):
     t_start = time.perf_counter()
     results = []
 
-    def run_ours(family, n, levels):
-        for method in ("fit_map", "fit_vb"):
+    def run_ours(family, n, levels, methods=("fit_map", "fit_vb")):
+        for method in methods:
             spec = dict(family=family, n=n, levels=levels, method=method, lib="ours",
                         repeat=repeat_for(n))
             r = run_worker(spec, timeout=None)
@@ -368,6 +355,13 @@ def main(argv=None):
             print(json.dumps({k: v for k, v in r.items() if k != "stderr"}), flush=True)
             if r.get("error"):
                 print(r.get("stderr", ""), file=sys.stderr)
+
+    if args.laplace:
+        os.environ["BAYESGLMM_CACHE_DIR"] = "0"  # the first call compiles (workers inherit)
+        for n in (100_000, 1_000_000):
+            run_ours("logit", n, [n // 100], LAPLACE)
+        report_laplace(results, write=not args.no_write)
+        return
 
     for n in sizes:
         for family in families:
