@@ -86,10 +86,12 @@ def counts():
 
 
 def test_each_fit_compiles_a_pinned_number_of_programs(counts):
-    # fit_vb and fit_map: one program, the Newton iteration (solvers.newton.newton_program:
-    # start, warm-up, Newton steps and the step at the optimum in one while_loop, with one
-    # copy of the objective's derivatives); fit_map's covariance is computed on the host from
-    # the Hessian that last step returns
+    # fit_vb on this small model: one program, the ELBO's value and gradient (fits.vb's host
+    # BFGS).  fit_map (and fit_vb on larger models, "fit_vb structured" below): one program,
+    # the Newton iteration (solvers.newton.newton_program: start, warm-up, Newton steps and
+    # the step at the optimum in one while_loop, with one copy of the objective's
+    # derivatives); fit_map's covariance is computed on the host from the Hessian that last
+    # step returns
     assert counts["fit_vb"] == 1
     assert counts["fit_map"] == 1
     # fit_laplace (fits.laplace, driven from the host): the GLM terms for its start, the value

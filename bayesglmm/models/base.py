@@ -59,11 +59,15 @@ def _put(x: np.ndarray):
     return jax.device_put(x)
 
 
-def parse_method(name: str) -> str:
-    """``"newton"`` or ``"lbfgs"`` from a method name (scipy's names accepted)."""
+def parse_method(name: str, auto: bool = False) -> str:
+    """``"newton"`` or ``"lbfgs"`` from a method name (scipy's names accepted); ``"auto"`` too
+    where ``auto``."""
     key = str(name).lower()
+    if auto and key == "auto":
+        return key
     if key not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; use 'newton' (default) or 'lbfgs'/'BFGS'")
+        first = "'auto' (default), 'newton'" if auto else "'newton' (default)"
+        raise ValueError(f"unknown method {name!r}; use {first} or 'lbfgs'/'BFGS'")
     return _METHODS[key]
 
 

@@ -189,7 +189,7 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
                                     method="map", extra={"cov_exact": fit.cov_exact})
 
     def fit_vb(self, mean: ArrayLike | None = None, sd: ArrayLike | None = None,
-               fit_method: str = "newton", minim_opts: dict[str, float] | None = None,
+               fit_method: str = "auto", minim_opts: dict[str, float] | None = None,
                scale_fe: bool = False, verbose: bool = False,
                rng: int | np.random.Generator | np.random.RandomState | None = None,
                progress: bool | Progress = False, *, devices: DevicesLike = None
@@ -202,9 +202,14 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
             Starting values (packed like ``params``).  Defaults as statsmodels: mean 0 and
             log sd = −0.5 + 0.1·N(0, 1); the vcp means and all log sds are floored at −1.
         fit_method : str
-            ``"newton"`` (default, structured Newton) or ``"lbfgs"``/``"BFGS"`` (optax L-BFGS).
+            ``"auto"`` (default): BFGS driven from the host over one compiled
+            value-and-gradient program for small float64 problems (up to 300 parameters and
+            parameters × rows ≤ 10⁵, where compiling the Newton loop would cost more than the
+            fit), the structured Newton otherwise (fits.vb); ``"newton"`` (structured Newton)
+            or ``"lbfgs"``/``"BFGS"`` (optax L-BFGS) always.
         minim_opts : dict, optional
-            ``maxiter``, ``gtol``, ``ftol`` (models.base).
+            ``maxiter``, ``gtol``, ``ftol`` (models.base); on the host BFGS route ``maxiter``
+            caps its iterations (default 2,000).
         scale_fe : bool
             As in :meth:`fit_map`.
         verbose : bool
@@ -233,11 +238,13 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         with reporting(progress, "fit_vb"):
             fit = _vb.fit_vb(self.family, self.vb_rule, data, self._prior(), color=color,
                              n_colors=self._n_colors, k_vcp=self.k_vcp, X=X,
-                             method=parse_method(fit_method),
+                             method=parse_method(fit_method, auto=True),
                              opts=parse_minim_opts(minim_opts, default_options(self.dtype)),
                              mean=mean, sd=sd,
                              rng=None if sd is not None else check_random_state(rng),
-                             fe_transform=A, k_vc=self.k_vc)
+                             fe_transform=A, k_vc=self.k_vc,
+                             bfgs_maxiter=None if not minim_opts or "maxiter" not in minim_opts
+                             else int(minim_opts["maxiter"]))
         retvals = optimize_result(fit.solution, "VB")
         retvals.x = fit.x
         retvals.method = fit_method
