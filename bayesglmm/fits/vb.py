@@ -89,11 +89,11 @@ def vb_value_and_grad(family: Family, rule: Rule):
                           compiler_options=small_options())
 
 
-def _fit_host(vg, a0, v0, a_shift, args, opts: NewtonOptions, maxiter: int) -> Solution:
-    """BFGS on the host over ``vg`` (solvers.bfgs_host) from the better of (a0, v0) and the
-    start shifted by ``a_shift`` (taken where −ELBO is lower there or not finite at a0)."""
+def _fit_host(vg, a0, v0, a_shift, args, opts: NewtonOptions, maxiter: int, dt) -> Solution:
+    """BFGS on the host over ``vg`` (solvers.bfgs_host, the program called in ``dt``) from the
+    better of (a0, v0) and the start shifted by ``a_shift`` (numpy arrays; taken where −ELBO
+    is lower there or not finite at a0)."""
     ka, shape = a0.shape[0], v0.shape
-    dt = a0.dtype
 
     def fg(x):
         # numpy in: a third less overhead per call than converting to jax arrays first
@@ -101,12 +101,11 @@ def _fit_host(vg, a0, v0, a_shift, args, opts: NewtonOptions, maxiter: int) -> S
         return float(f), np.concatenate([np.asarray(ga, np.float64),
                                          np.asarray(gv, np.float64).ravel()])
 
-    x0 = np.concatenate([np.asarray(a0, np.float64), np.asarray(v0, np.float64).ravel()])
+    x0 = np.concatenate([a0, v0.ravel()]).astype(np.float64)
     start = fg(x0)
-    shift = np.asarray(a_shift, np.float64)
-    if np.any(shift != 0) or not np.isfinite(start[0]):
+    if np.any(a_shift != 0) or not np.isfinite(start[0]):
         x1 = x0.copy()
-        x1[:ka] += shift
+        x1[:ka] += a_shift
         s1 = fg(x1)
         if s1[0] < start[0] or not np.isfinite(start[0]):
             x0, start = x1, s1
@@ -202,20 +201,23 @@ def fit_vb(family: Family, rule: Rule, data: Data, prior: Prior, *, color, n_col
     # the optimiser's blocks; padded levels at mean 0, log sd 0
     v0 = np.zeros((k_pad, 2))
     v0[:k] = np.stack([m[ka:], s[ka:]], axis=1)
+    a0 = np.concatenate([m[:ka], s[:ka]])
+    a_shift = np.concatenate([np.zeros(ka), shift[:ka]])
     with precision(dt):
-        a0, v0 = put(np.concatenate([m[:ka], s[:ka]])), put(v0)
-        a_shift = put(np.concatenate([np.zeros(ka), shift[:ka]]))
-        color = jax.device_put(np.asarray(color, np.int32))
-        if host:
+        if host:  # the starts stay on the host, where the iteration runs
             sol = _fit_host(vb_value_and_grad(family, rule), a0, v0, a_shift, args, opts,
-                            20 * opts.maxiter if bfgs_maxiter is None else int(bfgs_maxiter))
-        # from the better of the start and the SDs at the mean-field fixed point (sd_start)
-        elif method == "lbfgs":
-            start, _ = solve(a0, v0, color, opts, a_shift, True, False, *args)
-            sol = _lbfgs_solve(family, rule, opts.maxiter * 50, opts.gtol)(start.a, start.v,
-                                                                           *args)
+                            20 * opts.maxiter if bfgs_maxiter is None else int(bfgs_maxiter),
+                            dt)
         else:
-            sol, _ = solve(a0, v0, color, opts, a_shift, True, True, *args)
+            a0, v0, a_shift = put(a0), put(v0), put(a_shift)
+            color = jax.device_put(np.asarray(color, np.int32))
+            # from the better of the start and the SDs at the mean-field fixed point (sd_start)
+            if method == "lbfgs":
+                start, _ = solve(a0, v0, color, opts, a_shift, True, False, *args)
+                sol = _lbfgs_solve(family, rule, opts.maxiter * 50, opts.gtol)(
+                    start.a, start.v, *args)
+            else:
+                sol, _ = solve(a0, v0, color, opts, a_shift, True, True, *args)
         sol = sol.host()
     a, v = sol.a, sol.v[:k]
     sol = sol._replace(v=v)
