@@ -31,14 +31,17 @@ INTEGRATE_MEM_MAX = 4 * 2 ** 30  # bytes held by the nodes' summaries and one no
 def check_laplace(k_vc: int, mode, *, what: str = "fit_laplace") -> None:
     """``fit_laplace`` needs random effects, and with crossed factors (``mode`` ``"dense"``
     or ``("schur", ...)``) factors a dense block of the Hessian H_uu of up to k_vc × k_vc:
-    refuse above :data:`DENSE_VC_MAX` random effects."""
+    refuse above :data:`DENSE_VC_MAX` random effects.  With an observation-level component
+    kept by rows (``("schur_obs", c, k_c)``) the dense block is the other k_vc − k_c
+    random effects' (kernels.h_uu), and the bound applies to those."""
     if k_vc == 0:
         raise ValueError(f"{what} integrates the random effects out, but the model has none "
                          "(no exog_vc / vc_formulas); use fit_map() or fit_vb(), or a GLM")
-    if mode != "diag" and k_vc > DENSE_VC_MAX:
+    k = k_vc - mode[2] if isinstance(mode, tuple) and mode[0] == "schur_obs" else k_vc
+    if mode != "diag" and k > DENSE_VC_MAX:
         raise ValueError(
-            f"{what} with crossed random effects forms the dense {k_vc}×{k_vc} Hessian of the "
-            f"random effects ({8 * k_vc ** 2 / 2 ** 30:.1f} GiB); at most {DENSE_VC_MAX} "
+            f"{what} with crossed random effects forms a dense {k}×{k} block of the Hessian "
+            f"of the random effects ({8 * k ** 2 / 2 ** 30:.1f} GiB); at most {DENSE_VC_MAX} "
             "random effects are supported — use fit_map() or fit_vb(), which keep it sparse")
 
 

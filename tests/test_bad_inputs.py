@@ -252,7 +252,7 @@ def _glmm_cases():
         ("poi-integrate-no-re", lambda c: Poi(yc(c), X(c)).fit_laplace(integrate=True),
          Raises(E, "the model has none")),
         ("poi-laplace-too-large", lambda c: _crossed_large().fit_laplace(),
-         Raises(E, "forms the dense 9100×9100 Hessian of the random effects")),
+         Raises(E, "forms a dense 9100×9100 block of the Hessian of the random effects")),
         ("poi-integrate-budget", lambda c: _many_vc(c).fit_laplace(integrate=True),
          Raises(E, "13 variance parameters")),
         # ---------------------------------------------------------------- rank deficiency
@@ -509,6 +509,10 @@ def test_budget_estimates():
     check_laplace(DENSE_VC_MAX + 1, "diag")  # independent factors: no dense block
     with pytest.raises(ValueError, match="use fit_map\\(\\) or fit_vb\\(\\)"):
         check_laplace(DENSE_VC_MAX + 1, ("schur", 0, 10))
+    # an observation-level component kept by rows: only the rest's block is dense
+    check_laplace(DENSE_VC_MAX + 10, ("schur_obs", 0, 10))
+    with pytest.raises(ValueError, match="dense 8001×8001 block"):
+        check_laplace(DENSE_VC_MAX + 11, ("schur_obs", 0, 10))
 
 
 def test_lmm_arrays_model_pickles(ctx):

@@ -119,7 +119,7 @@ def colors(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray, k: int) -> tup
 
 def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray) -> str | tuple:
     """How the marginal Laplace fit factors H_uu = ΛᵀZᵀWZΛ + I (static, linalg.psd):
-    ``"diag"``, ``("schur", c, k_c)`` or ``"dense"``.
+    ``"diag"``, ``("schur", c, k_c)``, ``("schur_obs", c, k_c)`` or ``"dense"``.
 
     ``"diag"`` when every row of Z has at most one non-zero: H_uu is diagonal.  Otherwise, if
     some variance component c has no two non-zeros in one row (a grouping factor), its k_c
@@ -141,7 +141,8 @@ def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray) -> str | 
             best, size = int(c), k_c
     if best is None or size == len(ident):
         return "dense"
-    return ("schur", best, size)
+    per_level = np.bincount(cols[nz & (ident[cols] == best)], minlength=len(ident))
+    return ("schur_obs" if int(per_level.max(initial=0)) <= 1 else "schur", best, size)
 
 
 def _valid(color, cols, nz) -> bool:

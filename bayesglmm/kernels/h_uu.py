@@ -6,7 +6,9 @@ W = diag(w) holds the rows' −∂²loglik/∂η², Λ = Λ(vcp) (covariance.lam
 e = exp(vcp[ident]) for independent terms).  H_uu is factored (linalg.psd) in the static
 ``mode`` of ``design.ellpack.design_mode``: ``"diag"`` (one grouping factor: H_uu diagonal),
 ``("schur", c, k_c)`` (component c, at most one non-zero per row, eliminated exactly; for
-independent terms the blocks are assembled directly, never the dense k × k matrix) or
+independent terms the blocks are assembled directly, never the dense k × k matrix),
+``("schur_obs", c, k_c)`` (the same where each level of c holds at most one row, as an
+observation-level effect: the blocks are kept by rows, never the k_c × k_r block) or
 ``"dense"``.  Levels without data (all-zero columns of Z) have H_uu = 1 there.
 """
 
@@ -67,6 +69,38 @@ def _ztwz_blocks(data: Data, w, mode):
     return d, B.reshape(kc, kr), C.reshape(kr, kr), index
 
 
+def _rows_factor(vcp, w, mode, data: Data):
+    """The :class:`psd.SchurFactor` of H_uu with D⁻¹B by rows (:class:`psd.RowsY`), for
+    ``mode = ("schur_obs", c, k_c)``: each level of c holds at most one row of Z.
+
+    Row i's entries of ZΛ are its c entry ẑ_ic (zero if none) and the rest's ẑ_ir.  Its level
+    j of c is touched by row i alone, so d_j = 1 + w_i ẑ_ic², B_j = w_i ẑ_ic ẑ_irᵀ, and the
+    Schur complement C − BᵀD⁻¹B is the rest's block with each row's weight w_i replaced by
+    w_i − (w_i ẑ_ic)²/d_j = w_i / (1 + w_i ẑ_ic²):  S = I + Σ_i w̃_i ẑ_ir ẑ_irᵀ.
+    Cost and memory O(n·m² + k_r²), never O(k_c·k_r)."""
+    _, c, kc = mode
+    ident = data.ident
+    kr = ident.shape[0] - kc
+    index = psd.schur_index(ident, c, kc)
+    inv = index[2]
+    cols, vals = data.Z.cols, data.Z.vals
+    zhat = vals * jnp.exp(vcp[ident])[cols]  # (n, m) rows of ZΛ
+    in_c = (ident == c)[cols] & (vals != 0)  # (n, m); ELLPACK padding may point into c
+    zc = jnp.sum(jnp.where(in_c, zhat, 0.0), axis=1)  # (n,) the row's c entry
+    pc = jnp.sum(jnp.where(in_c, inv[cols], 0), axis=1)  # (n,) its position in c's block
+    pr = jnp.where(in_c, 0, inv[cols] - kc)  # (n, m) positions in the rest's block
+    zr = jnp.where(in_c, 0.0, zhat)  # (n, m) the rest's entries
+    wz = w * zc**2
+    d = 1.0 + jax.ops.segment_sum(wz, pc, num_segments=kc)
+    wt = w / (1.0 + wz)  # the Schur complement's row weights w̃
+    pair = (pr[:, :, None] * kr + pr[:, None, :]).ravel()
+    S = jax.ops.segment_sum((wt[:, None, None] * zr[:, :, None] * zr[:, None, :]).ravel(),
+                            pair, num_segments=kr * kr).reshape(kr, kr)
+    S = S + jnp.eye(kr, dtype=S.dtype)
+    yv = (w * zc / (1.0 + wz))[:, None] * zr  # Y = D⁻¹B's non-zeros
+    return psd.SchurFactor(d, psd.RowsY(yv, pc, pr), jnp.linalg.cholesky(S), *index, S)
+
+
 def factor_h_uu(vcp, w, mode, data: Data):
     """Factorisation of H_uu = Λᵀ·ZᵀWZ·Λ + I (psd.factor): its diagonal (k,) in ``"diag"``
     mode, a Cholesky factor or a :class:`psd.SchurFactor` otherwise.  With independent terms
@@ -76,6 +110,8 @@ def factor_h_uu(vcp, w, mode, data: Data):
     k = ident.shape[0]
     if mode == "diag":
         return psd.factor(jnp.exp(2 * vcp[ident]) * _ztwz(data, w, k, mode) + 1.0, mode, ident)
+    if mode != "dense" and not data.corr and mode[0] == "schur_obs":
+        return _rows_factor(vcp, w, mode, data)
     if mode != "dense" and not data.corr:
         d, B, C, index = _ztwz_blocks(data, w, mode)
         e = jnp.exp(vcp[ident])
@@ -92,7 +128,8 @@ def inverse_entries(vcp, F, mode, data: Data):
     """(q (n,), diag(H_uu⁻¹) (k,)) for independent terms, with q_i = ẑ_iᵀH_uu⁻¹ẑ_i the
     leverage of row i (ẑ_i its row of ZΛ): H_uu⁻¹'s entries at the pairs of columns that
     share a row, from the factor F — never H_uu⁻¹ in full in ``"diag"`` and ``"schur"``
-    modes.  Schur: H⁻¹ = [[D⁻¹ + YS⁻¹Yᵀ, −YS⁻¹], [−S⁻¹Yᵀ, S⁻¹]] with S⁻¹ = QᵀQ, Q = L⁻¹."""
+    modes.  Schur: H⁻¹ = [[D⁻¹ + YS⁻¹Yᵀ, −YS⁻¹], [−S⁻¹Yᵀ, S⁻¹]] (S⁻¹ by
+    psd.spd_inverse: differentiated as −S⁻¹dSS⁻¹, never through the factorisation)."""
     cols, vals = data.Z.cols, data.Z.vals
     zhat = vals * jnp.exp(vcp[data.ident])[cols]  # (n, m)
     k = data.ident.shape[0]
@@ -103,12 +140,19 @@ def inverse_entries(vcp, F, mode, data: Data):
         Hi = jax.scipy.linalg.cho_solve((F, True), jnp.eye(k, dtype=F.dtype))
         pairs = Hi[cols[:, :, None], cols[:, None, :]]  # (n, m, m)
         return jnp.einsum("na,nb,nab->n", zhat, zhat, pairs), jnp.diag(Hi)
+    if isinstance(F.Y, psd.RowsY):
+        # row i: q_i = ẑ_ic² dd_j + 2 ẑ_ic Σ_b hdr_ib ẑ_ib + Σ_ab ẑ_ia G_iab ẑ_ib (rest's slots)
+        dd, hdr, G, S_inv = psd.rows_inverse(F)
+        in_c = (data.ident == mode[1])[cols]
+        zc = jnp.sum(jnp.where(in_c, zhat, 0.0), axis=1)
+        zr = jnp.where(in_c, 0.0, zhat)
+        q = (zc**2 * dd[F.Y.pc] + 2.0 * zc * jnp.sum(hdr * zr, axis=1)
+             + jnp.einsum("na,nb,nab->n", zr, zr, G))
+        return q, psd.unpermute(F, dd, jnp.diag(S_inv))
     kc = F.d.shape[0]
-    Q = jax.scipy.linalg.solve_triangular(F.L, jnp.eye(k - kc, dtype=F.L.dtype), lower=True)
-    P = Q @ F.Y.T  # (k_r, k_c) L⁻¹Yᵀ
-    dd = 1.0 / F.d + jnp.sum(P**2, axis=0)  # diag of the (d, d) block
-    Hdr = -P.T @ Q  # (k_c, k_r)
-    Hrr = Q.T @ Q  # (k_r, k_r)
+    Hrr = psd.spd_inverse(F.S, F.L)  # (k_r, k_r) S⁻¹
+    Hdr = -F.Y @ Hrr  # (k_c, k_r)
+    dd = 1.0 / F.d - jnp.sum(Hdr * F.Y, axis=1)  # diag of the (d, d) block: D⁻¹ + YS⁻¹Yᵀ
     pos = F.inv[cols]  # (n, m) position in (idx_d, idx_r)
     in_c = pos < kc
     pr = jnp.where(in_c, 0, pos - kc)

@@ -10,7 +10,11 @@
   modes (``design.ellpack.design_mode``): ``"diag"`` (H_uu diagonal, stored as its diagonal),
   ``"dense"`` (Cholesky) and ``("schur", c, k_c)`` (the diagonal block of component c
   eliminated exactly, Cholesky of the Schur complement of the rest; :func:`schur_factor`
-  builds it from the blocks, :func:`schur_index` partitions the columns by counting).
+  builds it from the blocks, :func:`schur_index` partitions the columns by counting).  Where
+  each level of c holds at most one row (an observation-level effect: ``("schur_obs", c,
+  k_c)``), D⁻¹B is kept by rows (:class:`RowsY`): its non-zeros, never the k_c × k_r block.
+  Solves with the Schur complement S and its inverse (:func:`spd_solve`,
+  :func:`spd_inverse`) are differentiated in S by −S⁻¹dS·, not through its factorisation.
 * Batched block-Jacobi preconditioned conjugate gradients (:func:`pcg`) for H_vv·x = b with
   H_vv available only through products.
 """
@@ -23,8 +27,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["SchurFactor", "abs_inv", "abs_solve", "block_solve", "factor", "inv_diag",
-           "logdet", "pcg", "schur_factor", "schur_index", "solve", "unpermute"]
+__all__ = ["RowsY", "SchurFactor", "abs_inv", "abs_solve", "block_solve", "factor", "inv_diag",
+           "logdet", "pcg", "rows_inverse", "schur_factor", "schur_index", "solve", "spd_inverse",
+           "spd_solve", "unpermute"]
 
 
 # --------------------------------------------------------------------------- |eig| solves
@@ -62,15 +67,29 @@ def abs_inv(H, xp=jnp):
 
 # --------------------------------------------------------------------------- H_uu factors
 
+class RowsY(NamedTuple):
+    """Y = D⁻¹B by the rows of Z, where each level of component c holds at most one row:
+    row i of Z holds level ``pc[i]`` of c and levels ``pr[i, a]`` of the rest, and
+    Y[pc[i], pr[i, a]] = yv[i, a] (zero where entry a is c's, padding, or the row has no c
+    level).  n·m numbers against the dense block's k_c·k_r, and k_c ≥ n."""
+
+    yv: jax.Array  # (n, m) Y's non-zeros, by row and ELLPACK slot
+    pc: jax.Array  # (n,) int, the row's position in c's block (0 where it has none)
+    pr: jax.Array  # (n, m) int, each slot's position in the rest's block (0 for c's slot)
+
+
 class SchurFactor(NamedTuple):
-    """H = [[D, B], [Bᵀ, C]] (rows permuted) with D diagonal: D, D⁻¹B and chol(C − BᵀD⁻¹B)."""
+    """H = [[D, B], [Bᵀ, C]] (rows permuted) with D diagonal: D, D⁻¹B, S = C − BᵀD⁻¹B and
+    chol(S).  S is kept for the derivative rules of :func:`spd_solve` and :func:`spd_inverse`
+    (differentiated in S, never through its factorisation)."""
 
     d: jax.Array  # (k_c,) diagonal block D (component c)
-    Y: jax.Array  # (k_c, k_r) D⁻¹B
+    Y: jax.Array | RowsY  # (k_c, k_r) D⁻¹B, or its non-zeros by rows (RowsY)
     L: jax.Array  # (k_r, k_r) Cholesky factor of S = C − BᵀD⁻¹B
     idx_d: jax.Array  # (k_c,) columns of component c
     idx_r: jax.Array  # (k_r,) the other columns
     inv: jax.Array  # (k,) position of each column in (idx_d, idx_r)
+    S: jax.Array  # (k_r, k_r) the Schur complement C − BᵀD⁻¹B
 
 
 def schur_index(ident, c: int, kc: int):
@@ -109,7 +128,61 @@ def schur_factor(d, B, C, index) -> SchurFactor:
     ``index = schur_index(ident, c, k_c)``."""
     Y = B / d[:, None]
     S = C - B.T @ Y
-    return SchurFactor(d, Y, jnp.linalg.cholesky(S), *index)
+    return SchurFactor(d, Y, jnp.linalg.cholesky(S), *index, S)
+
+
+def _yt_mul(F: SchurFactor, bd):
+    """Yᵀ·bd, (k_r,) or (k_r, p), for bd (k_c,) or (k_c, p)."""
+    Y = F.Y
+    if not isinstance(Y, RowsY):
+        return Y.T @ bd
+    g = bd[Y.pc]  # (n,) or (n, p): each row's entry of bd
+    contrib = Y.yv * g[:, None] if g.ndim == 1 else Y.yv[:, :, None] * g[:, None, :]
+    return jax.ops.segment_sum(contrib.reshape((-1,) + g.shape[1:]), Y.pr.ravel(),
+                               num_segments=F.L.shape[0])
+
+
+def _y_mul(F: SchurFactor, xr):
+    """Y·xr, (k_c,) or (k_c, p), for xr (k_r,) or (k_r, p)."""
+    Y = F.Y
+    if not isinstance(Y, RowsY):
+        return Y @ xr
+    g = xr[Y.pr]  # (n, m) or (n, m, p)
+    t = jnp.sum(Y.yv * g if g.ndim == 2 else Y.yv[:, :, None] * g, axis=1)
+    return jax.ops.segment_sum(t, Y.pc, num_segments=F.d.shape[0])
+
+
+@jax.custom_jvp
+def spd_solve(S, L, b):
+    """S⁻¹b for the symmetric positive-definite S (k, k) from its Cholesky factor L, b (k,) or
+    (k, p), differentiated in S and b only (L = chol(S); its tangent is not used):
+    d(S⁻¹b) = S⁻¹(db − dS·S⁻¹b) — two triangular solves per direction, where differentiating
+    the factorisation would cost O(k³) (the Cholesky JVP)."""
+    return jax.scipy.linalg.cho_solve((L, True), b)
+
+
+@spd_solve.defjvp
+def _spd_solve_jvp(primals, tangents):
+    S, L, b = primals
+    dS, _, db = tangents
+    x = spd_solve(S, L, b)
+    return x, spd_solve(S, L, db - dS @ x)
+
+
+@jax.custom_jvp
+def spd_inverse(S, L):
+    """S⁻¹ for the symmetric positive-definite S (k, k) from its Cholesky factor L,
+    differentiated in S only: d(S⁻¹) = −S⁻¹·dS·S⁻¹ (two products per direction; through the
+    factorisation it would be the Cholesky JVP, a triangular solve and two products)."""
+    return jax.scipy.linalg.cho_solve((L, True), jnp.eye(L.shape[0], dtype=L.dtype))
+
+
+@spd_inverse.defjvp
+def _spd_inverse_jvp(primals, tangents):
+    S, L = primals
+    dS, _ = tangents
+    Si = spd_inverse(S, L)
+    return Si, -(Si @ dS @ Si)
 
 
 def solve(F, b, mode):
@@ -120,8 +193,8 @@ def solve(F, b, mode):
         return jax.scipy.linalg.cho_solve((F, True), b)
     bd, br = b[F.idx_d], b[F.idx_r]
     dd = F.d if b.ndim == 1 else F.d[:, None]
-    xr = jax.scipy.linalg.cho_solve((F.L, True), br - F.Y.T @ bd)
-    xd = bd / dd - F.Y @ xr
+    xr = spd_solve(F.S, F.L, br - _yt_mul(F, bd))
+    xd = bd / dd - _y_mul(F, xr)
     return unpermute(F, xd, xr)
 
 
@@ -148,10 +221,31 @@ def inv_diag(F, mode):
     if mode == "dense":
         Li = tri(F, jnp.eye(F.shape[0], dtype=F.dtype), lower=True)
         return jnp.sum(Li**2, axis=0)
+    if isinstance(F.Y, RowsY):
+        dd, _, _, S_inv = rows_inverse(F)
+        return unpermute(F, dd, jnp.diag(S_inv))
     Li = tri(F.L, jnp.eye(F.L.shape[0], dtype=F.L.dtype), lower=True)
     # (H⁻¹)_rr = S⁻¹;  (H⁻¹)_dd = D⁻¹ + Y S⁻¹ Yᵀ
     W = tri(F.L, F.Y.T, lower=True)
     return unpermute(F, 1.0 / F.d + jnp.sum(W**2, axis=0), jnp.sum(Li**2, axis=0))
+
+
+def rows_inverse(F: SchurFactor):
+    """H⁻¹'s entries that a row of Z touches, for a factor with :class:`RowsY`:
+    ``(dd (k_c,), hdr (n, m), G (n, m, m), S⁻¹ (k_r, k_r))``.
+
+    H⁻¹ = [[D⁻¹ + YS⁻¹Yᵀ, −YS⁻¹], [−S⁻¹Yᵀ, S⁻¹]]: with G_iab = (S⁻¹)[pr_ia, pr_ib] (the rest's
+    pairs in row i) and y_i row i's non-zeros of Y, the diagonal of the (c, c) block is
+    dd_j = 1/d_j + y_iᵀG_iy_i at j = pc_i (one row per level), and the (c, rest) entry at row
+    i's level and slot b is hdr_ib = −(y_iᵀG_i)_b.  S⁻¹ is formed (k_r × k_r, from the
+    factor: :func:`spd_inverse`), never the (c, ·) blocks."""
+    Y = F.Y
+    S_inv = spd_inverse(F.S, F.L)
+    G = S_inv[Y.pr[:, :, None], Y.pr[:, None, :]]  # (n, m, m)
+    yG = jnp.einsum("na,nab->nb", Y.yv, G)
+    dd = 1.0 / F.d + jax.ops.segment_sum(jnp.sum(yG * Y.yv, axis=1), Y.pc,
+                                          num_segments=F.d.shape[0])
+    return dd, -yG, G, S_inv
 
 
 # --------------------------------------------------------------------------- block CG

@@ -18,7 +18,7 @@ from bayesglmm._precision import precision
 from bayesglmm.design.ellpack import design_mode
 from bayesglmm.fits.laplace import LOG_SD_MIN, SINGULAR_SD, fit_laplace, glm_start
 from bayesglmm.kernels.marginal import conditional_mode, marginal_loglik, objective, solve_mode
-from tests.helpers import gen_crossed_logit, lme4_reference
+from tests.helpers import gen_crossed_logit, gen_crossed_poisson, lme4_reference
 
 REF = Path(__file__).parents[1] / "reference"
 
@@ -83,7 +83,7 @@ def test_grouseticks_matches_glmer():
         {"BROOD": "0 + C(BROOD)", "INDEX": "0 + C(INDEX)", "LOCATION": "0 + C(LOCATION)"},
         datasets.load("grouseticks"))
     assert model.vcp_names == ["BROOD", "INDEX", "LOCATION"]
-    assert _mode(model) == ("schur", 1, 403)  # INDEX eliminated; Cholesky of 181 × 181
+    assert _mode(model) == ("schur_obs", 1, 403)  # INDEX eliminated by rows; Cholesky of 181²
     fit = _fit(model, priors=False)
     assert fit.success and fit.grad_norm < 1e-6
     np.testing.assert_allclose(fit.fe, GROUSE_FE, rtol=1e-3)
@@ -245,35 +245,53 @@ def test_inner_newton_stops_at_the_rounding_floor(crossed):
     np.testing.assert_allclose(v1, v2, rtol=1e-13)
 
 
+def _olre():
+    """Poisson, two crossed factors (6 × 5 levels) and an observation-level effect (30)."""
+    y, X, Z, ident = gen_crossed_poisson(6, 5, 1, 1)
+    Z = np.hstack([Z, np.eye(len(y))])
+    return bg.PoissonBayesMixedGLM(y, X, sparse.csr_array(Z),
+                                   np.concatenate([ident, np.full(len(y), 2)]), vcp_p=0.5)
+
+
+_THETA = {"one factor": [-1.4, -1.0, -1.1, -1.5, -0.4], "crossed": [-0.3, 0.2, 0.4],
+          "observation level": [-0.3, 0.2, 0.4, -0.5]}
+
+
+def _which(which, crossed):
+    return {"one factor": _cbpp, "crossed": lambda: crossed, "observation level": _olre}[which]()
+
+
 @pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
-@pytest.mark.parametrize("which", ["one factor", "crossed"])
+@pytest.mark.parametrize("which", ["one factor", "crossed", "observation level"])
 def test_derivatives_agree_across_factorisations(which, crossed):
     """∇J, ∇²J and du*/dθ at u* (objective.vgh_at, with log det H_uu's written-out derivative
-    and H_uu's blocks) are the same from the diagonal or Schur factor as from the dense one."""
-    model = _cbpp() if which == "one factor" else crossed
+    and H_uu's blocks) are the same from the diagonal or Schur factor as from the dense one
+    (and, for an observation-level component kept by rows, as from the general Schur one)."""
+    model = _which(which, crossed)
     mode = _mode(model)
-    assert mode == ("diag" if which == "one factor" else ("schur", 0, 6))
+    assert mode == {"one factor": "diag", "crossed": ("schur", 0, 6),
+                    "observation level": ("schur_obs", 2, 30)}[which]
+    modes = (mode, "dense") + ((("schur",) + mode[1:],) if mode[0] == "schur_obs" else ())
     with precision(np.float64):
-        theta = jnp.array([-1.4, -1.0, -1.1, -1.5, -0.4] if which == "one factor"
-                          else [-0.3, 0.2, 0.4])
+        theta = jnp.array(_THETA[which])
         data, prior = model._data(), model._prior()
         u = conditional_mode(model.family, mode)(theta, jnp.zeros(model.k_vc), data)
         out = [jax.jit(objective(model.family, m, True).vgh_at)(theta, u, data, prior)[:4]
-               for m in (mode, "dense")]
-    for a, b in zip(*out):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+               for m in modes]
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("which", ["one factor", "crossed"])
+@pytest.mark.parametrize("which", ["one factor", "crossed", "observation level"])
 def test_fixed_effect_columns_of_the_hessian(which, crossed):
     """objective.vgh_fe_at (the integrated fit's nodes: derivatives along fe only, du*/dθ
     along vcp from the implicit-mode rule) equals vgh_at's value, gradient, fe columns of
     ∇²J (their vcp rows included) and du*/dθ."""
-    model = _cbpp() if which == "one factor" else crossed
+    model = _which(which, crossed)
     mode = _mode(model)
     with precision(np.float64):
-        theta = jnp.array([-1.4, -1.0, -1.1, -1.5, -0.4] if which == "one factor"
-                          else [-0.3, 0.2, 0.4])
+        theta = jnp.array(_THETA[which])
         data, prior = model._data(), model._prior()
         u = conditional_mode(model.family, mode)(theta, jnp.zeros(model.k_vc), data)
         obj = objective(model.family, mode, True)

@@ -2,6 +2,7 @@
 a plain dense reference (jnp.linalg.slogdet of the dense H_uu, differentiated by JAX)."""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -29,20 +30,29 @@ def _model(kind):
         y, X, Z, ident = gen_simple_logit(6, 8, 1.0)
     else:
         y, X, Z, ident = gen_crossed_logit(5, 6, 1.0, 0.7)
+    if kind == "olre":  # and an observation-level effect: one row per level
+        Z = np.hstack([Z, np.eye(len(y))])
+        ident = np.concatenate([ident, np.full(len(y), ident.max() + 1)])
     return bg.BinomialBayesMixedGLM(y, X, Z, ident)
+
+
+def test_design_mode_keeps_an_observation_level_component_by_rows():
+    for kind, first in [("crossed", "schur"), ("olre", "schur_obs")]:
+        m = _model(kind)
+        assert design_mode(*m.re_design, m.ident)[0] == first
 
 
 @pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
 @pytest.mark.parametrize("kind, force", [("diag", None), ("crossed", None),
-                                         ("crossed", "dense")])
+                                         ("crossed", "dense"), ("olre", None)])
 def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
     model = _model(kind)
     with precision(np.float64):
         data = model._data()
         mode = force or design_mode(np.asarray(data.Z.cols), np.asarray(data.Z.vals),
                                     np.asarray(data.ident))
-        if kind == "crossed" and force is None:
-            assert mode[0] == "schur"
+        if kind != "diag" and force is None:
+            assert mode[0] == ("schur_obs" if kind == "olre" else "schur")
         rng = np.random.default_rng(0)
         vcp = jnp.asarray(rng.normal(0, 0.5, model.k_vcp))
         w = jnp.asarray(rng.uniform(0.05, 0.3, data.y.shape[0]))
@@ -66,13 +76,16 @@ def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
         np.testing.assert_allclose(jnp.dot(jax.grad(ld)(vcp, w, data), d), fd, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["diag", "crossed"])
-def test_inverse_entries_and_conditional_variances_match_the_dense_inverse(kind):
+@pytest.mark.parametrize("kind, padded", [("diag", False), ("crossed", False), ("olre", False),
+                                          ("olre", True)])
+def test_inverse_entries_and_conditional_variances_match_the_dense_inverse(kind, padded):
     model = _model(kind)
     with precision(np.float64):
-        data = model._data()
-        mode = design_mode(np.asarray(data.Z.cols), np.asarray(data.Z.vals),
-                           np.asarray(data.ident))
+        # padded: zero rows and inert levels (in the eliminated component) of the bucket
+        data = model._data(padded=True) if padded else model._data()
+        mode = (model._padded_design()[1] if padded else
+                design_mode(np.asarray(data.Z.cols), np.asarray(data.Z.vals),
+                            np.asarray(data.ident)))
         rng = np.random.default_rng(1)
         vcp = jnp.asarray(rng.normal(0, 0.5, model.k_vcp))
         w = jnp.asarray(rng.uniform(0.05, 0.3, data.y.shape[0]))
@@ -90,3 +103,57 @@ def test_inverse_entries_and_conditional_variances_match_the_dense_inverse(kind)
         e2 = np.exp(2 * np.asarray(vcp)[np.asarray(data.ident)])
         np.testing.assert_allclose(var_vc(vcp, F, mode, data), e2 * np.diag(Hi), rtol=1e-10)
         np.testing.assert_allclose(psd.logdet(F, mode), np.linalg.slogdet(H)[1], rtol=1e-12)
+        np.testing.assert_allclose(psd.inv_diag(F, mode), np.diag(Hi), rtol=1e-10)
+        b = rng.normal(size=(k, 3))
+        np.testing.assert_allclose(psd.solve(F, jnp.asarray(b), mode), Hi @ b, rtol=1e-9)
+        np.testing.assert_allclose(psd.solve(F, jnp.asarray(b[:, 0]), mode), Hi @ b[:, 0],
+                                   rtol=1e-9)
+
+
+def _largest_array(jaxpr) -> int:
+    """The most elements of any value in a closed jaxpr, sub-jaxprs included."""
+    best = 0
+
+    def walk(j):
+        nonlocal best
+        for v in list(j.invars) + list(j.outvars) + [o for e in j.eqns for o in e.outvars]:
+            shape = getattr(getattr(v, "aval", None), "shape", ())
+            best = max(best, int(np.prod(shape)) if shape else 1)
+        for e in j.eqns:
+            for sub in jax.extend.core.jaxprs_in_params(e.params):
+                walk(sub)
+
+    walk(jaxpr.jaxpr)
+    return best
+
+
+def test_an_observation_level_component_never_forms_its_rows_by_levels_block():
+    """("schur_obs", c, k_c): H_uu's factor, log det and its first and second derivatives, the
+    leverages and a solve hold O(n·m² + k_r²) numbers, never the k_c × k_r block that the
+    general Schur factor forms (checked on the traced programs' every value)."""
+    rng = np.random.default_rng(0)
+    n, levels = 400, 40
+    g = rng.integers(0, levels, n)
+    Z = np.hstack([np.eye(levels)[g], np.eye(n)])
+    ident = np.r_[np.zeros(levels, int), np.ones(n, int)]
+    model = bg.PoissonBayesMixedGLM(rng.poisson(2.0, n), np.ones((n, 1)), Z, ident)
+    with precision(np.float64):
+        data = model._data()
+        mode = design_mode(np.asarray(data.Z.cols), np.asarray(data.Z.vals),
+                           np.asarray(data.ident))
+        assert mode == ("schur_obs", 1, n)
+        vcp = jnp.asarray([-0.3, -0.8])
+        w = jnp.asarray(rng.uniform(0.5, 3.0, n))
+        b = jnp.ones(n + levels)
+
+        def work(m):
+            def f(v):
+                F = factor_h_uu(v, w, m, data)
+                q, hd = inverse_entries(v, F, m, data)
+                return jnp.sum(q) + jnp.sum(hd) + jnp.sum(psd.solve(F, b, m))
+            return jax.make_jaxpr(lambda v: (jax.hessian(logdet_h_uu(m))(v, w, data),
+                                             jax.jacfwd(f)(v)))(vcp)
+
+        block = n * levels  # k_c × k_r
+        assert _largest_array(work(mode)) < block / 4
+        assert _largest_array(work(("schur",) + mode[1:])) >= block  # the general factor's
