@@ -31,9 +31,9 @@ posterior SD above NUTS's, with it within 0.03 (docs/which_fit.md).
 
 Cost.  The nodes are solved one after another from the host with the programs that found the
 mode (fits.laplace.laplace_kernels, the inner solves with the same H_uu factorisation —
-diagonal, Schur complement or dense — as the mode finding; the lattice's nodes take their
-Hessians from one more program, ``vgh_fe``, with the fixed effects' columns only: 34 ms
-against 73 ms a node on grouseticks, 4 of the 7 directions), each
+diagonal, Schur complement or dense — as the mode finding; a program of the Hessian's fixed
+effects' columns only, 4 of the 7 directions on grouseticks, took 8% off the lattice's steady
+time and added 3.8 s of tracing and compilation to its first call, and was dropped), each
 warm-started from the mode by u*(θ_k) ≈ u*(θ̂) + du*/dθ·(θ_k − θ̂) and
 fe_k ≈ fe^ + Σ_fe,vcp Σ⁻¹ (vcp_k − m); a node stops at a Newton decrement ≤
 ``NODE_DECREMENT`` and takes its last step without evaluating, so it typically costs one
@@ -224,7 +224,7 @@ class _Node(NamedTuple):
 
 
 def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
-                quick: bool = False, fe_only: bool = False):
+                quick: bool = False):
     """The Gaussian approximation of fe | vcp at one node (module docstring); ``base`` =
     (θ̂, u*(θ̂), du*/dθ at θ̂) for the warm start of the first inner solve; ``F3`` the third
     derivatives of J in fe (at the mode) for the skewness correction, or None; ``delta`` the
@@ -232,9 +232,7 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
     (kernels.laplace_correction), or None.  ``quick``: one Hessian at the start and its
     Newton step, not evaluated, when the start's decrement ½gᵀCg is at most
     ``QUICK_DECREMENT`` (the lattice's warm starts from a neighbour); a full solve from
-    there otherwise.  ``fe_only``: the Hessians from ``kern.vgh_fe`` (the fixed effects'
-    columns only: all a node needs, k_fe of the k_a directions, one more compiled program —
-    worth it for the lattice's hundred-odd nodes, not for a CCD's handful)."""
+    there otherwise."""
     kf = fe0.shape[0]
     dtype = fe0.dtype
     theta_hat, u_hat, du_hat = base
@@ -246,7 +244,7 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
     last_H = []  # the fe columns of the last evaluation's Hessian (k_a, k_fe): dfe*/dvcp there
 
     def vgh(x, u):
-        f, g, H, du_F = (kern.vgh_fe if fe_only else kern.vgh)(full(x), u, data, prior)
+        f, g, H, du_F = kern.vgh(full(x), u, data, prior)
         H = np.asarray(H)[:, :kf]
         last_H[:] = [H]
         return np.asarray(f), np.asarray(g)[:kf], H[:kf], du_F
@@ -269,7 +267,7 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
         step = (Q / w) @ Q.T @ g
         if 0.5 * float(g @ step) > QUICK_DECREMENT:  # too far: Newton from the step's end
             return _solve_node(kern, F3, vc_skew, delta, vcp, (s.x - step).astype(dtype),
-                               (full(s.x), s.u, du_F[0]), data, prior, popts, fe_only=fe_only)
+                               (full(s.x), s.u, du_F[0]), data, prior, popts)
     if not ok:
         nan = np.full(data.ident.shape[0], np.nan)
         return _Node(np.asarray(s.x, np.float64), np.full((kf, kf), np.nan), -np.inf, nan,
@@ -412,12 +410,12 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         vc_skew = _vc_skew_kernel(family, mode, small) if skew and not data.corr else None
         delta = laplace_correction(family, mode, small) if not data.corr else None
 
-        def solve(vcp, base, fe0, corrected, quick=False, fe_only=False):
+        def solve(vcp, base, fe0, corrected, quick=False):
             if fe0 is None:
                 fe0 = fit.fe + (vcp - fit.vcp) @ B.T
             return _solve_node(kern, F3, vc_skew, delta if corrected else None,
                                vcp.astype(dtype), fe0.astype(dtype), base, data, prior, popts,
-                               quick, fe_only)
+                               quick)
 
         base = (theta_hat, u_hat, du_hat)
         if not grid:
@@ -443,7 +441,7 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
                     f"curved, {what}", IntegrationWarning, stacklevel=4)
         if grid:
             nodes, vcp_nodes, lw = lattice_nodes(
-                lambda v, b, f0, quick: solve(v, b, f0, correct is not False, quick, True),
+                lambda v, b, f0, quick: solve(v, b, f0, correct is not False, quick),
                 base, fit.vcp, S,
                 lattice_budget(data.ident.shape[0], kf, np.dtype(dtype).itemsize),
                 screen=lambda nb, v, f0: _screen_node(kern, nb, v.astype(dtype),

@@ -92,8 +92,6 @@ class LaplaceKernels(NamedTuple):
     #                  solve from u + du·dθ (u, du = u*, du*/dθ at θ − dθ)
     vgh: Callable  # (θ, u*, data, prior) -> (−J, −∇J (k_a,), −∇²J (k_a, k_a), (du*/dθ, F))
     #                with F the factorisation of H_uu at u* (linalg.psd)
-    vgh_fe: Callable  # as vgh with only the fixed effects' columns of −∇²J, (k_a, k_fe):
-    #                   compiled on first use (the integrated fit's lattice nodes)
     finish: Callable  # (θ, u*, (du*/dθ, F), data, prior) -> (vc* (k_vc,),
     #                   diag(Λ H_uu⁻¹ Λᵀ), dvc*/dθ (k_vc, k_a), log prior)
 
@@ -202,11 +200,6 @@ def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions,
         return -f, -g, -H, (du, F)
 
     @jit
-    def vgh_fe(theta, u, data, prior):
-        f, g, H_fe, du, F = obj.vgh_fe_at(theta, u, data, prior)
-        return -f, -g, -H_fe, (du, F)
-
-    @jit
     def finish(theta, u, du_F, data, prior):
         kf = data.X.shape[1]
         du, F = du_F
@@ -216,7 +209,7 @@ def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions,
         return (lam_u(theta[kf:], u, data.ident, data.corr), var_vc(theta[kf:], F, mode, data),
                 J, log_prior(theta, data, prior, family.n_disp))
 
-    return LaplaceKernels(value, vgh, vgh_fe, finish)
+    return LaplaceKernels(value, vgh, finish)
 
 
 def theta_layout(family: Family, data: Data) -> tuple[int, int]:

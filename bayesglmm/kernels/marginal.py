@@ -382,8 +382,6 @@ class Objective(NamedTuple):
     jac_vc: object  # (θ, u*, data) -> dvc*/dθ, (k_vc, k_a)
     grad_at: object = None  # (θ, u*, data, prior) -> (∇J, (J, u*, F)), u* given: the adjoint
     #                         gradient, differentiable in θ through u*(θ) (fits.integrate)
-    vgh_fe_at: object = None  # as vgh_at with only the fixed effects' columns of ∇²J
-    #                           (k_a, k_fe), du*/dθ whole (the integrated fit's nodes)
 
 
 @functools.cache
@@ -400,11 +398,7 @@ def objective(family: Family, mode, priors: bool, inner_tol: float = 1e-11,
     so that ``vgh`` (``jax.jacfwd`` of ``grad``) needs only forward-mode derivatives of u*(θ).
     ``vgh_at`` is ``vgh`` at a u* already solved for (by ``value_only``): no inner Newton
     loop, and it returns du*/dθ (from the same forward pass) and H_uu's factorisation
-    instead of u*.  ``vgh_fe_at`` differentiates the gradient along the fixed effects only
-    (their columns of ∇²J, which hold ∂²J/∂vcp∂fe too) and takes du*/dθ along vcp from
-    :func:`implicit_mode`'s rule alone: at a fixed vcp, as the integrated fit's nodes need it,
-    ``k_fe`` of the ``k_a`` directions of ``vgh_at``.  ``value_only``
-    takes ℓ's terms from the inner loop's last evaluation.
+    instead of u*.  ``value_only`` takes ℓ's terms from the inner loop's last evaluation.
     """
     newton = solve_mode(family, mode, inner_tol, inner_maxiter)
     at_mode = implicit_mode(family, mode)
@@ -459,22 +453,10 @@ def objective(family: Family, mode, priors: bool, inner_tol: float = 1e-11,
         (H, du), (f, g, F) = jax.jacfwd(g_u, has_aux=True)(theta)
         return f, g, H, du, F
 
-    def vgh_fe_at(theta, u, data, prior):
-        kf = data.X.shape[1]
-
-        def g_u(fe):
-            g, (f, uu, F) = grad_at(jnp.concatenate([fe, theta[kf:]]), u, data, prior)
-            return (g, uu), (f, g, F)
-
-        (H_fe, du_fe), (f, g, F) = jax.jacfwd(g_u, has_aux=True)(theta[:kf])
-        du_v = jax.jacfwd(lambda v: at_mode(jnp.concatenate([theta[:kf], v]), u, data))(
-            theta[kf:])
-        return f, g, H_fe, jnp.concatenate([du_fe, du_v], axis=1), F
-
     def jac_vc(theta, u, data):
         """dvc*/dθ (k_vc, k_a) at u = u*(θ): vc = Λ(vcp)·u, du*/dθ = −H_uu⁻¹ ∂_θG."""
         kf = data.X.shape[1]
         return jax.jacfwd(lambda th: lam_u(th[kf:], at_mode(th, u, data), data.ident,
                                            data.corr))(theta)
 
-    return Objective(value, value_only, grad, vgh, vgh_at, jac_vc, grad_at, vgh_fe_at)
+    return Objective(value, value_only, grad, vgh, vgh_at, jac_vc, grad_at)

@@ -283,28 +283,6 @@ def test_derivatives_agree_across_factorisations(which, crossed):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("which", ["one factor", "crossed", "observation level"])
-def test_fixed_effect_columns_of_the_hessian(which, crossed):
-    """objective.vgh_fe_at (the integrated fit's nodes: derivatives along fe only, du*/dθ
-    along vcp from the implicit-mode rule) equals vgh_at's value, gradient, fe columns of
-    ∇²J (their vcp rows included) and du*/dθ."""
-    model = _which(which, crossed)
-    mode = _mode(model)
-    with precision(np.float64):
-        theta = jnp.array(_THETA[which])
-        data, prior = model._data(), model._prior()
-        u = conditional_mode(model.family, mode)(theta, jnp.zeros(model.k_vc), data)
-        obj = objective(model.family, mode, True)
-        f, g, H, du, _ = jax.jit(obj.vgh_at)(theta, u, data, prior)
-        f1, g1, H1, du1, _ = jax.jit(obj.vgh_fe_at)(theta, u, data, prior)
-    kf = model.k_fep
-    assert H1.shape == (theta.shape[0], kf) and du1.shape == du.shape
-    np.testing.assert_allclose(f1, f, rtol=1e-13)
-    np.testing.assert_allclose(g1, g, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(H1, np.asarray(H)[:, :kf], rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(du1, du, rtol=1e-10, atol=1e-12)
-
-
 @pytest.mark.slow  # compiles the fit's programs twice
 def test_compiler_options_do_not_change_the_fit(monkeypatch):
     """Data up to SMALL_PROGRAM_ROWS get programs compiled with XLA's classic emitters

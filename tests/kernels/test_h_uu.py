@@ -89,25 +89,31 @@ def test_inverse_entries_and_conditional_variances_match_the_dense_inverse(kind,
         rng = np.random.default_rng(1)
         vcp = jnp.asarray(rng.normal(0, 0.5, model.k_vcp))
         w = jnp.asarray(rng.uniform(0.05, 0.3, data.y.shape[0]))
-        F = factor_h_uu(vcp, w, mode, data)
+        k = data.ident.shape[0]
+        b = jnp.asarray(rng.normal(size=(k, 3)))
+
+        @jax.jit  # one program: op by op, the checks compile each operation separately
+        def run(vcp, w, b, data):
+            F = factor_h_uu(vcp, w, mode, data)
+            return (inverse_entries(vcp, F, mode, data), var_vc(vcp, F, mode, data),
+                    psd.logdet(F, mode), psd.inv_diag(F, mode), psd.solve(F, b, mode),
+                    psd.solve(F, b[:, 0], mode))
+
+        (q, hd), var, logdet, inv_diag, x3, x1 = run(vcp, w, b, data)
         H = _dense_h(vcp, w, data)
         Hi = np.linalg.inv(np.asarray(H))
-        q, hd = inverse_entries(vcp, F, mode, data)
         np.testing.assert_allclose(hd, np.diag(Hi), rtol=1e-10)
         n, _ = data.Z.cols.shape
-        k = data.ident.shape[0]
         Z = np.zeros((n, k))
         np.add.at(Z, (np.arange(n)[:, None], np.asarray(data.Z.cols)), np.asarray(data.Z.vals))
         Zl = Z * np.exp(np.asarray(vcp)[np.asarray(data.ident)])
         np.testing.assert_allclose(q, np.einsum("ij,jk,ik->i", Zl, Hi, Zl), rtol=1e-10)
         e2 = np.exp(2 * np.asarray(vcp)[np.asarray(data.ident)])
-        np.testing.assert_allclose(var_vc(vcp, F, mode, data), e2 * np.diag(Hi), rtol=1e-10)
-        np.testing.assert_allclose(psd.logdet(F, mode), np.linalg.slogdet(H)[1], rtol=1e-12)
-        np.testing.assert_allclose(psd.inv_diag(F, mode), np.diag(Hi), rtol=1e-10)
-        b = rng.normal(size=(k, 3))
-        np.testing.assert_allclose(psd.solve(F, jnp.asarray(b), mode), Hi @ b, rtol=1e-9)
-        np.testing.assert_allclose(psd.solve(F, jnp.asarray(b[:, 0]), mode), Hi @ b[:, 0],
-                                   rtol=1e-9)
+        np.testing.assert_allclose(var, e2 * np.diag(Hi), rtol=1e-10)
+        np.testing.assert_allclose(logdet, np.linalg.slogdet(H)[1], rtol=1e-12)
+        np.testing.assert_allclose(inv_diag, np.diag(Hi), rtol=1e-10)
+        np.testing.assert_allclose(x3, Hi @ np.asarray(b), rtol=1e-9)
+        np.testing.assert_allclose(x1, Hi @ np.asarray(b[:, 0]), rtol=1e-9)
 
 
 def _largest_array(jaxpr) -> int:

@@ -140,18 +140,23 @@ def test_spd_rules_match_autodiff_through_the_cholesky_factor(spd):
         return (jax.scipy.linalg.cho_solve((L, True), jnp.asarray(b) * (1 + t)),
                 jax.scipy.linalg.cho_solve((L, True), eye))
 
-    with precision(np.float64):
-        t = jnp.asarray(0.1)
-        for a, r in zip(ours(t), ref(t)):
-            np.testing.assert_allclose(a, r, rtol=1e-12)
-        for a, r in zip(jax.jacfwd(ours)(t), jax.jacfwd(ref)(t)):
-            np.testing.assert_allclose(a, r, rtol=1e-9, atol=1e-14)
-        d2 = jax.jacfwd(jax.jacfwd(ours))(t)
-        for a, r in zip(d2, jax.jacfwd(jax.jacfwd(ref))(t)):
-            np.testing.assert_allclose(a, r, rtol=1e-8, atol=1e-14)
-        # reverse mode transposes the linear rule
-        g = jax.grad(lambda t: jnp.sum(ours(t)[0]) + jnp.sum(ours(t)[1] ** 2))(t)
+    def scalar(t):
+        x, Si = ours(t)
+        return jnp.sum(x) + jnp.sum(Si**2)
+
+    @jax.jit  # one program (op by op, each operation compiles separately)
+    def run(t):
         h = 1e-6
-        fd = ((jnp.sum(ours(t + h)[0]) + jnp.sum(ours(t + h)[1] ** 2))
-              - (jnp.sum(ours(t - h)[0]) + jnp.sum(ours(t - h)[1] ** 2))) / (2 * h)
-        np.testing.assert_allclose(g, fd, rtol=1e-6)
+        return (ours(t), ref(t), jax.jacfwd(ours)(t), jax.jacfwd(ref)(t),
+                jax.jacfwd(jax.jacfwd(ours))(t), jax.jacfwd(jax.jacfwd(ref))(t),
+                jax.grad(scalar)(t), (scalar(t + h) - scalar(t - h)) / (2 * h))
+
+    with precision(np.float64):
+        v, v_ref, d1, d1_ref, d2, d2_ref, g, fd = run(jnp.asarray(0.1))
+    for a, r in zip(v, v_ref):
+        np.testing.assert_allclose(a, r, rtol=1e-12)
+    for a, r in zip(d1, d1_ref):
+        np.testing.assert_allclose(a, r, rtol=1e-9, atol=1e-14)
+    for a, r in zip(d2, d2_ref):
+        np.testing.assert_allclose(a, r, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(g, fd, rtol=1e-6)  # reverse mode transposes the linear rule
