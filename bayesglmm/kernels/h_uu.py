@@ -69,6 +69,20 @@ def _ztwz_blocks(data: Data, w, mode):
     return d, B.reshape(kc, kr), C.reshape(kr, kr), index
 
 
+def _rows_split(vcp, mode, data: Data, inv):
+    """Each row of ZΛ split at component c, for ``mode = ("schur_obs" | "schur", c, k_c)``
+    and ``inv = psd.schur_index(...)[2]``: ``(zc (n,), pc (n,), zr (n, m), pr (n, m))`` — the
+    row's c entry ẑ_ic (zero if none) and its position in c's block, and the rest's entries
+    ẑ_ir (zero in c's slot) and their positions in the rest's block (0 in c's slot)."""
+    _, c, kc = mode
+    cols, vals = data.Z.cols, data.Z.vals
+    zhat = vals * jnp.exp(vcp[data.ident])[cols]  # (n, m) rows of ZΛ
+    in_c = (data.ident == c)[cols] & (vals != 0)  # (n, m); ELLPACK padding may point into c
+    zc = jnp.sum(jnp.where(in_c, zhat, 0.0), axis=1)
+    pc = jnp.sum(jnp.where(in_c, inv[cols], 0), axis=1)
+    return zc, pc, jnp.where(in_c, 0.0, zhat), jnp.where(in_c, 0, inv[cols] - kc)
+
+
 def _rows_factor(vcp, w, mode, data: Data):
     """The :class:`psd.SchurFactor` of H_uu with D⁻¹B by rows (:class:`psd.RowsY`), for
     ``mode = ("schur_obs", c, k_c)``: each level of c holds at most one row of Z.
@@ -79,17 +93,9 @@ def _rows_factor(vcp, w, mode, data: Data):
     w_i − (w_i ẑ_ic)²/d_j = w_i / (1 + w_i ẑ_ic²):  S = I + Σ_i w̃_i ẑ_ir ẑ_irᵀ.
     Cost and memory O(n·m² + k_r²), never O(k_c·k_r)."""
     _, c, kc = mode
-    ident = data.ident
-    kr = ident.shape[0] - kc
-    index = psd.schur_index(ident, c, kc)
-    inv = index[2]
-    cols, vals = data.Z.cols, data.Z.vals
-    zhat = vals * jnp.exp(vcp[ident])[cols]  # (n, m) rows of ZΛ
-    in_c = (ident == c)[cols] & (vals != 0)  # (n, m); ELLPACK padding may point into c
-    zc = jnp.sum(jnp.where(in_c, zhat, 0.0), axis=1)  # (n,) the row's c entry
-    pc = jnp.sum(jnp.where(in_c, inv[cols], 0), axis=1)  # (n,) its position in c's block
-    pr = jnp.where(in_c, 0, inv[cols] - kc)  # (n, m) positions in the rest's block
-    zr = jnp.where(in_c, 0.0, zhat)  # (n, m) the rest's entries
+    kr = data.ident.shape[0] - kc
+    index = psd.schur_index(data.ident, c, kc)
+    zc, pc, zr, pr = _rows_split(vcp, mode, data, index[2])
     wz = w * zc**2
     d = 1.0 + jax.ops.segment_sum(wz, pc, num_segments=kc)
     wt = w / (1.0 + wz)  # the Schur complement's row weights w̃
@@ -110,9 +116,9 @@ def factor_h_uu(vcp, w, mode, data: Data):
     k = ident.shape[0]
     if mode == "diag":
         return psd.factor(jnp.exp(2 * vcp[ident]) * _ztwz(data, w, k, mode) + 1.0, mode, ident)
-    if mode != "dense" and not data.corr and mode[0] == "schur_obs":
-        return _rows_factor(vcp, w, mode, data)
     if mode != "dense" and not data.corr:
+        if mode[0] == "schur_obs":
+            return _rows_factor(vcp, w, mode, data)
         d, B, C, index = _ztwz_blocks(data, w, mode)
         e = jnp.exp(vcp[ident])
         ed, er = e[index[0]], e[index[1]]
@@ -143,9 +149,7 @@ def inverse_entries(vcp, F, mode, data: Data):
     if isinstance(F.Y, psd.RowsY):
         # row i: q_i = ẑ_ic² dd_j + 2 ẑ_ic Σ_b hdr_ib ẑ_ib + Σ_ab ẑ_ia G_iab ẑ_ib (rest's slots)
         dd, hdr, G, S_inv = psd.rows_inverse(F)
-        in_c = (data.ident == mode[1])[cols]
-        zc = jnp.sum(jnp.where(in_c, zhat, 0.0), axis=1)
-        zr = jnp.where(in_c, 0.0, zhat)
+        zc, _, zr, _ = _rows_split(vcp, mode, data, F.inv)
         q = (zc**2 * dd[F.Y.pc] + 2.0 * zc * jnp.sum(hdr * zr, axis=1)
              + jnp.einsum("na,nb,nab->n", zr, zr, G))
         return q, psd.unpermute(F, dd, jnp.diag(S_inv))
