@@ -7,9 +7,12 @@ scripts can be run independently without clobbering each other's tables.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,6 +118,20 @@ def table(rows: list[dict], columns: list[str]) -> str:
             cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def rscript_json(code: str, df, *args) -> tuple[dict, float]:
+    """Run the R script ``code`` with the CSV of the DataFrame ``df`` (written to a temporary
+    directory) as its first argument and ``args`` after it; return the JSON object it prints
+    and the wall time of the whole Rscript process (start-up and loading packages included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        csv, script = Path(tmp) / "d.csv", Path(tmp) / "bench.R"
+        df.to_csv(csv, index=False)
+        script.write_text(code)
+        t0 = time.perf_counter()
+        out = subprocess.run(["Rscript", str(script), str(csv), *map(str, args)],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout), time.perf_counter() - t0
 
 
 def timeit(fn, repeat: int = 3) -> float:

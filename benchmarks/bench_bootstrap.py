@@ -14,11 +14,8 @@ section of benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,13 +50,10 @@ def main():
     t0 = time.perf_counter()
     b = res.bootstrap(n=N, seed=2)
     second = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory() as tmp:
-        csv, script = Path(tmp) / "d.csv", Path(tmp) / "boot.R"
-        df.to_csv(csv, index=False)
-        script.write_text(R_SCRIPT)
-        out = subprocess.run(["Rscript", str(script), str(csv), str(N)], capture_output=True,
-                             text=True, check=True)
-    r = json.loads(out.stdout)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import rscript_json, write_section
+
+    r, _ = rscript_json(R_SCRIPT, df, N)
     # lme4's sdcor order: sd(Intercept), sd(Days), cor, sigma
     ours = ["Intercept", "Days", "sd_Intercept|Subject", "sd_Days|Subject",
             "cor_Days.Intercept|Subject", "sigma"]
@@ -90,9 +84,6 @@ def main():
         lines.append(f"| {cell} | [{lo:.3f}, {hi:.3f}] | [{r['lower'][k]:.3f}, "
                      f"{r['upper'][k]:.3f}] |")
     text = "\n".join(lines) + "\n"
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import write_section
-
     write_section("bootstrap", text)
     print(text)
     return np.array([first, second, r["seconds"]])

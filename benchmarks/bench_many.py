@@ -23,11 +23,8 @@ Usage: ``python benchmarks/bench_many.py [--k 10000] [--loops 20] [--no-write]``
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import warnings
@@ -36,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("BAYESGLMM_CACHE_DIR", "0")  # honest compile times
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table, write_section  # noqa: E402
+from _report import rscript_json, table, write_section  # noqa: E402
 
 N, GROUPS = 2000, 50
 
@@ -102,15 +99,7 @@ def main() -> None:
           flush=True)
 
     # lme4: a loop of glmer over the first L responses
-    with tempfile.TemporaryDirectory() as tmp:
-        csv, script = Path(tmp) / "d.csv", Path(tmp) / "many.R"
-        df.assign(**{f"y{j}": Y.iloc[:, j] for j in range(L)}).to_csv(csv, index=False)
-        script.write_text(R_SCRIPT)
-        t0 = time.perf_counter()
-        out = subprocess.run(["Rscript", str(script), str(csv)], capture_output=True,
-                             text=True, check=True)
-        r_whole = time.perf_counter() - t0
-    r = json.loads(out.stdout)
+    r, r_whole = rscript_json(R_SCRIPT, df.assign(**{f"y{j}": Y.iloc[:, j] for j in range(L)}))
     loads.append(load())
     r_fit, r_cpu = r["loop"] / L, r["cpu"] / L
     r_start = r_whole - r["loop"]

@@ -30,13 +30,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, table, write_section  # noqa: E402
+from benchmarks._report import machine, rscript_json, table, write_section  # noqa: E402
 
 R_SCRIPT = r"""
 suppressMessages(library(lme4))
@@ -94,21 +93,15 @@ def main() -> None:
     env = dict(os.environ, BAYESGLMM_CACHE_DIR="0", PYTHONPATH=str(ROOT))
     for n in (int(float(s)) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            csv = Path(tmp) / "d.csv"
-            simulate(n, args.levels).to_csv(csv, index=False)
+            csv, data = Path(tmp) / "d.csv", simulate(n, args.levels)
+            data.to_csv(csv, index=False)
             py = Path(tmp) / "ours.py"
             py.write_text(textwrap.dedent(OURS))
             ours = json.loads(subprocess.run([sys.executable, str(py), str(csv)], env=env,
                                              capture_output=True, text=True,
                                              check=True).stdout.splitlines()[-1])
             print(f"n={n}: ours {ours}", flush=True)
-            rs = Path(tmp) / "olre.R"
-            rs.write_text(R_SCRIPT)
-            t0 = time.perf_counter()
-            out = subprocess.run(["Rscript", str(rs), str(csv)], capture_output=True,
-                                 text=True, check=True)
-            r_whole = time.perf_counter() - t0
-            r = json.loads(out.stdout)
+            r, r_whole = rscript_json(R_SCRIPT, data)
             print(f"n={n}: glmer {r} (whole {r_whole:.1f} s)", flush=True)
         d_fe = max(abs(a - b) for a, b in zip(ours["fe"], r["fe"]))
         d_sd = max(abs(ours["sd_g"] - r["sd_g"]), abs(ours["sd_obs"] - r["sd_obs"]))
