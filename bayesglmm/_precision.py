@@ -7,11 +7,15 @@ same context enables bayesglmm's persistent compilation cache (``_cache``), also
 bayesglmm computes, and full-precision matrix products: on GPUs JAX's default lets float32
 products run in TF32 (10-bit mantissas), which stopped most float32 fits from converging on an
 H100 (many-response fits; single fits took twice the Newton steps).  On CPUs it changes nothing.
+
+The environment variable ``BAYESGLMM_DTYPE`` (``float32`` or ``float64``) replaces the
+per-backend default for every call that passes no ``dtype=`` (float64 on a GPU, say).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import jax
 import numpy as np
@@ -20,10 +24,18 @@ from ._cache import cache_scope
 
 __all__ = ["precision", "resolve_dtype"]
 
+ENV_DTYPE = "BAYESGLMM_DTYPE"
+
 
 def resolve_dtype(dtype=None) -> np.dtype:
-    """``None`` -> float64 on CPU, float32 on accelerators; otherwise float32 or float64."""
+    """``None`` -> ``$BAYESGLMM_DTYPE`` if set, else float64 on CPU and float32 on
+    accelerators; otherwise float32 or float64."""
     if dtype is None:
+        env = os.environ.get(ENV_DTYPE, "").strip().lower()
+        if env:
+            if env not in ("float32", "float64"):
+                raise ValueError(f"{ENV_DTYPE} must be float32 or float64, got {env!r}")
+            return np.dtype(env)
         return np.dtype(np.float64 if jax.default_backend() == "cpu" else np.float32)
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):

@@ -95,6 +95,27 @@ def machine() -> str:
     return "; ".join(parts)
 
 
+def backend_suffix() -> str:
+    """``""`` on CPU, ``"-gpu"`` (``-`` + the backend) elsewhere: a benchmark run on an
+    accelerator writes its own section of RESULTS.md beside the CPU's instead of replacing it."""
+    import jax
+
+    backend = jax.default_backend()
+    return "" if backend == "cpu" else f"-{backend}"
+
+
+def device_peak_mb() -> float | None:
+    """The default device's peak allocated memory in MB (None on CPU, whose allocations
+    ``peak_rss_mb`` counts)."""
+    import jax
+
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if dev.platform != "cpu" else None
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return stats["peak_bytes_in_use"] / 1e6
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md with ``body``."""
     stamp = time.strftime("%Y-%m-%d")

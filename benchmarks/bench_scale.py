@@ -39,7 +39,8 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import peak_rss_mb, table, write_section  # noqa: E402
+from benchmarks._report import (backend_suffix, device_peak_mb, peak_rss_mb, table,  # noqa: E402
+                                write_section)
 
 FE = np.array([-0.5, 1.0, -1.0])
 FE_POISSON = np.array([0.2, 0.3, -0.3])
@@ -127,6 +128,12 @@ def worker(spec: dict) -> dict:
                    fe=[float(v) for v in r.fe_mean], vcp=[float(v) for v in r.vcp_mean])
     out["peak_rss_mb"] = _maxrss_mb()
     out["load"] = max(load0, os.getloadavg()[0])
+    if lib == "ours":
+        from bayesglmm._precision import resolve_dtype
+
+        out["dtype"] = resolve_dtype().name
+        out["device_peak_mb"] = device_peak_mb()
+        out["backend_suffix"] = backend_suffix()
     return out
 
 
@@ -185,6 +192,8 @@ def row_of(r: dict) -> dict:
     else:
         row["nit"] = str(r["nit"]) + ("" if r["success"] else " (not conv.)")
     row["peak RSS (MB)"] = f"{r['peak_rss_mb']:,.0f}"
+    if r.get("device_peak_mb") is not None:
+        row["device peak (MB)"] = f"{r['device_peak_mb']:,.0f}"
     row["data (MB)"] = f"{r['data_mb']:,.0f}"
     row["load"] = f"{r['load']:.1f}"
     if not r.get("success", True):
@@ -213,13 +222,17 @@ def report(results: list[dict], total: float | None, note_large: str = "", write
                 row["vs statsmodels"] = f"> {SM_TIMEOUT / r['time_s']:.0f}×"
 
     cols = ["design", "n", "levels", "fit", "lib", "steady (s)", "compile (s)", "nit",
-            "repeats", "peak RSS (MB)", "data (MB)", "vs statsmodels", "load", "notes"]
+            "repeats", "peak RSS (MB)", "device peak (MB)", "data (MB)", "vs statsmodels",
+            "load", "notes"]
+    cols = [c for c in cols if c != "device peak (MB)" or any(c in row for row in rows)]
     md = table(rows, cols)
     print("\n" + md)
     if total is not None:
         print(f"\ntotal wall time {total:.0f} s")
 
-    notes = ["### Scaling: random intercepts and crossed factors", "",
+    suffix = _suffix(results)
+    notes = ["### Scaling: random intercepts and crossed factors" + _on_device(suffix, results),
+             "",
              "X = [1, x1, x2]; groups = n / 100 for the random-intercept designs (logit: fe = "
              "(−0.5, 1, −1), Poisson: fe = (0.2, 0.3, −0.3), intercept SD 0.8); the crossed "
              "design adds a second factor (SD 0.5). `exog_vc` is a scipy CSR indicator matrix "
@@ -239,7 +252,7 @@ def report(results: list[dict], total: float | None, note_large: str = "", write
         parts = []
         for r in tgt:
             lim = 10 if r["method"] == "fit_map" else 20
-            parts.append(f"{r['family']} `{r['method']}` {r['time_s']:.1f} s "
+            parts.append(f"{r['family']} `{r['method']}` {r['time_s']:.3g} s "
                          f"(target ≤ {lim} s: {'met' if r['time_s'] <= lim else 'not met'})")
         notes.append("Targets at 1e6 rows / 1e4 groups: " + "; ".join(parts) + ".")
     if note_large:
@@ -252,8 +265,24 @@ def report(results: list[dict], total: float | None, note_large: str = "", write
     if total is not None:
         notes.append(f"\nTotal benchmark wall time {total:.0f} s.")
     if write:
-        write_section("scale", "\n".join(notes))
-        print("wrote section 'scale' of benchmarks/RESULTS.md")
+        write_section("scale" + suffix, "\n".join(notes))
+        print(f"wrote section 'scale{suffix}' of benchmarks/RESULTS.md")
+
+
+def _suffix(results: list[dict]) -> str:
+    """The section's backend suffix: the workers' (also when rebuilt ``--from-log`` on another
+    machine), else this process's."""
+    found = {r["backend_suffix"] for r in results if "backend_suffix" in r}
+    return found.pop() if len(found) == 1 else backend_suffix()
+
+
+def _on_device(suffix: str, results: list[dict]) -> str:
+    """The heading's note of an accelerator run: its backend and the fits' dtype (float32 by
+    default off CPU); device peak = the accelerator's peak allocation."""
+    if not suffix:
+        return ""
+    dtypes = sorted({r["dtype"] for r in results if r.get("dtype")})
+    return f" — on {suffix[1:]} ({', '.join(dtypes) or 'default dtype'})"
 
 
 LAPLACE = ("fit_laplace(priors=False)", "fit_laplace(priors=True)")
@@ -279,21 +308,26 @@ def report_laplace(results: list[dict], write: bool = True):
         row.update({"first call (s)": f"{r['first_s']:.2f}", "warm (s)": f"{r['time_s']:.2f}",
                     "nit": "/".join(str(x) for x in sorted(set(r["nits"]))),
                     "peak RSS (MB)": f"{r['peak_rss_mb']:,.0f}", "load": f"{r['load']:.1f}",
+                    "device peak (MB)": (f"{r['device_peak_mb']:,.0f}"
+                                         if r.get("device_peak_mb") is not None else ""),
                     "goals (issue 9)": "; ".join(m for m in met if m)})
         rows.append(row)
-    cols = ["n", "groups", "fit", "first call (s)", "warm (s)", "nit", "peak RSS (MB)", "load",
-            "goals (issue 9)", "notes"]
+    cols = ["n", "groups", "fit", "first call (s)", "warm (s)", "nit", "peak RSS (MB)",
+            "device peak (MB)", "load", "goals (issue 9)", "notes"]
+    cols = [c for c in cols if c != "device peak (MB)" or any(row.get(c) for row in rows)]
     md = table(rows, cols)
     print("\n" + md)
+    suffix = _suffix(results)
     text = "\n".join([
-        "### Scaling: the marginal Laplace fit (`bench_scale.py --laplace`)", "",
+        "### Scaling: the marginal Laplace fit (`bench_scale.py --laplace`)"
+        + _on_device(suffix, results), "",
         "Logit random intercept as above (groups = n / 100), `fit_laplace` with and without "
         "priors, each configuration in a fresh process without the persistent cache: *first "
         "call* includes tracing and compilation, *warm* is the median of the calls after it.",
         "", md])
     if write:
-        write_section("scale-laplace", text)
-        print("wrote section 'scale-laplace' of benchmarks/RESULTS.md")
+        write_section("scale-laplace" + suffix, text)
+        print(f"wrote section 'scale-laplace{suffix}' of benchmarks/RESULTS.md")
 
 
 def main(argv=None):
@@ -373,7 +407,7 @@ def main(argv=None):
         worst = max(t1e6) if t1e6 else float("inf")
         if worst < 10:
             n_big = 10_000_000
-            note_large = (f"The slowest 1e6 fit took {worst:.1f} s (< 10 s), so the large "
+            note_large = (f"The slowest 1e6 fit took {worst:.3g} s (< 10 s), so the large "
                           "case is 1e7 rows × 1e5 groups.")
         else:
             n_big = 3_000_000

@@ -1,7 +1,7 @@
 """Simulated designs from statsmodels' own tests of BayesMixedGLM
 (statsmodels/genmod/tests/test_bayes_mixed_glm.py, BSD-3-Clause), reproduced here so that the
-parity tests use exactly statsmodels' designs; and the loader of the R reference fits in
-tests/reference/lme4.json."""
+parity tests use exactly statsmodels' designs; the loader of the R reference fits in
+tests/reference/lme4.json; and comparisons shared by several test files."""
 
 import json
 import re
@@ -163,3 +163,17 @@ def dense_deviance(model, theta, reml):
     if reml:
         dev += np.linalg.slogdet(X.T @ Vi @ X / s2)[1] - p * np.log(2 * np.pi)
     return dev
+
+
+def assert_reproduced(actual, desired, dtype=np.float64):
+    """Two runs of the same computation agree: to the last bit on CPU, where XLA's programs are
+    deterministic; elsewhere to 1,000 ulps of ``dtype`` (on GPUs XLA may order a reduction
+    differently from run to run, and an iterative fit carries the difference on: seen on an
+    H100, 2e-16 relative in float64, 5e-6 in float32)."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(actual, desired)
+    else:
+        tol = 1e3 * np.finfo(dtype).eps
+        np.testing.assert_allclose(actual, desired, rtol=tol, atol=tol)

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._precision import precision
-from .._xla import light_options
+from .._xla import large_options, light_options
 from ..budgets import lattice_budget
 from ..covariance import lam_t, lam_u
 from ..design.ellpack import matvec, rmatvec
@@ -119,7 +119,7 @@ def _skew_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False
     light options (fits.laplace.SMALL_PROGRAM_ROWS)."""
     obj = objective(family, mode, True, opts.inner_tol, opts.inner_maxiter)
 
-    @functools.partial(jax.jit, compiler_options=light_options() if small else None)
+    @functools.partial(jax.jit, compiler_options=light_options() if small else large_options())
     def third(theta, u, V, data, prior):
         kf = V.shape[0]
         pad = jnp.zeros(theta.shape[0] - kf, theta.dtype)
@@ -166,7 +166,7 @@ def _vc_skew_kernel(family: Family, mode, small: bool = False):
     (kernels.h_uu.inverse_entries: from the factor, never H_uu⁻¹ in full).  ``small``: the
     light compiler options."""
 
-    @functools.partial(jax.jit, compiler_options=light_options() if small else None)
+    @functools.partial(jax.jit, compiler_options=light_options() if small else large_options())
     def shift(theta, u, F, data: Data):
         kf = data.X.shape[1]
         vcp = theta[kf:]

@@ -42,7 +42,7 @@ import numpy as np
 
 from .._export import persistent_jit
 from .._precision import precision
-from .._xla import light_options
+from .._xla import large_options, light_options
 from ..covariance import lam_u
 from ..budgets import DENSE_VC_MAX, check_laplace
 from ..exceptions import SINGULAR_TOL
@@ -186,7 +186,7 @@ def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions,
     with XLA's light options (:data:`SMALL_PROGRAM_ROWS`)."""
     obj = objective(family, mode, priors, opts.inner_tol, opts.inner_maxiter)
     jit = functools.partial(persistent_jit,
-                            compiler_options=light_options() if small else None)
+                            compiler_options=light_options() if small else large_options())
 
     @jit
     def value(theta, u, du, dtheta, data, prior):

@@ -164,7 +164,7 @@ def _cpu_backend() -> bool:
 
 def lmm_dtype(dtype=None) -> np.dtype:
     """:func:`bayesglmm._precision.resolve_dtype`, without importing JAX for the default on CPU."""
-    if dtype is None and _cpu_backend():
+    if dtype is None and not os.environ.get("BAYESGLMM_DTYPE", "").strip() and _cpu_backend():
         return np.dtype(np.float64)
     if dtype is not None and np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.float64)):
         return np.dtype(dtype)

@@ -36,7 +36,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .._xla import light_options
+from .._xla import large_options, light_options
 from ..covariance import lam_t, lam_u
 from ..design.ellpack import matvec, rmatvec
 from ..families import Family
@@ -99,7 +99,7 @@ def laplace_correction(family: Family, mode, small: bool = False):
     array([-0.045,  0.053,  0.036])
     """
 
-    @functools.partial(jax.jit, compiler_options=light_options() if small else None)
+    @functools.partial(jax.jit, compiler_options=light_options() if small else large_options())
     def delta(theta, u, F, data: Data):
         kf = data.X.shape[1]
         vcp = theta[kf:]

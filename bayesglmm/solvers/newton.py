@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._export import persistent_jit
-from .._xla import small_options
+from .._xla import large_options, small_options
 from .linesearch import backtrack
 from .. import progress as _progress
 from .newton_step import (CURVATURE, GRAD, NEWTON, NONE, WARM, NewtonOptions, Step,
@@ -233,7 +233,7 @@ def _newton_program(f: Callable, dense: bool, n_colors: int, start_mode: int, st
                            _init_state(a0, v0, dense))
         return result(c)
 
-    options = small_options() if dense else None
+    options = small_options() if dense else large_options()
     if with_progress:  # a host callback: not exportable
         return jax.jit(solve, compiler_options=options)
     return persistent_jit(solve, compiler_options=options)  # traced once per machine
