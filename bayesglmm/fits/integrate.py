@@ -25,7 +25,7 @@ from the weighted nodes.  fe's mean at a node has a third-order (skewness) corre
 E[fe | vcp] ≈ fe_k + ½ C_k T, T_i = Σ_jl (C_k)_jl ∂³J/∂fe_i∂fe_j∂fe_l; the third
 derivatives are taken once, at the mode (:func:`third_derivatives`), and used at every node
 (they vary slowly; the correction itself is second order).  vc's mean at a node has the same
-third-order correction of its conditional mode (:func:`_vc_skew_kernel`, independent terms):
+third-order correction of its conditional mode (:func:`_node_kernel`, independent terms):
 without it the skewed binomial conditionals of cbpp put every integrated vc mean ≈ 0.1
 posterior SD above NUTS's, with it within 0.03 (docs/which_fit.md).
 
@@ -38,11 +38,12 @@ warm-started from the mode by u*(θ_k) ≈ u*(θ̂) + du*/dθ·(θ_k − θ̂) a
 fe_k ≈ fe^ + Σ_fe,vcp Σ⁻¹ (vcp_k − m); a node stops at a Newton decrement ≤
 ``NODE_DECREMENT`` and takes its last step without evaluating, so it typically costs one
 inner solve and one Hessian.  Memory is that of one evaluation of the fit plus
-O(N·(k_vc + k_fep²)) for the node summaries.  The skewness corrections are two more small
-programs: fe's (two forward derivatives of the adjoint gradient along k_fep(k_fep + 1)/2
-directions) runs once, vc's (one factorisation of H_uu and its leverages, as the fit's
-log-determinant derivative uses) once per node; δ costs the same (leverages and one solve
-with the node's factor), never an n × n or dense n × k_vc matrix.
+O(N·(k_vc + k_fep²)) for the node summaries.  fe's skewness correction is one more program
+(two forward derivatives of the adjoint gradient along k_fep(k_fep + 1)/2 directions), run
+once; vc's summaries, its skewness shift and δ come from one program per node
+(:func:`_node_kernel`: the leverages and diag(H_uu⁻¹) from the node's factor, as the fit's
+log-determinant derivative forms them, and one solve), never an n × n or dense n × k_vc
+matrix.
 """
 
 from __future__ import annotations
@@ -56,21 +57,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._precision import precision
-from .._xla import large_options, light_options
+from .._xla import large_options, light_options, small_options
 from ..budgets import lattice_budget
-from ..covariance import lam_t, lam_u
-from ..design.ellpack import matvec, rmatvec
+from ..covariance import lam_u
 from ..exceptions import IntegrationWarning
 from ..families import Family
-from ..kernels.glmm import Data, Prior, split_disp
+from ..kernels.glmm import Data, Prior
 from ..kernels.h_uu import inverse_entries
-from ..kernels.laplace_correction import laplace_correction
+from ..kernels.laplace_correction import correction_terms
 from ..kernels.marginal import objective
-from ..linalg import psd
 from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
 from .lattice import lattice_nodes
 from .laplace import (LaplaceFit, LaplaceOptions, default_options, laplace_kernels,
-                      small_programs)
+                      small_programs, vc_jacobian)
 from .nodes import MAX_DIM, gaussian_misfit, is_product_grid, node_design
 
 __all__ = ["CCD_MISFIT", "DESIGNS", "IntegratedFit", "check_integrable", "integrate_vcp",
@@ -110,16 +109,34 @@ def check_integrable(k_vcp: int) -> None:
             "with its Gaussian covariance")
 
 
+# The third derivatives' program runs once per fit and traces and compiles in about 3 s, most
+# of an integrated fit's first call beyond the mode fit's.  Where rows × directions are at most
+# THIRD_SMALL_WORK it is compiled with XLA's small-problem options (_xla.small_options), which
+# halve the compilation and up to double the run: grouseticks (403 rows × 10) 2.3 -> 1.1 s
+# compiling, 0.06 -> 0.09 s running; crossed-binary (7,584 × 21) 2.5 -> 1.3 s, 0.13 -> 0.25 s.
+THIRD_SMALL_WORK = 500_000
+
+
+def third_options(small: bool, n_rows: int, kf: int) -> str:
+    """The compiler options of :func:`_skew_kernel`'s program: ``"small"``, ``"light"`` or
+    ``"large"`` (``_xla``'s small, light or large options)."""
+    if small and n_rows * kf * (kf + 1) // 2 <= THIRD_SMALL_WORK:
+        return "small"
+    return "light" if small else "large"
+
+
 @functools.cache
-def _skew_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False):
+def _skew_kernel(family: Family, mode, opts: LaplaceOptions, options: str = "large"):
     """``D(θ, u*, V, data, prior) -> (k_fep, r)``: column j is (d/dt)² ∇_fe J(θ + t·v_j),
     i.e. Σ_kl ∂³J/∂fe_i∂fe_k∂fe_l v_jk v_jl, for the r columns v_j of V (k_fep, r): two
     forward derivatives of the adjoint gradient (kernels.marginal.Objective.grad_at) per
-    direction, exact through u*(θ) by implicit differentiation.  ``small``: compiled with the
-    light options (fits.laplace.SMALL_PROGRAM_ROWS)."""
+    direction, exact through u*(θ) by implicit differentiation.  ``options``: the compiler
+    options, ``"small"``, ``"light"`` or ``"large"`` (:func:`third_options`)."""
     obj = objective(family, mode, True, opts.inner_tol, opts.inner_maxiter)
+    compiler_options = {"small": small_options, "light": light_options,
+                        "large": large_options}[options]()
 
-    @functools.partial(jax.jit, compiler_options=light_options() if small else large_options())
+    @functools.partial(jax.jit, compiler_options=compiler_options)
     def third(theta, u, V, data, prior):
         kf = V.shape[0]
         pad = jnp.zeros(theta.shape[0] - kf, theta.dtype)
@@ -154,44 +171,34 @@ def third_derivatives(third, theta, u, kf: int, data, prior) -> np.ndarray:
 
 
 @functools.cache
-def _vc_skew_kernel(family: Family, mode, small: bool = False):
-    """``shift(θ, u*, F, data) -> (k_vc,)``: the third-order correction of the random
-    effects' conditional mean, E[vc | θ] ≈ vc* − ½ Λ H_uu⁻¹ T, independent terms only (F: the
-    factorisation of H_uu at u*, as the fit's ``vgh`` returns it).
+def _node_kernel(family: Family, mode, small: bool = False):
+    """``node(θ, u*, du*/dθ, F, data) -> (vc*, Var(vc | θ, fe), dvc*/dθ, δ, shift)`` at a node,
+    independent terms only (F: H_uu's factorisation at u*, as the fit's ``vgh`` returns it):
+    what :func:`_solve_node` needs beyond the fe Newton solve, from one computation of the
+    leverages and diag(H_uu⁻¹) (kernels.h_uu.inverse_entries) and one solve with F, where the
+    fit's ``finish``, the correction δ (kernels.laplace_correction) and the shift each formed
+    their own (grouseticks' lattice: 7 ms a node, as much as the node's Hessian).
 
-    The Laplace expansion of the mean of exp(−h(u)) about its mode u* is
-    E[u] ≈ u* − ½ H_uu⁻¹ T with T_a = Σ_bc (H_uu⁻¹)_bc ∂³h/∂u_a∂u_b∂u_c.  With ẑ_i the rows of
-    ZΛ, ∂³h/∂u_a∂u_b∂u_c = −Σ_i ℓ‴_i ẑ_ia ẑ_ib ẑ_ic (ℓ‴_i = ∂³loglik_i/∂η³, by nested
-    forward autodiff), so T = −ΛZᵀ(ℓ‴ ⊙ q), q_i = ẑ_iᵀH_uu⁻¹ẑ_i the leverages
-    (kernels.h_uu.inverse_entries: from the factor, never H_uu⁻¹ in full).  ``small``: the
+    ``δ``: the three terms of the second-order correction of the Laplace integral over u.
+    ``shift``: the third-order correction of the random effects' conditional mean,
+    E[vc | θ] ≈ vc* − ½ Λ H_uu⁻¹ T'.  The Laplace expansion of the mean of exp(−h(u)) about its
+    mode u* is E[u] ≈ u* − ½ H_uu⁻¹ T' with T'_a = Σ_bc (H_uu⁻¹)_bc ∂³h/∂u_a∂u_b∂u_c.  With ẑ_i
+    the rows of ZΛ, ∂³h/∂u_a∂u_b∂u_c = −Σ_i ℓ‴_i ẑ_ia ẑ_ib ẑ_ic, so T' = −ΛZᵀ(ℓ‴ ⊙ q) = −T,
+    q_i = ẑ_iᵀH_uu⁻¹ẑ_i the leverages, and shift = ½ Λ H_uu⁻¹T with T and H_uu⁻¹T as δ's
+    t33a term forms them (kernels.laplace_correction.correction_terms).  ``small``: the
     light compiler options."""
 
     @functools.partial(jax.jit, compiler_options=light_options() if small else large_options())
-    def shift(theta, u, F, data: Data):
+    def node(theta, u, du, F, data: Data):
         kf = data.X.shape[1]
         vcp = theta[kf:]
-        vc = lam_u(vcp, u, data.ident)
-        eta = data.X @ theta[:kf] + matvec(data.Z, vc) + data.offset
-        ones = jnp.ones_like(eta)
-        disp = split_disp(family, vcp)  # the family's dispersion parameters, or None
+        q, hd = inverse_entries(vcp, F, mode, data)
+        terms, _, HiT = correction_terms(family, mode, theta, u, F, data, (q, hd))
+        var = jnp.exp(2 * vcp[data.ident]) * hd  # diag(Λ H_uu⁻¹ Λᵀ)
+        return (lam_u(vcp, u, data.ident), var, vc_jacobian(theta, u, du, data), terms,
+                lam_u(vcp, 0.5 * HiT, data.ident))
 
-        def rows(e):
-            if disp is None:
-                return family.loglik(data.y, e, data.n_trials, data.weights)
-            return family.loglik(data.y, e, data.n_trials, data.weights, disp)
-
-        def d1(e):
-            return jax.jvp(rows, (e,), (ones,))[1]
-
-        def d2(e):
-            return jax.jvp(d1, (e,), (ones,))[1]
-
-        ll3 = jax.jvp(d2, (eta,), (ones,))[1]
-        q, _ = inverse_entries(vcp, F, mode, data)
-        T = -lam_t(vcp, rmatvec(data.Z, ll3 * q, u.shape[0]), data.ident)
-        return lam_u(vcp, -0.5 * psd.solve(F, T, mode), data.ident)
-
-    return shift
+    return node
 
 
 def uses_correction(k_vcp: int, n_points: int | None = None) -> bool:
@@ -223,13 +230,15 @@ class _Node(NamedTuple):
     norm: float = 0.0  # log p̃ − J(fe*): (k_fep/2)·log 2π − ½ log det C⁻¹ [+ δ]
 
 
-def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
-                quick: bool = False):
+def _solve_node(kern, F3, node, delta: bool, vc_skew: bool, vcp, fe0, base, data, prior,
+                popts, quick: bool = False):
     """The Gaussian approximation of fe | vcp at one node (module docstring); ``base`` =
     (θ̂, u*(θ̂), du*/dθ at θ̂) for the warm start of the first inner solve; ``F3`` the third
-    derivatives of J in fe (at the mode) for the skewness correction, or None; ``delta`` the
-    second-order correction of the Laplace integral over u
-    (kernels.laplace_correction), or None.  ``quick``: one Hessian at the start and its
+    derivatives of J in fe (at the mode) for the skewness correction, or None; ``node``
+    :func:`_node_kernel`'s program (independent terms), or None (the fit's ``finish``);
+    ``delta``: add the second-order correction of the Laplace integral over u
+    (kernels.laplace_correction); ``vc_skew``: the third-order shift of vc's mean (both need
+    ``node``).  ``quick``: one Hessian at the start and its
     Newton step, not evaluated, when the start's decrement ½gᵀCg is at most
     ``QUICK_DECREMENT`` (the lattice's warm starts from a neighbour); a full solve from
     there otherwise."""
@@ -266,7 +275,7 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
         g = np.asarray(s.g, np.float64)
         step = (Q / w) @ Q.T @ g
         if 0.5 * float(g @ step) > QUICK_DECREMENT:  # too far: Newton from the step's end
-            return _solve_node(kern, F3, vc_skew, delta, vcp, (s.x - step).astype(dtype),
+            return _solve_node(kern, F3, node, delta, vc_skew, vcp, (s.x - step).astype(dtype),
                                (full(s.x), s.u, du_F[0]), data, prior, popts)
     if not ok:
         nan = np.full(data.ident.shape[0], np.nan)
@@ -279,18 +288,22 @@ def _solve_node(kern, F3, vc_skew, delta, vcp, fe0, base, data, prior, popts,
     g = np.asarray(s.g, np.float64)
     d = -C @ g
     norm = 0.5 * kf * _LOG_2PI - 0.5 * float(np.sum(np.log(w)))
-    if delta is not None:  # log p(y | θ) ≈ Laplace + δ(θ) (relative error O(n⁻²))
-        norm += float(np.sum(np.asarray(delta(theta, s.u, du_F[1], data), np.float64)))
+    if node is None:
+        vc, var_cond, J, _ = (np.asarray(x, np.float64)
+                              for x in kern.finish(theta, s.u, du_F, data, prior))
+    else:
+        vc, var_cond, J, terms, shift = (np.asarray(x, np.float64)
+                                         for x in node(theta, s.u, *du_F, data))
+        if delta:  # log p(y | θ) ≈ Laplace + δ(θ) (relative error O(n⁻²))
+            norm += float(np.sum(terms))
+        if vc_skew:
+            vc = vc + shift
     logp = -float(s.f) + 0.5 * float(g @ C @ g) + norm
-    vc, var_cond, J, _ = (np.asarray(x, np.float64)
-                          for x in kern.finish(theta, s.u, du_F, data, prior))
     Jfe = J[:, :kf]
     fe = np.asarray(s.x, np.float64) + d
     vc = vc + Jfe @ d
     if F3 is not None:  # E[fe | vcp] ≈ fe* + ½ C T, T_i = Σ_jl C_jl ∂³J/∂fe_i∂fe_j∂fe_l
         fe = fe + 0.5 * C @ np.einsum("ijl,jl->i", F3, C)
-    if vc_skew is not None:
-        vc = vc + np.asarray(vc_skew(theta, s.u, du_F[1], data), np.float64)
     var = var_cond + np.einsum("kp,pq,kq->k", Jfe, C, Jfe)
     # dfe*/dvcp = −H_ff⁻¹ H_fv (implicit function theorem on ∇_fe J = 0): a neighbour's start
     dfe = -C @ np.asarray(last_H[0], np.float64)[kf:].T
@@ -405,17 +418,16 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         theta_hat = fit.solution.a.astype(dtype)
         u_hat = jnp.asarray(fit.solution.v[:, 0], dtype)
         _, _, _, (du_hat, _) = kern.vgh(theta_hat, u_hat, data, prior)  # du*/dθ at the mode
-        F3 = (third_derivatives(_skew_kernel(family, mode, opts, small), theta_hat, u_hat, kf, data,
-                                prior) if skew else None)
-        vc_skew = _vc_skew_kernel(family, mode, small) if skew and not data.corr else None
-        delta = laplace_correction(family, mode, small) if not data.corr else None
+        third = _skew_kernel(family, mode, opts, third_options(small, int(data.y.shape[0]), kf))
+        F3 = third_derivatives(third, theta_hat, u_hat, kf, data, prior) if skew else None
+        node = None if data.corr else _node_kernel(family, mode, small)
 
         def solve(vcp, base, fe0, corrected, quick=False):
             if fe0 is None:
                 fe0 = fit.fe + (vcp - fit.vcp) @ B.T
-            return _solve_node(kern, F3, vc_skew, delta if corrected else None,
-                               vcp.astype(dtype), fe0.astype(dtype), base, data, prior, popts,
-                               quick)
+            return _solve_node(kern, F3, node, corrected and node is not None,
+                               skew and node is not None, vcp.astype(dtype), fe0.astype(dtype),
+                               base, data, prior, popts, quick)
 
         base = (theta_hat, u_hat, du_hat)
         if not grid:

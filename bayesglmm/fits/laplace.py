@@ -57,7 +57,7 @@ from .start import LOG_DISP_START, START_TOL, disp_start, glm_fit, glm_start, st
 __all__ = ["DENSE_VC_MAX", "LOG_DISP_START", "LOG_SD_MIN", "SINGULAR_SD", "START_TOL",
            "LaplaceFit", "LaplaceKernels", "LaplaceOptions", "default_options", "disp_start",
            "fit_laplace", "glm_fit", "glm_start", "laplace_kernels", "lower_bounds",
-           "start_theta", "theta_layout"]
+           "start_theta", "theta_layout", "vc_jacobian"]
 
 LOG_SD_MIN = -12.0  # lower bound of vcp (SD 6e-6)
 SINGULAR_SD = SINGULAR_TOL  # a fitted SD below this is reported as zero (lme4's isSingular)
@@ -203,13 +203,18 @@ def laplace_kernels(family: Family, mode, priors: bool, opts: LaplaceOptions,
     def finish(theta, u, du_F, data, prior):
         kf = data.X.shape[1]
         du, F = du_F
-        # dvc*/dθ of vc* = Λ(vcp)·u*(θ): Λ·du*/dθ + (dΛ/dθ)·u*
-        J = lam_u(theta[kf:], du, data.ident, data.corr) + jax.jacfwd(
-            lambda th: lam_u(th[kf:], u, data.ident, data.corr))(theta)
         return (lam_u(theta[kf:], u, data.ident, data.corr), var_vc(theta[kf:], F, mode, data),
-                J, log_prior(theta, data, prior, family.n_disp))
+                vc_jacobian(theta, u, du, data), log_prior(theta, data, prior, family.n_disp))
 
     return LaplaceKernels(value, vgh, finish)
+
+
+def vc_jacobian(theta, u, du, data: Data):
+    """dvc*/dθ (k_vc, k_a) of vc* = Λ(vcp)·u*(θ) from du*/dθ: Λ·du*/dθ + (dΛ/dθ)·u*
+    (traceable)."""
+    kf = data.X.shape[1]
+    return lam_u(theta[kf:], du, data.ident, data.corr) + jax.jacfwd(
+        lambda th: lam_u(th[kf:], u, data.ident, data.corr))(theta)
 
 
 def theta_layout(family: Family, data: Data) -> tuple[int, int]:

@@ -44,7 +44,7 @@ from ..linalg import psd
 from .glmm import Data, split_disp
 from .h_uu import inverse_entries
 
-__all__ = ["laplace_correction", "loglik_derivatives"]
+__all__ = ["correction_terms", "laplace_correction", "loglik_derivatives"]
 
 
 def loglik_derivatives(family: Family, eta, data: Data, disp=None):
@@ -102,21 +102,32 @@ def laplace_correction(family: Family, mode, small: bool = False):
     @functools.partial(jax.jit, compiler_options=light_options() if small else large_options())
     def delta(theta, u, F, data: Data):
         kf = data.X.shape[1]
-        vcp = theta[kf:]
-        k = u.shape[0]
-        eta = data.X @ theta[:kf] + matvec(data.Z, lam_u(vcp, u, data.ident)) + data.offset
-        l3, l4 = loglik_derivatives(family, eta, data, split_disp(family, vcp))
-        q, hd = inverse_entries(vcp, F, mode, data)  # leverages, diag(H_uu⁻¹)
-        t4 = jnp.sum(l4 * q**2) / 8
-        T = lam_t(vcp, rmatvec(data.Z, l3 * q, k), data.ident)  # ΛZᵀ(ℓ‴ ⊙ q)
-        t33a = jnp.sum(T * psd.solve(F, T, mode)) / 8
-        if mode == "diag":
-            # Σ_{i∈l} ℓ‴_i ẑ_i³ per level l, ẑ_i = z_i·e_l
-            e3 = jnp.exp(3 * vcp[data.ident])
-            s = e3 * rmatvec(data.Z._replace(vals=data.Z.vals**3), l3, k)
-            t33b = jnp.sum(s**2 * hd**3) / 12
-        else:
-            t33b = jnp.sum(l3**2 * q**3) / 12
-        return jnp.stack([t4, t33a, t33b])
+        q_hd = inverse_entries(theta[kf:], F, mode, data)  # leverages, diag(H_uu⁻¹)
+        return correction_terms(family, mode, theta, u, F, data, q_hd)[0]
 
     return delta
+
+
+def correction_terms(family: Family, mode, theta, u, F, data: Data, q_hd):
+    """Traceable: ``(δ's terms (t4, t33a, t33b), T, H_uu⁻¹T)`` at θ with T = ΛZᵀ(ℓ‴ ⊙ q)
+    (module docstring), given ``q_hd`` = (leverages, diag(H_uu⁻¹)) from
+    kernels.h_uu.inverse_entries.  H_uu⁻¹T is also the third-order shift of the random
+    effects' conditional mean (fits.integrate), so a caller that needs both solves once."""
+    kf = data.X.shape[1]
+    vcp = theta[kf:]
+    k = u.shape[0]
+    q, hd = q_hd
+    eta = data.X @ theta[:kf] + matvec(data.Z, lam_u(vcp, u, data.ident)) + data.offset
+    l3, l4 = loglik_derivatives(family, eta, data, split_disp(family, vcp))
+    t4 = jnp.sum(l4 * q**2) / 8
+    T = lam_t(vcp, rmatvec(data.Z, l3 * q, k), data.ident)  # ΛZᵀ(ℓ‴ ⊙ q)
+    HiT = psd.solve(F, T, mode)
+    t33a = jnp.sum(T * HiT) / 8
+    if mode == "diag":
+        # Σ_{i∈l} ℓ‴_i ẑ_i³ per level l, ẑ_i = z_i·e_l
+        e3 = jnp.exp(3 * vcp[data.ident])
+        s = e3 * rmatvec(data.Z._replace(vals=data.Z.vals**3), l3, k)
+        t33b = jnp.sum(s**2 * hd**3) / 12
+    else:
+        t33b = jnp.sum(l3**2 * q**3) / 12
+    return jnp.stack([t4, t33a, t33b]), T, HiT

@@ -18,10 +18,11 @@ from scipy import sparse
 import bayesglmm as bg
 from bayesglmm._precision import precision
 from bayesglmm.exceptions import IntegrationWarning
-from bayesglmm.fits.integrate import (_skew_kernel, _vc_skew_kernel, integrate_vcp,
+from bayesglmm.fits.integrate import (_node_kernel, _skew_kernel, integrate_vcp,
                                       third_derivatives)
-from bayesglmm.fits.laplace import default_options, fit_laplace
+from bayesglmm.fits.laplace import default_options, fit_laplace, laplace_kernels
 from bayesglmm.fits.nodes import MAX_DIM, ccd, node_design, two_level
+from bayesglmm.kernels.laplace_correction import laplace_correction
 from bayesglmm.kernels.marginal import conditional_mode, marginal_loglik, objective
 from benchmarks.bench_integrate import model as bench_model
 from benchmarks.bench_integrate import run_worker
@@ -121,7 +122,8 @@ def test_third_derivatives_match_nested_autodiff(crossed):
 @pytest.mark.slow
 def test_vc_skewness_correction_matches_dense_reference(crossed):
     """−½ Λ H_uu⁻¹ T from leverages and the Schur factor against the dense formula with the
-    full third-derivative tensor of h(u) (jacfwd ∘ jacfwd ∘ grad) and a dense inverse."""
+    full third-derivative tensor of h(u) (jacfwd ∘ jacfwd ∘ grad) and a dense inverse; the node
+    program's other outputs equal the fit's ``finish`` and kernels.laplace_correction's."""
     m = crossed
     mode = m._design_mode
     assert mode[0] == "schur"
@@ -130,8 +132,13 @@ def test_vc_skewness_correction_matches_dense_reference(crossed):
         theta = jnp.array([-0.3, 0.4, 0.2, 0.4])
         u = conditional_mode(m.family, mode)(theta, jnp.zeros(m.k_vc), data)
         obj = objective(m.family, mode, True)
-        F = jax.jit(obj.vgh_at)(theta, u, data, m._prior())[4]
-        got = _vc_skew_kernel(m.family, mode)(theta, u, F, data)
+        _, _, _, du, F = jax.jit(obj.vgh_at)(theta, u, data, m._prior())
+        vc, var, J, terms, got = _node_kernel(m.family, mode)(theta, u, du, F, data)
+        kern = laplace_kernels(m.family, mode, True, default_options(np.float64))
+        for a, b in zip((vc, var, J), kern.finish(theta, u, (du, F), data, m._prior())):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(terms), np.asarray(
+            laplace_correction(m.family, mode)(theta, u, F, data)), rtol=1e-12, atol=1e-14)
         e = jnp.exp(theta[2:][data.ident])
         X, Zd = jnp.asarray(m.exog), jnp.asarray(m.exog_vc.toarray())
 
