@@ -175,9 +175,10 @@ def _node_kernel(family: Family, mode, small: bool = False):
     """``node(θ, u*, du*/dθ, F, data) -> (vc*, Var(vc | θ, fe), dvc*/dθ, δ, shift)`` at a node,
     independent terms only (F: H_uu's factorisation at u*, as the fit's ``vgh`` returns it):
     what :func:`_solve_node` needs beyond the fe Newton solve, from one computation of the
-    leverages and diag(H_uu⁻¹) (kernels.h_uu.inverse_entries) and one solve with F, where the
-    fit's ``finish``, the correction δ (kernels.laplace_correction) and the shift each formed
-    their own (grouseticks' lattice: 7 ms a node, as much as the node's Hessian).
+    leverages and diag(H_uu⁻¹) (kernels.h_uu.inverse_entries) and one solve with F.  (Three
+    programs — the fit's ``finish``, the correction δ of kernels.laplace_correction and the
+    shift — each formed their own: 7 ms a node on grouseticks' lattice, as much as the node's
+    Hessian.)
 
     ``δ``: the three terms of the second-order correction of the Laplace integral over u.
     ``shift``: the third-order correction of the random effects' conditional mean,

@@ -39,6 +39,7 @@ import pandas as pd
 from jax import lax
 
 from .._precision import precision
+from .._xla import large_options
 from ..exceptions import ConvergenceWarning, SingularFitWarning
 from ..kernels.glmm import Data
 from ..progress import bar
@@ -142,7 +143,7 @@ def _live_program(fn, n_batched: int, group: int):
     count evaluates ⌈n_live / group⌉ groups: stopped responses cost nothing."""
     vf = jax.vmap(fn, in_axes=(0,) * n_batched + (_data_axes(), None))
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=large_options())
     def run(live, old, *args):
         batched, data, prior = args[:n_batched], args[n_batched], args[n_batched + 1]
         order = jnp.argsort(~live, stable=True)  # live rows first, in order

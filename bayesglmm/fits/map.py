@@ -35,6 +35,7 @@ import numpy as np
 from jax import lax
 
 from .._precision import precision
+from .._xla import large_options
 from ..families import Family
 from ..kernels.glmm import Data, Params, Prior, make_logposterior
 from ..solvers import NewtonOptions, Solution, lbfgs
@@ -113,7 +114,8 @@ def map_program(family: Family, dense: bool, n_colors: int, final_mode: int = GR
 def _lbfgs_solve(family: Family, maxiter: int, gtol: float):
     objective = map_objective(family)
     return jax.jit(lambda a0, u0, data, prior: lbfgs(objective, a0, u0, (data, prior),
-                                                     maxiter=maxiter, gtol=gtol))
+                                                     maxiter=maxiter, gtol=gtol),
+                   compiler_options=large_options())
 
 
 @functools.cache
@@ -122,7 +124,7 @@ def _hessian_program(family: Family, batch: int = 32):
     columns at a time (crossed designs, full covariance)."""
     objective = map_objective(family)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=large_options())
     def hessian(a, u, data, prior):
         ka = a.shape[0]
 

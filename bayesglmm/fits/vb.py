@@ -26,7 +26,7 @@ import numpy as np
 
 from .._export import persistent_jit
 from .._precision import precision
-from .._xla import small_options
+from .._xla import large_options, small_options
 from ..families import Family
 from ..kernels.glmm import Data, Params, Prior, make_elbo
 from ..quadrature import Rule
@@ -119,7 +119,8 @@ def _fit_host(vg, a0, v0, a_shift, args, opts: NewtonOptions, maxiter: int, dt) 
 def _lbfgs_solve(family: Family, rule: Rule, maxiter: int, gtol: float):
     objective = vb_objective(family, rule)
     return jax.jit(lambda a0, v0, data, prior: lbfgs(objective, a0, v0, (data, prior),
-                                                     maxiter=maxiter, gtol=gtol))
+                                                     maxiter=maxiter, gtol=gtol),
+                   compiler_options=large_options())
 
 
 def start_values(mean, sd, rng, k_fep: int, k_vcp: int, k_vc: int, X: np.ndarray):
