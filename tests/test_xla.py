@@ -32,6 +32,7 @@ def test_an_option_the_compiler_lacks_is_left_out(fresh):
     """As jax 0.11 dropped xla_cpu_use_fusion_emitters: a program naming it would not compile."""
     if jax.default_backend() != "cpu":
         pytest.skip("the options tested are the CPU compiler's")
+    fresh.setattr(_xla, "VERIFIED", set())  # probe, whatever the release
     fresh.setitem(_xla.SMALL_CPU, "xla_cpu_no_such_option", True)
     assert not _xla._compiles({"xla_cpu_no_such_option": True})
     small = _xla.small_options()
@@ -48,3 +49,18 @@ def test_each_backend_its_own(fresh):
     assert _xla.small_options() == _xla.light_options() == _xla.large_options() == _xla.GPU
     fresh.setattr(jax, "default_backend", lambda: "tpu")
     assert _xla.small_options() is None and _xla.large_options() is None
+
+
+def test_a_verified_release_is_not_probed(fresh):
+    """On a VERIFIED (backend, jaxlib) pair every option is taken without compiling (a
+    process whose programs all come from the persistent cache compiles nothing)."""
+    backend = jax.default_backend()
+    fresh.setattr(_xla, "VERIFIED", {(backend, _xla._jaxlib_minor())})
+
+    def no_compile(options):
+        raise AssertionError("probed")
+
+    fresh.setattr(_xla, "_compiles", no_compile)
+    every = _xla.SMALL_CPU | _xla.LIGHT_CPU if backend == "cpu" else _xla.GPU
+    assert _xla._known(backend) == frozenset(every)
+

@@ -399,10 +399,10 @@ def second_order(theta, psi, cp: CrossProd, struct: Structure, reml=True):
 # one Hessian per fit there), while ``evaluate``, run a dozen times or more, is 1.7× faster
 # with the defaults.
 _SMALL_WORK = 200_000  # array entries an evaluation touches, at most, for the small options
-# From this dense-block size on, second_order runs with XLA's defaults too: on the InstEval
-# shape (m = 1,126) its m × m products make a warm fit 1.65 -> 1.48 s (one Hessian per fit),
-# for 1.2 s more compilation on a first call without the persistent cache (4.3 -> 5.5 s).
-_LARGE_HESSIAN_M = 1_000
+# second_order stays with the small options at every size: with XLA's defaults the InstEval
+# shape's warm fit took 1.65 -> 1.48 s (its m × m products run faster), but on statsmodels'
+# test_random_effects_getters (500 groups, q = 6) the program so compiled crashed the process
+# when run (a segmentation fault inside XLA's CPU code, jax 0.10.2)
 
 
 @functools.cache
@@ -416,25 +416,20 @@ def _small_programs(backend: str):
 
 
 @functools.cache
-def _large_programs(backend: str):
-    """(evaluate, second_order) with the large-problem options of ``backend``
-    (``_xla.large_options``: XLA's defaults on CPU), traced once per machine."""
-    opts = large_options()
-    return (persistent_jit(evaluate.__wrapped__, static_argnames=("struct",),
-                           compiler_options=opts),
-            persistent_jit(second_order.__wrapped__, static_argnames=("struct",),
-                           compiler_options=opts))
+def _large_evaluate(backend: str):
+    """:func:`evaluate` with the large-problem options of ``backend`` (``_xla.large_options``:
+    XLA's defaults on CPU), traced once per machine."""
+    return persistent_jit(evaluate.__wrapped__, static_argnames=("struct",),
+                          compiler_options=large_options())
 
 
 def programs(cp: CrossProd, struct: Structure):
-    """``(evaluate, second_order)`` as a fit runs them: :func:`evaluate` with the
-    small-problem XLA options of ``_xla.small_options`` where an evaluation touches few array
-    entries, with the large-problem ones otherwise; :func:`second_order` with the small ones
-    (compiling it dominates) unless the dense block has ``_LARGE_HESSIAN_M`` rows or more.
-    Same functions, same results up to roundoff."""
+    """``(evaluate, second_order)`` as a fit runs them: :func:`second_order` always with
+    the small-problem XLA options of ``_xla.small_options`` (compiling it dominates at any
+    size), :func:`evaluate` with them where an evaluation touches few array entries, with
+    the large-problem ones otherwise.  Same functions, same results up to roundoff."""
     work = (np.size(cp.pair_val) + np.size(cp.c_val) + np.size(cp.c_dense) + np.size(cp.d11)
             + np.size(cp.b1) + struct.m ** 2)
     evaluate_small, second_order_small = _small_programs(jax.default_backend())
-    evaluate_large, second_order_large = _large_programs(jax.default_backend())
-    return (evaluate_small if work <= _SMALL_WORK else evaluate_large,
-            second_order_large if struct.m >= _LARGE_HESSIAN_M else second_order_small)
+    evaluate_large = _large_evaluate(jax.default_backend())
+    return (evaluate_small if work <= _SMALL_WORK else evaluate_large), second_order_small

@@ -180,27 +180,25 @@ def test_second_order_hessian_equals_the_plain_reference(data, formula, sparse):
     np.testing.assert_allclose(hess, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
 
 
+
 def test_programs_chosen_by_size_agree(data, monkeypatch):
-    """programs() gives the large-problem variants past its thresholds (evaluate: the entries
-    an evaluation touches; second_order: the dense block's rows), and each variant computes
-    the same function (the compiler options differ, not the program)."""
+    """programs() gives the large-problem evaluate past its threshold (the entries an
+    evaluation touches) and the small-options second_order at every size; both evaluate
+    variants compute the same function (the compiler options differ, not the program)."""
     import jax.numpy as jnp
 
     from bayesglmm._precision import precision
     from bayesglmm.kernels import lmm as kl
 
     model = mixedlm("y ~ x + (x | a) + (1 | b) + (1 | c)", data["sim"])
+    backend = kl.jax.default_backend()
     with precision(np.float64):
         theta = jnp.asarray(model._theta0 + 0.2)
         cp, st = model._crossprod(np.float64, True)
-        psi = kl.theta_to_psi(np.asarray(theta), st)
         small = kl.programs(cp, st)
-        assert small == kl._small_programs(kl.jax.default_backend())  # a small model
+        assert small == kl._small_programs(backend)  # a small model
         monkeypatch.setattr(kl, "_SMALL_WORK", 0)
-        monkeypatch.setattr(kl, "_LARGE_HESSIAN_M", st.m)
         large = kl.programs(cp, st)
-        assert large == kl._large_programs(kl.jax.default_backend())
+        assert large == (kl._large_evaluate(backend), kl._small_programs(backend)[1])
         ev = [np.asarray(p[0](theta, cp, st, True)[1]) for p in (small, large)]
-        so = [np.asarray(p[1](theta, psi, cp, st, True)[2]) for p in (small, large)]
     np.testing.assert_allclose(ev[1], ev[0], rtol=1e-10)
-    np.testing.assert_allclose(so[1], so[0], rtol=1e-10, atol=1e-10 * np.abs(so[0]).max())
