@@ -68,9 +68,7 @@ def _known(backend: str) -> frozenset:
     ``VERIFIED`` release, else one trivial compile with all of them (~20 ms, once per
     process; one per option if that fails)."""
     every = SMALL_CPU | LIGHT_CPU if backend == "cpu" else GPU
-    if (backend, _jaxlib_minor()) in VERIFIED:
-        return frozenset(every)
-    if _compiles(every):
+    if (backend, _jaxlib_minor()) in VERIFIED or _compiles(every):
         return frozenset(every)
     return frozenset(k for k, v in every.items() if _compiles({k: v}))
 

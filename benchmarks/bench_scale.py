@@ -192,8 +192,7 @@ def row_of(r: dict) -> dict:
     else:
         row["nit"] = str(r["nit"]) + ("" if r["success"] else " (not conv.)")
     row["peak RSS (MB)"] = f"{r['peak_rss_mb']:,.0f}"
-    if r.get("device_peak_mb") is not None:
-        row["device peak (MB)"] = f"{r['device_peak_mb']:,.0f}"
+    row.update(_device_peak(r))
     row["data (MB)"] = f"{r['data_mb']:,.0f}"
     row["load"] = f"{r['load']:.1f}"
     if not r.get("success", True):
@@ -224,8 +223,7 @@ def report(results: list[dict], total: float | None, note_large: str = "", write
     cols = ["design", "n", "levels", "fit", "lib", "steady (s)", "compile (s)", "nit",
             "repeats", "peak RSS (MB)", "device peak (MB)", "data (MB)", "vs statsmodels",
             "load", "notes"]
-    cols = [c for c in cols if c != "device peak (MB)" or any(c in row for row in rows)]
-    md = table(rows, cols)
+    md = table(rows, _present(cols, rows))
     print("\n" + md)
     if total is not None:
         print(f"\ntotal wall time {total:.0f} s")
@@ -269,6 +267,17 @@ def report(results: list[dict], total: float | None, note_large: str = "", write
         print(f"wrote section 'scale{suffix}' of benchmarks/RESULTS.md")
 
 
+def _device_peak(r: dict) -> dict:
+    """The "device peak (MB)" cell of a result, where it was measured (an accelerator)."""
+    mb = r.get("device_peak_mb")
+    return {} if mb is None else {"device peak (MB)": f"{mb:,.0f}"}
+
+
+def _present(cols: list[str], rows: list[dict]) -> list[str]:
+    """``cols`` less "device peak (MB)" where no row has it (a CPU run)."""
+    return [c for c in cols if c != "device peak (MB)" or any(c in row for row in rows)]
+
+
 def _suffix(results: list[dict]) -> str:
     """The section's backend suffix: the workers' (also when rebuilt ``--from-log`` on another
     machine), else this process's."""
@@ -308,14 +317,11 @@ def report_laplace(results: list[dict], write: bool = True):
         row.update({"first call (s)": f"{r['first_s']:.2f}", "warm (s)": f"{r['time_s']:.2f}",
                     "nit": "/".join(str(x) for x in sorted(set(r["nits"]))),
                     "peak RSS (MB)": f"{r['peak_rss_mb']:,.0f}", "load": f"{r['load']:.1f}",
-                    "device peak (MB)": (f"{r['device_peak_mb']:,.0f}"
-                                         if r.get("device_peak_mb") is not None else ""),
-                    "goals (issue 9)": "; ".join(m for m in met if m)})
+                    "goals (issue 9)": "; ".join(m for m in met if m), **_device_peak(r)})
         rows.append(row)
     cols = ["n", "groups", "fit", "first call (s)", "warm (s)", "nit", "peak RSS (MB)",
             "device peak (MB)", "load", "goals (issue 9)", "notes"]
-    cols = [c for c in cols if c != "device peak (MB)" or any(row.get(c) for row in rows)]
-    md = table(rows, cols)
+    md = table(rows, _present(cols, rows))
     print("\n" + md)
     suffix = _suffix(results)
     text = "\n".join([

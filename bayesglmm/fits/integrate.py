@@ -63,7 +63,7 @@ from ..covariance import lam_u
 from ..exceptions import IntegrationWarning
 from ..families import Family
 from ..kernels.glmm import Data, Prior
-from ..kernels.h_uu import inverse_entries
+from ..kernels.h_uu import inverse_entries, var_vc
 from ..kernels.laplace_correction import correction_terms
 from ..kernels.marginal import objective
 from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
@@ -195,9 +195,8 @@ def _node_kernel(family: Family, mode, small: bool = False):
         vcp = theta[kf:]
         q, hd = inverse_entries(vcp, F, mode, data)
         terms, _, HiT = correction_terms(family, mode, theta, u, F, data, (q, hd))
-        var = jnp.exp(2 * vcp[data.ident]) * hd  # diag(Λ H_uu⁻¹ Λᵀ)
-        return (lam_u(vcp, u, data.ident), var, vc_jacobian(theta, u, du, data), terms,
-                lam_u(vcp, 0.5 * HiT, data.ident))
+        return (lam_u(vcp, u, data.ident), var_vc(vcp, F, mode, data, hd),
+                vc_jacobian(theta, u, du, data), terms, lam_u(vcp, 0.5 * HiT, data.ident))
 
     return node
 

@@ -202,12 +202,13 @@ def logdet_h_uu(mode):
     return logdet
 
 
-def var_vc(vcp, F, mode, data: Data):
+def var_vc(vcp, F, mode, data: Data, hd=None):
     """diag(Λ H_uu⁻¹ Λᵀ), (k_vc,): the conditional variances of vc, from F = H_uu's factor.
-    Independent terms only need diag(H_uu⁻¹); correlated terms mix each level's q effects, so
+    Independent terms only need diag(H_uu⁻¹) (``hd`` where the caller has it, as
+    :func:`inverse_entries` returns it); correlated terms mix each level's q effects, so
     the dense inverse is formed (k_vc is bounded in the modes that allow correlated terms)."""
     if not data.corr:
-        return jnp.exp(2 * vcp[data.ident]) * psd.inv_diag(F, mode)
+        return jnp.exp(2 * vcp[data.ident]) * (psd.inv_diag(F, mode) if hd is None else hd)
     k = data.ident.shape[0]
     A = psd.solve(F, jnp.eye(k, dtype=vcp.dtype), mode)  # H_uu⁻¹
     B = lam_u(vcp, A, data.ident, data.corr)  # Λ H⁻¹
