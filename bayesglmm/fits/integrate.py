@@ -22,9 +22,14 @@ Moments mix by the law of total variance: E[fe] = Σ π_k fe_k,
 Cov(fe) = Σ π_k (C_k + (fe_k − E fe)(fe_k − E fe)ᵀ), likewise vc with Var(vc | vcp_k) =
 diag(Λ H_uu⁻¹ Λᵀ) + diag(J_fe C_k J_feᵀ) (J_fe = dvc*/dfe, k_vc × k_fep), and vcp's moments
 from the weighted nodes.  fe's mean at a node has a third-order (skewness) correction,
-E[fe | vcp] ≈ fe_k + ½ C_k T, T_i = Σ_jl (C_k)_jl ∂³J/∂fe_i∂fe_j∂fe_l; the third
-derivatives are taken once, at the mode (:func:`third_derivatives`), and used at every node
-(they vary slowly; the correction itself is second order).  vc's mean at a node has the same
+E[fe | vcp] ≈ fe_k + ½ C_k T, T_i = Σ_jl (C_0)_jl ∂³J/∂fe_i∂fe_j∂fe_l, taken once, at the
+mode (:func:`skew_vector`: with C_0 = VVᵀ the conditional covariance of fe there, T is the sum
+of the second directional derivatives of ∇_fe J along V's k_fep columns — k_fep directions,
+where the whole third-derivative tensor takes k_fep(k_fep + 1)/2) and used at every node: the
+third derivatives and C vary slowly with vcp, and the correction itself is second order.
+(Against the whole tensor contracted with each node's own C_k, the fe mean and SD errors
+against NUTS moved by at most 0.001 posterior SD on cbpp and grouseticks, and the program runs
+in a third of the time: crossed-binary 0.18 → 0.05 s.)  vc's mean at a node has the same
 third-order correction of its conditional mode (:func:`_node_kernel`, independent terms):
 without it the skewed binomial conditionals of cbpp put every integrated vc mean ≈ 0.1
 posterior SD above NUTS's, with it within 0.03 (docs/which_fit.md).
@@ -38,12 +43,11 @@ warm-started from the mode by u*(θ_k) ≈ u*(θ̂) + du*/dθ·(θ_k − θ̂) a
 fe_k ≈ fe^ + Σ_fe,vcp Σ⁻¹ (vcp_k − m); a node stops at a Newton decrement ≤
 ``NODE_DECREMENT`` and takes its last step without evaluating, so it typically costs one
 inner solve and one Hessian.  Memory is that of one evaluation of the fit plus
-O(N·(k_vc + k_fep²)) for the node summaries.  fe's skewness correction is one more program
-(two forward derivatives of the adjoint gradient along k_fep(k_fep + 1)/2 directions), run
-once; vc's summaries, its skewness shift and δ come from one program per node
-(:func:`_node_kernel`: the leverages and diag(H_uu⁻¹) from the node's factor, as the fit's
-log-determinant derivative forms them, and one solve), never an n × n or dense n × k_vc
-matrix.
+O(N·(k_vc + k_fep²)) for the node summaries. fe's skewness correction is one more program (two
+forward derivatives of the adjoint gradient along k_fep directions), run once; vc's summaries,
+its skewness shift and δ come from one program per node (:func:`_node_kernel`: the leverages
+and diag(H_uu⁻¹) from the node's factor, as the fit's log-determinant derivative forms them,
+and one solve), never an n × n or dense n × k_vc matrix.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ from .laplace import (LaplaceFit, LaplaceOptions, default_options, laplace_kerne
 from .nodes import MAX_DIM, gaussian_misfit, is_product_grid, node_design
 
 __all__ = ["CCD_MISFIT", "DESIGNS", "IntegratedFit", "check_integrable", "integrate_vcp",
-           "third_derivatives", "uses_correction"]
+           "skew_vector", "uses_correction"]
 
 _LOG_2PI = float(np.log(2 * np.pi))
 NODE_DECREMENT = 1e-3  # the fe | vcp Newton solves stop at ½dᵀC⁻¹d ≤ this (d: Newton step)
@@ -112,15 +116,16 @@ def check_integrable(k_vcp: int) -> None:
 # The third derivatives' program runs once per fit and traces and compiles in about 3 s, most
 # of an integrated fit's first call beyond the mode fit's.  Where rows × directions are at most
 # THIRD_SMALL_WORK it is compiled with XLA's small-problem options (_xla.small_options), which
-# halve the compilation and up to double the run: grouseticks (403 rows × 10) 2.3 -> 1.1 s
-# compiling, 0.06 -> 0.09 s running; crossed-binary (7,584 × 21) 2.5 -> 1.3 s, 0.13 -> 0.25 s.
+# halve the compilation and up to double the run (measured with k_fep(k_fep + 1)/2 directions:
+# grouseticks, 403 rows × 10, 2.3 -> 1.1 s compiling, 0.06 -> 0.09 s running; crossed-binary,
+# 7,584 × 21, 2.5 -> 1.3 s, 0.13 -> 0.25 s; now k_fep directions: 4 and 6).
 THIRD_SMALL_WORK = 500_000
 
 
 def third_options(small: bool, n_rows: int, kf: int) -> str:
     """The compiler options of :func:`_skew_kernel`'s program: ``"small"``, ``"light"`` or
     ``"large"`` (``_xla``'s small, light or large options)."""
-    if small and n_rows * kf * (kf + 1) // 2 <= THIRD_SMALL_WORK:
+    if small and n_rows * kf <= THIRD_SMALL_WORK:
         return "small"
     return "light" if small else "large"
 
@@ -153,21 +158,17 @@ def _skew_kernel(family: Family, mode, opts: LaplaceOptions, options: str = "lar
     return third
 
 
-def third_derivatives(third, theta, u, kf: int, data, prior) -> np.ndarray:
-    """∂³J/∂fe_i∂fe_a∂fe_b, (k_fep, k_fep, k_fep), from second directional derivatives of
-    ∇_fe J along e_a and e_a + e_b (a < b) by polarisation:
-    D_{e_a+e_b} = D_{e_a} + D_{e_b} + 2·∂_a∂_b."""
-    pairs = [(a, a) for a in range(kf)] + [(a, b) for a in range(kf) for b in range(a + 1, kf)]
-    V = np.zeros((kf, len(pairs)), theta.dtype)
-    for c, (a, b) in enumerate(pairs):
-        V[a, c] = V[b, c] = 1.0
-    D = np.asarray(third(theta, u, V, data, prior), np.float64)  # (kf, r)
-    F = np.zeros((kf, kf, kf))
-    for c in range(kf):
-        F[:, c, c] = D[:, c]
-    for c, (a, b) in enumerate(pairs[kf:], start=kf):
-        F[:, a, b] = F[:, b, a] = 0.5 * (D[:, c] - F[:, a, a] - F[:, b, b])
-    return F
+def skew_vector(third, theta, u, P: np.ndarray) -> np.ndarray | None:
+    """T_i = Σ_jl C_jl ∂³J/∂fe_i∂fe_j∂fe_l (k_fep,) with C = P⁻¹ (P = −∇²_fe J, k_fep × k_fep),
+    for fe's skewness correction ½·C·T: with C = VVᵀ (V = Q·diag(w^−½) from P = Q·diag(w)·Qᵀ),
+    Σ_m of the second directional derivatives of ∇_fe J along V's columns,
+    Σ_m Σ_jl V_jm V_lm ∂³J/∂fe_i∂fe_j∂fe_l.  ``third``: :func:`_skew_kernel`'s program with
+    its ``data`` and ``prior`` bound.  None when P is not positive definite."""
+    w, Q = np.linalg.eigh(0.5 * (P + P.T))
+    if not w.min() > 0:
+        return None
+    V = (Q / np.sqrt(w)).astype(theta.dtype)
+    return np.asarray(third(theta, u, V), np.float64).sum(axis=1)
 
 
 @functools.cache
@@ -230,11 +231,12 @@ class _Node(NamedTuple):
     norm: float = 0.0  # log p̃ − J(fe*): (k_fep/2)·log 2π − ½ log det C⁻¹ [+ δ]
 
 
-def _solve_node(kern, F3, node, delta: bool, vc_skew: bool, vcp, fe0, base, data, prior,
+def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data, prior,
                 popts, quick: bool = False):
     """The Gaussian approximation of fe | vcp at one node (module docstring); ``base`` =
-    (θ̂, u*(θ̂), du*/dθ at θ̂) for the warm start of the first inner solve; ``F3`` the third
-    derivatives of J in fe (at the mode) for the skewness correction, or None; ``node``
+    (θ̂, u*(θ̂), du*/dθ at θ̂) for the warm start of the first inner solve; ``T`` the
+    contracted third derivatives of J in fe (:func:`skew_vector`, at the mode) for fe's
+    skewness correction, or None; ``node``
     :func:`_node_kernel`'s program (independent terms), or None (the fit's ``finish``);
     ``delta``: add the second-order correction of the Laplace integral over u
     (kernels.laplace_correction); ``vc_skew``: the third-order shift of vc's mean (both need
@@ -275,7 +277,7 @@ def _solve_node(kern, F3, node, delta: bool, vc_skew: bool, vcp, fe0, base, data
         g = np.asarray(s.g, np.float64)
         step = (Q / w) @ Q.T @ g
         if 0.5 * float(g @ step) > QUICK_DECREMENT:  # too far: Newton from the step's end
-            return _solve_node(kern, F3, node, delta, vc_skew, vcp, (s.x - step).astype(dtype),
+            return _solve_node(kern, T, node, delta, vc_skew, vcp, (s.x - step).astype(dtype),
                                (full(s.x), s.u, du_F[0]), data, prior, popts)
     if not ok:
         nan = np.full(data.ident.shape[0], np.nan)
@@ -302,8 +304,8 @@ def _solve_node(kern, F3, node, delta: bool, vc_skew: bool, vcp, fe0, base, data
     Jfe = J[:, :kf]
     fe = np.asarray(s.x, np.float64) + d
     vc = vc + Jfe @ d
-    if F3 is not None:  # E[fe | vcp] ≈ fe* + ½ C T, T_i = Σ_jl C_jl ∂³J/∂fe_i∂fe_j∂fe_l
-        fe = fe + 0.5 * C @ np.einsum("ijl,jl->i", F3, C)
+    if T is not None:  # E[fe | vcp] ≈ fe* + ½ C T, T_i = Σ_jl (C_0)_jl ∂³J/∂fe_i∂fe_j∂fe_l
+        fe = fe + 0.5 * C @ T
     var = var_cond + np.einsum("kp,pq,kq->k", Jfe, C, Jfe)
     # dfe*/dvcp = −H_ff⁻¹ H_fv (implicit function theorem on ∇_fe J = 0): a neighbour's start
     dfe = -C @ np.asarray(last_H[0], np.float64)[kf:].T
@@ -343,7 +345,8 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         For the fe | vcp Newton solves at the nodes; default for the data's dtype.
     skew : bool
         Add the third-order (skewness) corrections to each node's fe mean (with the third
-        derivatives of J in fe at the mode) and vc mean (independent terms).
+        derivatives of J in fe at the mode, contracted with fe's conditional covariance
+        there: :func:`skew_vector`) and vc mean (independent terms).
     correct : bool, optional
         Add the second-order correction of the Laplace approximation of the random effects'
         integral (kernels.laplace_correction) to each node's log p̃(vcp | y); independent
@@ -417,15 +420,20 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
     with precision(dtype):
         theta_hat = fit.solution.a.astype(dtype)
         u_hat = jnp.asarray(fit.solution.v[:, 0], dtype)
-        _, _, _, (du_hat, _) = kern.vgh(theta_hat, u_hat, data, prior)  # du*/dθ at the mode
-        third = _skew_kernel(family, mode, opts, third_options(small, int(data.y.shape[0]), kf))
-        F3 = third_derivatives(third, theta_hat, u_hat, kf, data, prior) if skew else None
+        # du*/dθ and −∇²J at the mode
+        _, _, H_hat, (du_hat, _) = kern.vgh(theta_hat, u_hat, data, prior)
+        T = None
+        if skew:
+            third = _skew_kernel(family, mode, opts,
+                                 third_options(small, int(data.y.shape[0]), kf))
+            T = skew_vector(lambda th, u, V: third(th, u, V, data, prior), theta_hat, u_hat,
+                            np.asarray(H_hat, np.float64)[:kf, :kf])
         node = None if data.corr else _node_kernel(family, mode, small)
 
         def solve(vcp, base, fe0, corrected, quick=False):
             if fe0 is None:
                 fe0 = fit.fe + (vcp - fit.vcp) @ B.T
-            return _solve_node(kern, F3, node, corrected and node is not None,
+            return _solve_node(kern, T, node, corrected and node is not None,
                                skew and node is not None, vcp.astype(dtype), fe0.astype(dtype),
                                base, data, prior, popts, quick)
 

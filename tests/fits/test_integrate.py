@@ -18,8 +18,7 @@ from scipy import sparse
 import bayesglmm as bg
 from bayesglmm._precision import precision
 from bayesglmm.exceptions import IntegrationWarning
-from bayesglmm.fits.integrate import (_node_kernel, _skew_kernel, integrate_vcp,
-                                      third_derivatives)
+from bayesglmm.fits.integrate import _node_kernel, _skew_kernel, integrate_vcp, skew_vector
 from bayesglmm.fits.laplace import default_options, fit_laplace, laplace_kernels
 from bayesglmm.fits.nodes import MAX_DIM, ccd, node_design, two_level
 from bayesglmm.kernels.laplace_correction import laplace_correction
@@ -99,9 +98,11 @@ def crossed():
 
 
 @pytest.mark.slow
-def test_third_derivatives_match_nested_autodiff(crossed):
-    """third_derivatives (two forward derivatives of the adjoint gradient along e_a and
-    e_a + e_b, polarised) against jacfwd ∘ jacfwd ∘ grad of the Laplace log posterior."""
+def test_skew_vector_matches_nested_autodiff(crossed):
+    """skew_vector (second directional derivatives of ∇_fe J along the columns of a square
+    root of C = P⁻¹, summed) against the third-derivative tensor of the Laplace log posterior
+    by jacfwd ∘ jacfwd ∘ grad, contracted with C; and each direction's derivative against the
+    tensor."""
     m = crossed
     mode = m._design_mode
     with precision(np.float64):
@@ -113,10 +114,17 @@ def test_third_derivatives_match_nested_autodiff(crossed):
             return marginal_loglik(jnp.concatenate([fe, theta[2:]]), data, prior,
                                    family=m.family, mode=mode, priors=True)
 
-        ref = jax.jit(jax.jacfwd(jax.jacfwd(jax.grad(fe_only))))(theta[:2])
-        F = third_derivatives(_skew_kernel(m.family, mode, default_options(np.float64)),
-                              np.asarray(theta), u, 2, data, prior)
-    np.testing.assert_allclose(F, np.asarray(ref), rtol=1e-8, atol=1e-10)
+        F = np.asarray(jax.jit(jax.jacfwd(jax.jacfwd(jax.grad(fe_only))))(theta[:2]))
+        P = -np.asarray(jax.hessian(fe_only)(theta[:2]))
+        third = _skew_kernel(m.family, mode, default_options(np.float64))
+        T = skew_vector(lambda th, uu, V: third(th, uu, V, data, prior), np.asarray(theta),
+                        u, P)
+        V = np.array([[1.0, 0.5], [-0.3, 2.0]])
+        D = np.asarray(third(np.asarray(theta), u, V, data, prior))
+    np.testing.assert_allclose(T, np.einsum("ijl,jl->i", F, np.linalg.inv(P)), rtol=1e-8,
+                               atol=1e-10)
+    np.testing.assert_allclose(D, np.einsum("ijl,jm,lm->im", F, V, V), rtol=1e-8, atol=1e-10)
+    assert skew_vector(third, np.asarray(theta), u, -P) is None  # not positive definite
 
 
 @pytest.mark.slow
