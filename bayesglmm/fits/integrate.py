@@ -8,7 +8,8 @@ from the mode's Gaussian by more than ``CCD_MISFIT`` (:func:`fits.nodes.gaussian
 skewed or curved vcp posterior, as grouseticks'), the default design replaces it by the
 lattice of :mod:`fits.lattice`, which follows p̃ (equal weights, π_k ∝ p̃(vcp_k | y)).  At
 each node the Laplace log posterior
-J(fe, vcp_k) is maximised in fe (fe_k, C_k = (−∇²_fe J)⁻¹), and
+J(fe, vcp_k) is maximised in fe (fe_k, C_k = (−∇²_fe J)⁻¹, with J's fe Hessian there as
+below), and
 
     log p̃(vcp_k | y) = J(fe_k, vcp_k) + (k_fep/2)·log 2π − ½ log det C_k⁻¹ [+ δ(θ_k)],
     π_k ∝ w_k · p̃(vcp_k | y) / N(z_k; 0, I)             (importance-corrected weights)
@@ -22,32 +23,42 @@ Moments mix by the law of total variance: E[fe] = Σ π_k fe_k,
 Cov(fe) = Σ π_k (C_k + (fe_k − E fe)(fe_k − E fe)ᵀ), likewise vc with Var(vc | vcp_k) =
 diag(Λ H_uu⁻¹ Λᵀ) + diag(J_fe C_k J_feᵀ) (J_fe = dvc*/dfe, k_vc × k_fep), and vcp's moments
 from the weighted nodes.  fe's mean at a node has a third-order (skewness) correction,
-E[fe | vcp] ≈ fe_k + ½ C_k T, T_i = Σ_jl (C_0)_jl ∂³J/∂fe_i∂fe_j∂fe_l, taken once, at the
-mode (:func:`skew_vector`: with C_0 = VVᵀ the conditional covariance of fe there, T is the sum
-of the second directional derivatives of ∇_fe J along V's k_fep columns — k_fep directions,
-where the whole third-derivative tensor takes k_fep(k_fep + 1)/2) and used at every node: the
-third derivatives and C vary slowly with vcp, and the correction itself is second order.
-(Against the whole tensor contracted with each node's own C_k, the fe mean and SD errors
-against NUTS moved by at most 0.001 posterior SD on cbpp and grouseticks, and the program runs
-in a third of the time: crossed-binary 0.18 → 0.05 s.)  vc's mean at a node has the same
+E[fe | vcp] ≈ fe_k + ½ C_k T, T_i = Σ_jl (C_0)_jl ∂³ℓ_j/∂fe_i∂fe_j∂fe_l, taken once, at the
+mode, from the third derivatives of the joint profile ℓ_j (fits.joint: J less its
+log-determinant term) along the k_fep columns of a square root of C_0, fe's conditional
+covariance there (fits.joint.skew_vector), and used at every node: the third derivatives and
+C vary slowly with vcp, and the correction itself is second order.  (Against J's whole
+third-derivative tensor contracted with each node's own C_k, which cost crossed-binary 0.18 s
+a fit against 0.015 s: the largest fe mean error against NUTS 0.011 → 0.013 posterior SD on
+cbpp, 0.017 → 0.017 on grouseticks; SDs within 0.001.)  vc's mean at a node has the same
 third-order correction of its conditional mode (:func:`_node_kernel`, independent terms):
 without it the skewed binomial conditionals of cbpp put every integrated vc mean ≈ 0.1
 posterior SD above NUTS's, with it within 0.03 (docs/which_fit.md).
 
+J's fe Hessian at a node.  J's exact Hessian (the fit's ``vgh``) spends most of its time on
+the second derivatives of −½ log det H_uu; at the nodes it is replaced by the Hessian rows of
+the joint profile ℓ_j (the Schur complement of the joint (fe, u) Hessian, one solve per
+direction: fits.joint.node_hessian_kernel) plus the constant remainder J − ℓ_j measured
+exactly at the mode, while J's value and gradient stay exact, so each node's fe* is J's
+conditional mode.  On cbpp, grouseticks' CCD and crossed-binary the log-determinants of the
+approximate and exact C_k⁻¹ differ by at most 0.01, 0.01 and 0.04 across the nodes (0.005–
+0.01 weighted by π_k) and the conditional SDs by at most 2 % (0.2 % weighted); against NUTS
+the integrated estimates moved by at most 0.001 posterior SD.  ``exact_nodes=True`` uses the
+exact Hessian; so does a node where the approximation is not positive definite.
+
 Cost.  The nodes are solved one after another from the host with the programs that found the
-mode (fits.laplace.laplace_kernels, the inner solves with the same H_uu factorisation —
-diagonal, Schur complement or dense — as the mode finding; a program of the Hessian's fixed
-effects' columns only, 4 of the 7 directions on grouseticks, took 8% off the lattice's steady
-time and added 3.8 s of tracing and compilation to its first call, and was dropped), each
+mode (fits.laplace.laplace_kernels: the inner solves with the same H_uu factorisation —
+diagonal, Schur complement or dense — as the mode finding) and fits.joint's, each
 warm-started from the mode by u*(θ_k) ≈ u*(θ̂) + du*/dθ·(θ_k − θ̂) and
 fe_k ≈ fe^ + Σ_fe,vcp Σ⁻¹ (vcp_k − m); a node stops at a Newton decrement ≤
 ``NODE_DECREMENT`` and takes its last step without evaluating, so it typically costs one
-inner solve and one Hessian.  Memory is that of one evaluation of the fit plus
-O(N·(k_vc + k_fep²)) for the node summaries. fe's skewness correction is one more program (two
-forward derivatives of the adjoint gradient along k_fep directions), run once; vc's summaries,
-its skewness shift and δ come from one program per node (:func:`_node_kernel`: the leverages
-and diag(H_uu⁻¹) from the node's factor, as the fit's log-determinant derivative forms them,
-and one solve), never an n × n or dense n × k_vc matrix.
+inner solve and one evaluation of J's gradient with ℓ_j's Hessian (crossed-binary: 2.7 and
+2.4 ms, where J's exact Hessian takes 7 ms).  Memory is that of one evaluation of the fit
+plus O(N·(k_vc + k_fep²)) for the node summaries.  fe's skewness correction is one more
+program, run once; vc's summaries, its skewness shift and δ come from one program per node
+(:func:`_node_kernel`: the leverages and diag(H_uu⁻¹) from the node's factor, as the fit's
+log-determinant derivative forms them, and one solve), never an n × n or dense n × k_vc
+matrix.
 """
 
 from __future__ import annotations
@@ -61,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._precision import precision
-from .._xla import large_options, light_options, small_options
+from .._xla import large_options, light_options
 from ..budgets import lattice_budget
 from ..covariance import lam_u
 from ..exceptions import IntegrationWarning
@@ -69,18 +80,21 @@ from ..families import Family
 from ..kernels.glmm import Data, Prior
 from ..kernels.h_uu import inverse_entries, var_vc
 from ..kernels.laplace_correction import correction_terms
-from ..kernels.marginal import objective
 from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
+from .joint import joint_third_kernel, node_hessian_kernel, skew_vector
 from .lattice import lattice_nodes
 from .laplace import (LaplaceFit, LaplaceOptions, default_options, laplace_kernels,
                       small_programs, vc_jacobian)
 from .nodes import MAX_DIM, gaussian_misfit, is_product_grid, node_design
 
 __all__ = ["CCD_MISFIT", "DESIGNS", "IntegratedFit", "check_integrable", "integrate_vcp",
-           "skew_vector", "uses_correction"]
+           "uses_correction"]
 
 _LOG_2PI = float(np.log(2 * np.pi))
-NODE_DECREMENT = 1e-3  # the fe | vcp Newton solves stop at ½dᵀC⁻¹d ≤ this (d: Newton step)
+# the fe | vcp Newton solves stop at ½dᵀC⁻¹d ≤ this (d: the Newton step, ‖d‖ = 0.1 posterior
+# SD at 5e-3) and take d unevaluated, leaving fe O(‖d‖²) from its conditional mode; 1e-3 made
+# a third of crossed-binary's nodes take a second step for changes below 0.0005 SD
+NODE_DECREMENT = 5e-3
 DESIGNS = ("auto", "ccd", "grid")
 # the CCD is kept while log p̃ at its points is within this of the mode's Gaussian
 # (:func:`gaussian_misfit`); grouseticks' skewed vcp posterior: 0.7 (vcp_p = 1)
@@ -111,64 +125,6 @@ def check_integrable(k_vcp: int) -> None:
             f"more than {MAX_DIM} is not supported (the node design grows as 2^k). Use "
             "fit_laplace(priors=True) without integrate: the mode of the marginal posterior "
             "with its Gaussian covariance")
-
-
-# The third derivatives' program runs once per fit and traces and compiles in about 3 s, most
-# of an integrated fit's first call beyond the mode fit's.  Where rows × directions are at most
-# THIRD_SMALL_WORK it is compiled with XLA's small-problem options (_xla.small_options), which
-# halve the compilation and up to double the run (measured with k_fep(k_fep + 1)/2 directions:
-# grouseticks, 403 rows × 10, 2.3 -> 1.1 s compiling, 0.06 -> 0.09 s running; crossed-binary,
-# 7,584 × 21, 2.5 -> 1.3 s, 0.13 -> 0.25 s; now k_fep directions: 4 and 6).
-THIRD_SMALL_WORK = 500_000
-
-
-def third_options(small: bool, n_rows: int, kf: int) -> str:
-    """The compiler options of :func:`_skew_kernel`'s program: ``"small"``, ``"light"`` or
-    ``"large"`` (``_xla``'s small, light or large options)."""
-    if small and n_rows * kf <= THIRD_SMALL_WORK:
-        return "small"
-    return "light" if small else "large"
-
-
-@functools.cache
-def _skew_kernel(family: Family, mode, opts: LaplaceOptions, options: str = "large"):
-    """``D(θ, u*, V, data, prior) -> (k_fep, r)``: column j is (d/dt)² ∇_fe J(θ + t·v_j),
-    i.e. Σ_kl ∂³J/∂fe_i∂fe_k∂fe_l v_jk v_jl, for the r columns v_j of V (k_fep, r): two
-    forward derivatives of the adjoint gradient (kernels.marginal.Objective.grad_at) per
-    direction, exact through u*(θ) by implicit differentiation.  ``options``: the compiler
-    options, ``"small"``, ``"light"`` or ``"large"`` (:func:`third_options`)."""
-    obj = objective(family, mode, True, opts.inner_tol, opts.inner_maxiter)
-    compiler_options = {"small": small_options, "light": light_options,
-                        "large": large_options}[options]()
-
-    @functools.partial(jax.jit, compiler_options=compiler_options)
-    def third(theta, u, V, data, prior):
-        kf = V.shape[0]
-        pad = jnp.zeros(theta.shape[0] - kf, theta.dtype)
-
-        def grad(th):
-            return obj.grad_at(th, u, data, prior)[0][:kf]
-
-        def d2(v):
-            v = jnp.concatenate([v, pad])
-            return jax.jvp(lambda th: jax.jvp(grad, (th,), (v,))[1], (theta,), (v,))[1]
-
-        return jax.vmap(d2, in_axes=1, out_axes=1)(V)
-
-    return third
-
-
-def skew_vector(third, theta, u, P: np.ndarray) -> np.ndarray | None:
-    """T_i = Σ_jl C_jl ∂³J/∂fe_i∂fe_j∂fe_l (k_fep,) with C = P⁻¹ (P = −∇²_fe J, k_fep × k_fep),
-    for fe's skewness correction ½·C·T: with C = VVᵀ (V = Q·diag(w^−½) from P = Q·diag(w)·Qᵀ),
-    Σ_m of the second directional derivatives of ∇_fe J along V's columns,
-    Σ_m Σ_jl V_jm V_lm ∂³J/∂fe_i∂fe_j∂fe_l.  ``third``: :func:`_skew_kernel`'s program with
-    its ``data`` and ``prior`` bound.  None when P is not positive definite."""
-    w, Q = np.linalg.eigh(0.5 * (P + P.T))
-    if not w.min() > 0:
-        return None
-    V = (Q / np.sqrt(w)).astype(theta.dtype)
-    return np.asarray(third(theta, u, V), np.float64).sum(axis=1)
 
 
 @functools.cache
@@ -232,10 +188,10 @@ class _Node(NamedTuple):
 
 
 def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data, prior,
-                popts, quick: bool = False):
+                popts, quick: bool = False, approx=None):
     """The Gaussian approximation of fe | vcp at one node (module docstring); ``base`` =
     (θ̂, u*(θ̂), du*/dθ at θ̂) for the warm start of the first inner solve; ``T`` the
-    contracted third derivatives of J in fe (:func:`skew_vector`, at the mode) for fe's
+    contracted third derivatives in fe (fits.joint.skew_vector, at the mode) for fe's
     skewness correction, or None; ``node``
     :func:`_node_kernel`'s program (independent terms), or None (the fit's ``finish``);
     ``delta``: add the second-order correction of the Laplace integral over u
@@ -243,7 +199,10 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
     ``node``).  ``quick``: one Hessian at the start and its
     Newton step, not evaluated, when the start's decrement ½gᵀCg is at most
     ``QUICK_DECREMENT`` (the lattice's warm starts from a neighbour); a full solve from
-    there otherwise."""
+    there otherwise.  ``approx``: (``vg``, D) — the Hessian rows of fe as
+    :func:`fits.joint.node_hessian_kernel`'s joint rows plus the constant D (k_fep, k_a), the exact
+    rows less the joint ones at the mode; the exact ``kern.vgh`` where that is not positive
+    definite.  None: ``kern.vgh`` throughout."""
     kf = fe0.shape[0]
     dtype = fe0.dtype
     theta_hat, u_hat, du_hat = base
@@ -255,6 +214,13 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
     last_H = []  # the fe columns of the last evaluation's Hessian (k_a, k_fe): dfe*/dvcp there
 
     def vgh(x, u):
+        if approx is not None:
+            f, g, Hj, du_F = approx[0](full(x), u, data, prior)
+            rows = np.asarray(Hj, np.float64) + approx[1]  # (k_fep, k_a) ≈ −∂²J/∂fe∂θ
+            Hff = 0.5 * (rows[:, :kf] + rows[:, :kf].T)
+            if np.all(np.isfinite(rows)) and np.linalg.eigvalsh(Hff).min() > 0:
+                last_H[:] = [rows.T]
+                return np.asarray(f), np.asarray(g)[:kf], Hff.astype(dtype), du_F
         f, g, H, du_F = kern.vgh(full(x), u, data, prior)
         H = np.asarray(H)[:, :kf]
         last_H[:] = [H]
@@ -278,7 +244,7 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
         step = (Q / w) @ Q.T @ g
         if 0.5 * float(g @ step) > QUICK_DECREMENT:  # too far: Newton from the step's end
             return _solve_node(kern, T, node, delta, vc_skew, vcp, (s.x - step).astype(dtype),
-                               (full(s.x), s.u, du_F[0]), data, prior, popts)
+                               (full(s.x), s.u, du_F[0]), data, prior, popts, approx=approx)
     if not ok:
         nan = np.full(data.ident.shape[0], np.nan)
         return _Node(np.asarray(s.x, np.float64), np.full((kf, kf), np.nan), -np.inf, nan,
@@ -328,7 +294,7 @@ def _screen_node(kern, nb: _Node, vcp, fe0, data, prior) -> _Node:
 def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, mode,
                   n_points: int | None = None, opts: LaplaceOptions | None = None,
                   skew: bool = True, correct: bool | None = None,
-                  design: str = "auto") -> IntegratedFit:
+                  design: str = "auto", exact_nodes: bool = False) -> IntegratedFit:
     """Integrate over vcp (INLA-style) around a ``priors=True`` :func:`fit_laplace` fit.
 
     Parameters
@@ -345,8 +311,9 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         For the fe | vcp Newton solves at the nodes; default for the data's dtype.
     skew : bool
         Add the third-order (skewness) corrections to each node's fe mean (with the third
-        derivatives of J in fe at the mode, contracted with fe's conditional covariance
-        there: :func:`skew_vector`) and vc mean (independent terms).
+        derivatives of the joint profile in fe at the mode, contracted with fe's
+        conditional covariance there: fits.joint.skew_vector) and vc mean (independent
+        terms).
     correct : bool, optional
         Add the second-order correction of the Laplace approximation of the random effects'
         integral (kernels.laplace_correction) to each node's log p̃(vcp | y); independent
@@ -361,6 +328,10 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         more than :data:`CCD_MISFIT` (:func:`gaussian_misfit`), then the lattice, with an
         :class:`~bayesglmm.exceptions.IntegrationWarning`.  ``"grid"`` with one or two
         variance parameters also uses the lattice.
+    exact_nodes : bool
+        The exact Hessian of J in fe at every node (the fit's Hessian program), instead of
+        the joint Hessian with the exact one's remainder at the mode
+        (:func:`fits.joint.node_hessian_kernel`; module docstring).
 
     Returns
     -------
@@ -411,8 +382,8 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
     B = np.linalg.solve(S, fit.cov[kf:, :kf]).T  # (kf, kp)
     small = small_programs(data)  # the compiler options of the mode fit's programs
     kern = laplace_kernels(family, mode, True, opts, small)
-    # the node solves stop at a Newton decrement ½dᵀC⁻¹d ≤ NODE_DECREMENT: fe within
-    # 1e-4 posterior SD of its conditional mode (the last step is applied without evaluating)
+    # the node solves stop at a Newton decrement ½dᵀC⁻¹d ≤ NODE_DECREMENT (the last step is
+    # applied without evaluating: module docstring)
     popts = ProjectedNewtonOptions(opts.maxiter, opts.gtol,
                                    max(opts.ftol, NODE_DECREMENT / (1 + abs(float(fit.log_post)))),
                                    opts.max_step, opts.max_ls)
@@ -422,11 +393,16 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         u_hat = jnp.asarray(fit.solution.v[:, 0], dtype)
         # du*/dθ and −∇²J at the mode
         _, _, H_hat, (du_hat, _) = kern.vgh(theta_hat, u_hat, data, prior)
+        approx = None
+        if not exact_nodes:  # the nodes' Hessians: joint rows + the remainder at the mode
+            vg = node_hessian_kernel(family, mode, opts, small)
+            D = (np.asarray(H_hat, np.float64)[:kf]
+                 - np.asarray(vg(theta_hat, u_hat, data, prior)[2], np.float64))
+            approx = (vg, D)
         T = None
         if skew:
-            third = _skew_kernel(family, mode, opts,
-                                 third_options(small, int(data.y.shape[0]), kf))
-            T = skew_vector(lambda th, u, V: third(th, u, V, data, prior), theta_hat, u_hat,
+            third = joint_third_kernel(family, mode, small)
+            T = skew_vector(lambda th, u, V: third(th, u, V, data), theta_hat, u_hat,
                             np.asarray(H_hat, np.float64)[:kf, :kf])
         node = None if data.corr else _node_kernel(family, mode, small)
 
@@ -435,7 +411,7 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
                 fe0 = fit.fe + (vcp - fit.vcp) @ B.T
             return _solve_node(kern, T, node, corrected and node is not None,
                                skew and node is not None, vcp.astype(dtype), fe0.astype(dtype),
-                               base, data, prior, popts, quick)
+                               base, data, prior, popts, quick, approx)
 
         base = (theta_hat, u_hat, du_hat)
         if not grid:

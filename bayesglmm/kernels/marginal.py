@@ -54,7 +54,8 @@ from .glmm import Data, Prior, split_disp
 from .h_uu import factor_h_uu, logdet_h_uu, var_vc
 
 __all__ = ["ModeState", "Objective", "conditional_mode", "glm_terms", "implicit_mode",
-           "log_prior", "marginal_loglik", "objective", "penalised", "solve_mode", "var_vc"]
+           "joint_fe_grad", "log_prior", "marginal_loglik", "objective", "penalised",
+           "solve_mode", "var_vc"]
 
 _LOG_2PI = float(np.log(2 * np.pi))
 
@@ -289,6 +290,23 @@ def implicit_mode(family: Family, mode):
     at_mode.defjvp(at_mode_jvp, symbolic_zeros=True)
 
     return at_mode
+
+
+def joint_fe_grad(family: Family, mode):
+    """``g(θ, u*, data) -> (∇_fe ℓ_j, u*)`` (k_fep,), (k_vc,) for the joint profile
+    ℓ_j(θ) = log p(y | fe, Λ(vcp)·u*(θ)) − ½‖u*(θ)‖², at u* = u*(θ) already solved for,
+    differentiable in θ through u*(θ) (:func:`implicit_mode`): its Jacobian
+    is ∂(∇_fe ℓ_j)/∂θ with du*/dθ; the penalty −½‖u‖² has no fe, so at fixed u the gradient
+    is Xᵀr, r = ∂ log p(y | η)/∂η (traceable)."""
+    at_mode = implicit_mode(family, mode)
+
+    def g(theta, u, data: Data):
+        u = at_mode(theta, u, data)
+        eta, vcp = _eta(theta, u, data)
+        _, r, _ = _loglik_r_w(family, eta, data, split_disp(family, vcp))
+        return r @ data.X, u
+
+    return g
 
 
 def glm_terms(family: Family):
