@@ -196,6 +196,11 @@ def _environment() -> tuple:
             str(jax.config.jax_numpy_rank_promotion))
 
 
+def _traced(tree) -> bool:
+    """Whether any leaf of ``tree`` is a tracer (the call is under another trace)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
+
+
 def _leaf_spec(x) -> tuple:
     """What jax.jit's cache distinguishes of an argument: shape, dtype, weak type (a numpy
     array and a JAX array alike; a Python float as a weakly typed scalar)."""
@@ -225,7 +230,12 @@ class persistent_jit:  # noqa: N801 - used like jax.jit
 
     Calls behave as the jitted function's (same results: the same StableHLO is compiled);
     static arguments (``static_argnames``, by name or position) are part of the key.
-    ``_cache_size()`` counts compiled executables of both routes (tests pin it).
+    ``_cache_size()`` counts compiled executables of both routes (tests pin it).  Called
+    under another transformation (``jax.vmap``, ``jax.eval_shape``, inside another jit: any
+    argument a tracer), it is the plain jit without ``compiler_options``: the enclosing
+    program is what XLA compiles, and jax 0.11 refuses compiler options on a nested jit
+    (``ValueError``: seen on a GPU, where every program names one, in ``fit_many``'s vmapped
+    Laplace fits).
     """
 
     def __init__(self, fun: Callable, *, static_argnames: tuple[str, ...] = (),
@@ -235,6 +245,9 @@ class persistent_jit:  # noqa: N801 - used like jax.jit
         self._options = compiler_options
         self._jit = jax.jit(fun, static_argnames=self._static or None,
                             compiler_options=compiler_options)
+        # under another trace: the enclosing program's options apply
+        self._nested = (jax.jit(fun, static_argnames=self._static or None)
+                        if compiler_options else self._jit)
         self._signature = inspect.signature(fun) if self._static else None
         self._fn_key: str | None = None
         self._plain = False  # the function cannot be fingerprinted: always the plain jit
@@ -248,6 +261,8 @@ class persistent_jit:  # noqa: N801 - used like jax.jit
     def __call__(self, *args, **kwargs):
         from . import _cache
 
+        if self._nested is not self._jit and _traced((args, kwargs)):
+            return self._nested(*args, **kwargs)
         folder = _cache.traced_dir()
         if folder is None or self._plain:
             return self._jit(*args, **kwargs)

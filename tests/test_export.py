@@ -135,6 +135,37 @@ def test_off_unexportable_or_opaque_means_a_plain_jit(tmp_path, monkeypatch, cap
         assert "not exportable" not in caplog.text
 
 
+@pytest.mark.parametrize("cache_on", [False, True])
+def test_under_another_trace_the_options_are_left_to_the_enclosing_program(
+        tmp_path, monkeypatch, cache_on):
+    """Called with tracers (vmap, eval_shape, inside a jit) a persistent_jit with compiler
+    options is the plain jit without them: jax 0.11 refuses options on a nested jit (a
+    ValueError seen on a GPU in fit_many's vmapped Laplace fits), simulated here by a jit
+    that refuses tracers; top-level calls keep the options."""
+    if cache_on:
+        _enable(monkeypatch, tmp_path)
+    else:
+        monkeypatch.setattr(_cache, "traced_dir", lambda: None)
+    pj = persistent_jit(lambda v, w: v * w + 1,
+                        compiler_options={"xla_backend_optimization_level": 1})
+    top = pj._jit
+
+    def refuse_tracers(*args, **kwargs):
+        if any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args)):
+            raise ValueError("`compiler_options` can only be passed to top-level `jax.jit`")
+        return top(*args, **kwargs)
+
+    pj._jit = refuse_tracers
+    x, y = np.arange(6.0).reshape(2, 3), np.ones(3)
+    with precision(np.float64):
+        np.testing.assert_array_equal(jax.vmap(pj, in_axes=(0, None))(x, y), x + 1)
+        assert jax.eval_shape(pj, x, y).shape == (2, 3)
+        np.testing.assert_array_equal(jax.jit(lambda a: pj(a, y) * 2)(x), 2 * (x + 1))
+        np.testing.assert_array_equal(pj(x, y), x + 1)  # top level: the optioned program
+    plain = persistent_jit(lambda v: v + 1)
+    assert plain._nested is plain._jit  # no options: one jit
+
+
 def test_a_damaged_entry_is_rewritten(tmp_path, monkeypatch):
     _enable(monkeypatch, tmp_path)
     x = np.arange(3.0)
