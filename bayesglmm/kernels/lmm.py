@@ -44,7 +44,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from .._export import persistent_jit
-from .._xla import large_options, small_options
+from .._xla import large_options, light_options, small_options
 from ..design.crossprod import CrossProd, Structure
 from ..linalg.cholesky import logdet_solve, logdet_solve_inverse, logdet_solve_plain
 
@@ -399,10 +399,15 @@ def second_order(theta, psi, cp: CrossProd, struct: Structure, reml=True):
 # one Hessian per fit there), while ``evaluate``, run a dozen times or more, is 1.7× faster
 # with the defaults.
 _SMALL_WORK = 200_000  # array entries an evaluation touches, at most, for the small options
-# second_order stays with the small options at every size: with XLA's defaults the InstEval
-# shape's warm fit took 1.65 -> 1.48 s (its m × m products run faster), but on statsmodels'
-# test_random_effects_getters (500 groups, q = 6) the program so compiled crashed the process
-# when run (a segmentation fault inside XLA's CPU code, jax 0.10.2)
+# second_order never takes XLA's defaults: so compiled, the InstEval shape's warm fit took
+# 1.65 -> 1.48 s (its m × m products run faster), but on statsmodels'
+# test_random_effects_getters (500 groups, q = 6) the program crashed the process when run (a
+# segmentation fault inside XLA's CPU code, jax 0.10.2).  Where the dense block is large
+# (m ≥ _LIGHT_HESSIAN_M) it takes the light options (_xla.light_options: the classic emitters,
+# as the small options, with LLVM's optimisations): InstEval-shaped warm fit 1.77 -> 1.51 s,
+# its first call without the cache +0.2 s of compilation.  Forced at every size, the light
+# program ran the whole test suite and statsmodels' own test_lme.py without a fault.
+_LIGHT_HESSIAN_M = 512
 
 
 @functools.cache
@@ -416,6 +421,13 @@ def _small_programs(backend: str):
 
 
 @functools.cache
+def _light_second_order(backend: str):
+    """:func:`second_order` with the light options of ``backend`` (``_xla.light_options``)."""
+    return persistent_jit(second_order.__wrapped__, static_argnames=("struct",),
+                          compiler_options=light_options())
+
+
+@functools.cache
 def _large_evaluate(backend: str):
     """:func:`evaluate` with the large-problem options of ``backend`` (``_xla.large_options``:
     XLA's defaults on CPU), traced once per machine."""
@@ -424,12 +436,16 @@ def _large_evaluate(backend: str):
 
 
 def programs(cp: CrossProd, struct: Structure):
-    """``(evaluate, second_order)`` as a fit runs them: :func:`second_order` always with
-    the small-problem XLA options of ``_xla.small_options`` (compiling it dominates at any
-    size), :func:`evaluate` with them where an evaluation touches few array entries, with
-    the large-problem ones otherwise.  Same functions, same results up to roundoff."""
+    """``(evaluate, second_order)`` as a fit runs them: :func:`second_order` with the
+    small-problem XLA options of ``_xla.small_options`` (compiling it dominates) unless the
+    dense block has at least ``_LIGHT_HESSIAN_M`` rows (its m × m products dominate: the
+    light options), :func:`evaluate` with the small options where an evaluation touches few
+    array entries, with the large-problem ones otherwise.  Same functions, same results up to
+    roundoff."""
     work = (np.size(cp.pair_val) + np.size(cp.c_val) + np.size(cp.c_dense) + np.size(cp.d11)
             + np.size(cp.b1) + struct.m ** 2)
     evaluate_small, second_order_small = _small_programs(jax.default_backend())
     evaluate_large = _large_evaluate(jax.default_backend())
-    return (evaluate_small if work <= _SMALL_WORK else evaluate_large), second_order_small
+    second = (_light_second_order(jax.default_backend()) if struct.m >= _LIGHT_HESSIAN_M
+              else second_order_small)
+    return (evaluate_small if work <= _SMALL_WORK else evaluate_large), second

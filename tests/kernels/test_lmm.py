@@ -182,8 +182,9 @@ def test_second_order_hessian_equals_the_plain_reference(data, formula, sparse):
 
 def test_programs_chosen_by_size_agree(data, monkeypatch):
     """programs() gives the large-problem evaluate past its threshold (the entries an
-    evaluation touches) and the small-options second_order at every size; both evaluate
-    variants compute the same function (the compiler options differ, not the program)."""
+    evaluation touches) and the light-options second_order past its own (the dense block's
+    rows); the variants compute the same functions (the compiler options differ, not the
+    programs)."""
     import jax.numpy as jnp
 
     from bayesglmm._precision import precision
@@ -197,7 +198,11 @@ def test_programs_chosen_by_size_agree(data, monkeypatch):
         small = kl.programs(cp, st)
         assert small == kl._small_programs(backend)  # a small model
         monkeypatch.setattr(kl, "_SMALL_WORK", 0)
+        monkeypatch.setattr(kl, "_LIGHT_HESSIAN_M", 0)
         large = kl.programs(cp, st)
-        assert large == (kl._large_evaluate(backend), kl._small_programs(backend)[1])
+        assert large == (kl._large_evaluate(backend), kl._light_second_order(backend))
         ev = [np.asarray(p[0](theta, cp, st, True)[1]) for p in (small, large)]
+        psi = kl.theta_to_psi(np.asarray(theta), st, np.float64)
+        hess = [np.asarray(p[1](theta, psi, cp, st, True)[2]) for p in (small, large)]
     np.testing.assert_allclose(ev[1], ev[0], rtol=1e-10)
+    np.testing.assert_allclose(hess[1], hess[0], rtol=1e-10, atol=1e-12)
