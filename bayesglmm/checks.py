@@ -121,39 +121,51 @@ _QR_ROWS = 200_000  # rows per block of the blocked (TSQR) R factor in aliased_c
 def _r_factor(X: np.ndarray) -> np.ndarray:
     """A matrix with X's R factor (RᵀR = XᵀX): X itself, or for tall X the stacked R factors
     of row blocks (TSQR), so no n × p copy is made."""
-    import scipy.linalg
-
     if X.shape[0] <= _QR_ROWS:
         return X
-    return np.vstack([scipy.linalg.qr(X[i:i + _QR_ROWS], mode="r")[0]
+    return np.vstack([np.linalg.qr(X[i:i + _QR_ROWS], mode="r")
                       for i in range(0, X.shape[0], _QR_ROWS)])
 
 
 def aliased_columns(X: np.ndarray) -> list[int]:
-    """Indices of the columns of X that are linear combinations of the others (all-zero
-    columns included), as R's ``lm``/lme4 drop them.
+    """Indices of the columns of X that are linear combinations of the columns before them
+    (all-zero columns included), as R's ``lm``/lme4 drop them.
 
     >>> x = np.arange(5.0)
     >>> aliased_columns(np.column_stack([np.ones(5), x, 2 * x + 1, np.zeros(5)]))
     [2, 3]
+    >>> aliased_columns(np.column_stack([2 * x + 1, np.ones(5), x]))  # the later one goes
+    [2]
 
-
-    Pivoted QR of the column-scaled X (of its R factor for tall X: R(X·D) = R(X)·D): a
-    diagonal of R below ``max(n, p)·100·eps·|R₁₁|`` marks a column (``piv[rank:]``) in the
-    span of the ones before it.
+    LINPACK's limited pivoting (R's ``dqrdc2``, which ``lm`` uses): the columns of the
+    column-scaled X (of its R factor for tall X: R(X·D) = R(X)·D) are orthogonalised in order
+    (classical Gram–Schmidt, twice) against the ones kept so far, and a column whose residual
+    norm is below ``max(n, p)·100·eps`` (of its unit norm) is in their span.  (LAPACK's
+    fully pivoted QR, used before, picked columns by norm and could drop an earlier one:
+    of (2x + 1, 1, x) it dropped 2x + 1, where ``lm`` and lme4 drop x.)
     """
     n, p = X.shape
     if p == 0:
         return []
-    import scipy.linalg
-
     scale = np.linalg.norm(X, axis=0)
     zero = scale == 0
     scale[zero] = 1.0
-    _, r, piv = scipy.linalg.qr(_r_factor(X) / scale, mode="economic", pivoting=True)
-    d = np.abs(np.diag(r))
-    rank = int(np.sum(d > max(n, p) * np.finfo(float).eps * 100 * d[0])) if d[0] > 0 else 0
-    return sorted(set(int(i) for i in piv[rank:]) | set(np.flatnonzero(zero).tolist()))
+    R = np.asarray(_r_factor(X) / scale, np.float64)
+    tol = max(n, p) * np.finfo(float).eps * 100
+    Q = np.empty((R.shape[0], min(R.shape)))  # orthonormal basis of the kept columns
+    k = 0
+    out = []
+    for j in range(p):
+        v = R[:, j]
+        for _ in range(2):  # CGS2: orthogonal to working precision
+            v = v - Q[:, :k] @ (Q[:, :k].T @ v)
+        norm = np.linalg.norm(v)
+        if zero[j] or norm <= tol or k == Q.shape[1]:
+            out.append(j)
+        else:
+            Q[:, k] = v / norm
+            k += 1
+    return out
 
 
 def rank_message(X: np.ndarray, names: list, dep: list[int]) -> str:
