@@ -199,10 +199,10 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
     ``node``).  ``quick``: one Hessian at the start and its
     Newton step, not evaluated, when the start's decrement ½gᵀCg is at most
     ``QUICK_DECREMENT`` (the lattice's warm starts from a neighbour); a full solve from
-    there otherwise.  ``approx``: (``vg``, D) — the Hessian rows of fe as
-    :func:`fits.joint.node_hessian_kernel`'s joint rows plus the constant D (k_fep, k_a), the exact
-    rows less the joint ones at the mode; the exact ``kern.vgh`` where that is not positive
-    definite.  None: ``kern.vgh`` throughout."""
+    there otherwise.  ``approx``: (``vg``, D) — fe's Hessian rows as those of
+    fits.joint.node_hessian_kernel's ``vg`` plus the constant D (k_fep, k_a), the exact rows
+    less ``vg``'s at the mode; the exact ``kern.vgh`` where that is not positive definite.
+    None: ``kern.vgh`` throughout."""
     kf = fe0.shape[0]
     dtype = fe0.dtype
     theta_hat, u_hat, du_hat = base
@@ -270,7 +270,7 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
     Jfe = J[:, :kf]
     fe = np.asarray(s.x, np.float64) + d
     vc = vc + Jfe @ d
-    if T is not None:  # E[fe | vcp] ≈ fe* + ½ C T, T_i = Σ_jl (C_0)_jl ∂³J/∂fe_i∂fe_j∂fe_l
+    if T is not None:  # E[fe | vcp] ≈ fe* + ½ C T, T_i = Σ_jl (C_0)_jl ∂³ℓ_j/∂fe_i∂fe_j∂fe_l
         fe = fe + 0.5 * C @ T
     var = var_cond + np.einsum("kp,pq,kq->k", Jfe, C, Jfe)
     # dfe*/dvcp = −H_ff⁻¹ H_fv (implicit function theorem on ∇_fe J = 0): a neighbour's start

@@ -17,9 +17,10 @@ reference grid of the same p̃: ~200 points); a standard Gaussian takes 37 point
 dimensions, 171 in three and 569 in four (those expanded and the shell around them).
 
 Cost.  Each point is reached from a solved neighbour and warm-started from it (u*, du*/dθ,
-and fe* moved along dfe*/dvcp = −H_ff⁻¹H_fv there), so one Hessian evaluation solves it.  A
-point of the far shell — about half of them — is first *screened*: J at the predicted fe
-(one inner solve, a tenth of a Hessian's cost) with the neighbour's log-determinant; when
+and fe* moved along dfe*/dvcp = −H_ff⁻¹H_fv there), so one inner solve and one evaluation
+of fe's Hessian (fits.integrate: J's gradient with the joint profile's Hessian) usually solve
+it.  A point of the far shell — about half of them — is first *screened*: J at the predicted
+fe (one inner solve) with the neighbour's log-determinant; when
 that puts it more than ``LATTICE_DROP + SCREEN_MARGIN`` below the largest log p̃, it is kept
 as screened (its weight is below e⁻⁶ of the largest; on grouseticks such points hold 0.7% of
 the mass) and neither solved nor expanded.
