@@ -18,7 +18,7 @@ from scipy import sparse
 import bayesglmm as bg
 from bayesglmm._precision import precision
 from bayesglmm.exceptions import IntegrationWarning
-from bayesglmm.fits.integrate import _node_kernel, integrate_vcp
+from bayesglmm.fits.integrate import _last_value, _node_kernel, integrate_vcp
 from bayesglmm.fits.laplace import default_options, fit_laplace, laplace_kernels
 from bayesglmm.fits.nodes import MAX_DIM, ccd, node_design, two_level
 from bayesglmm.kernels.laplace_correction import laplace_correction
@@ -149,6 +149,25 @@ def test_singular_or_indefinite_mode_is_a_clear_error(crossed):
         bad[2:, 2:] = [[1.0, 2.0], [2.0, 1.0]]
         with pytest.raises(ValueError, match="not positive definite"):
             integrate_vcp(m.family, data, prior, fit._replace(cov=bad), mode=m._design_mode)
+
+
+def test_the_last_inner_solve_is_reused_only_for_the_same_arguments():
+    """_last_value: a lattice point screened and then solved does its inner solve once; any
+    other θ, dθ or warm start (another array, even an equal one) calls through."""
+    calls = []
+
+    def value(theta, u, du, dtheta, data, prior):
+        calls.append(1)
+        return float(theta.sum() + dtheta.sum()), u
+
+    v = _last_value(value)
+    th, u, du = np.arange(3.0), jnp.ones(2), jnp.zeros((2, 3))
+    first = v(th, u, du, th - 1, "data", "prior")
+    assert v(th.copy(), u, du, th - 1, "data", "prior") is first and len(calls) == 1
+    v(th + 1, u, du, th - 1, "data", "prior")
+    v(th + 1, u, du, th, "data", "prior")
+    v(th + 1, jnp.ones(2), du, th, "data", "prior")
+    assert len(calls) == 4
 
 
 def test_lattice_agrees_with_gauss_hermite_in_one_dimension():
