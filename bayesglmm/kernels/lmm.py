@@ -402,11 +402,13 @@ _SMALL_WORK = 200_000  # array entries an evaluation touches, at most, for the s
 # second_order never takes XLA's defaults: so compiled, the InstEval shape's warm fit took
 # 1.65 -> 1.48 s (its m × m products run faster), but on statsmodels'
 # test_random_effects_getters (500 groups, q = 6) the program crashed the process when run (a
-# segmentation fault inside XLA's CPU code, jax 0.10.2).  Where the dense block is large
-# (m ≥ _LIGHT_HESSIAN_M) it takes the light options (_xla.light_options: the classic emitters,
-# as the small options, with LLVM's optimisations): InstEval-shaped warm fit 1.77 -> 1.51 s,
-# its first call without the cache +0.2 s of compilation.  Forced at every size, the light
-# program ran the whole test suite and statsmodels' own test_lme.py without a fault.
+# segmentation fault inside XLA's CPU code, jax 0.10.2).  Where the dense block is large (m ≥
+# _LIGHT_HESSIAN_M) it takes the light options (_xla.light_options: the classic emitters, as
+# the small options, with LLVM's optimisations): on the InstEval shape the Hessian took
+# 0.60-0.65 -> 0.44-0.55 s in interleaved runs, and 0.4-0.7 s more to compile without the
+# cache (a fresh process with the warm cache: 3.10-3.36 -> 2.83-2.97 s).  Forced at every
+# size, the light program ran the whole test suite and statsmodels' own test_lme.py without a
+# fault.
 _LIGHT_HESSIAN_M = 512
 
 
