@@ -80,6 +80,7 @@ def test_node_hessian_kernel_against_nested_autodiff_and_the_fit(crossed):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_skew_vector_against_the_full_third_derivative_tensor(crossed):
     """skew_vector (second directional derivatives of ∇_fe ℓ_j along a square root of
     C = P⁻¹, summed) against ℓ_j's third derivatives by jacfwd ∘ jacfwd ∘ grad contracted
@@ -107,6 +108,7 @@ def test_skew_vector_against_the_full_third_derivative_tensor(crossed):
     assert skew_vector(third, THETA, u, -P) is None
 
 
+@pytest.mark.slow
 def test_exact_j_hessian_differs_from_the_profile_by_the_log_determinant(crossed):
     """What the node program leaves out: J's exact fe Hessian minus ℓ_j's is the Hessian of
     −½ log det H_uu (+ the prior's −1/fe_p²) — nonzero, so the remainder at the mode is
