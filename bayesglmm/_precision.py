@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from ._cache import cache_scope
+from ._lapack import preload as preload_lapack
 
 __all__ = ["precision", "resolve_dtype"]
 
@@ -48,6 +49,7 @@ def precision(dtype):
     """Run the enclosed JAX code with 64-bit types on iff ``dtype`` is float64, full-precision
     matrix products (never TF32) and bayesglmm's persistent compilation cache (see
     ``bayesglmm._cache``)."""
+    preload_lapack()  # once per process: JAX's LAPACK without scipy.linalg's import
     with (jax.enable_x64(np.dtype(dtype) == np.float64), jax.default_matmul_precision("highest"),
           cache_scope()):
         yield

@@ -14,6 +14,8 @@ import contextlib
 import ctypes
 import threading
 
+from .. import _lapack
+
 __all__ = ["single_threaded_blas"]
 
 _SYMBOLS = (
@@ -35,11 +37,9 @@ def _openblas_handles() -> list:
         return _handles
     out = []
     try:
-        import scipy.linalg.cython_lapack  # noqa: F401  (loads scipy's OpenBLAS, used by jaxlib)
-
-        with open("/proc/self/maps") as fh:
-            paths = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and ".so" in ln})
-        for path in paths:
+        if not _lapack.loaded():  # else loaded already, without scipy.linalg's package
+            import scipy.linalg.cython_lapack  # noqa: F401  (scipy's OpenBLAS, used by jaxlib)
+        for path in _mapped_openblas():
             lib = ctypes.CDLL(path)
             for set_name, get_name in _SYMBOLS:
                 if hasattr(lib, set_name) and hasattr(lib, get_name):
@@ -51,6 +51,12 @@ def _openblas_handles() -> list:
         out = []
     _handles = out
     return out
+
+
+def _mapped_openblas() -> list:
+    """Paths of the OpenBLAS libraries mapped into this process (Linux)."""
+    with open("/proc/self/maps") as fh:
+        return sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and ".so" in ln})
 
 
 @contextlib.contextmanager
