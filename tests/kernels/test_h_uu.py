@@ -77,7 +77,7 @@ def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
 
 
 @pytest.mark.parametrize("kind, padded", [("diag", False), ("crossed", False), ("olre", False),
-                                          ("olre", True)])
+                                          ("olre", True), ("crossed", True)])
 def test_inverse_entries_and_conditional_variances_match_the_dense_inverse(kind, padded):
     model = _model(kind)
     with precision(np.float64):
