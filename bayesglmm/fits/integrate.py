@@ -72,6 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._precision import precision
+from ..linalg._blas import single_threaded_blas
 from .._xla import large_options, light_options
 from ..budgets import lattice_budget
 from ..covariance import lam_u
@@ -410,7 +411,7 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
                                    max(opts.ftol, NODE_DECREMENT / (1 + abs(float(fit.log_post)))),
                                    opts.max_step, opts.max_ls)
     grid = design == "grid" and n_points is None
-    with precision(dtype):
+    with precision(dtype), single_threaded_blas():
         theta_hat = fit.solution.a.astype(dtype)
         u_hat = jnp.asarray(fit.solution.v[:, 0], dtype)
         # du*/dθ and −∇²J at the mode

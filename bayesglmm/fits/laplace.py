@@ -42,6 +42,7 @@ import numpy as np
 
 from .._export import persistent_jit
 from .._precision import precision
+from ..linalg._blas import single_threaded_blas
 from .._xla import large_options, light_options
 from ..covariance import lam_u
 from ..budgets import DENSE_VC_MAX, check_laplace
@@ -344,7 +345,7 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
         if theta0.shape != (k_fep + k_vcp,):
             raise ValueError(f"start must have shape ({k_fep + k_vcp},), got {theta0.shape}")
     kern = laplace_kernels(family, mode, bool(priors), opts, small_programs(data))
-    with precision(dtype):
+    with precision(dtype), single_threaded_blas():
         sol, llf, active, cov, vc, vc_sd, vc_sd_cond = _solve(
             kern, theta0.astype(dtype), data, prior, k_fep, k_sd, opts, bool(priors))
     out = LaplaceFit(

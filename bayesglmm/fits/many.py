@@ -39,6 +39,7 @@ import pandas as pd
 from jax import lax
 
 from .._precision import precision
+from ..linalg._blas import single_threaded_blas
 from .._xla import large_options
 from ..exceptions import ConvergenceWarning, SingularFitWarning
 from ..kernels.glmm import Data
@@ -311,7 +312,7 @@ def map_chunks(fit: Callable[..., T], model, Y, data: Data, B: int, progress,
     workers = n_workers() if workers is None else workers
 
     def run(full, n_real, data_c):
-        with precision(dtype):
+        with precision(dtype), single_threaded_blas():
             return fit(full, n_real, data_c)
 
     out: list[T] = []
@@ -368,7 +369,7 @@ def _laplace_model(model, Y, chunk_size, progress, priors=True, start=None, mini
         n_pad, data.Z.cols.shape[1], k_vc_pad, data.X.shape[1] + model.k_vcp, mode,
         dtype.itemsize))
     prior = model._prior()
-    with precision(dtype):  # every chunk's programs, built here: compiled once
+    with precision(dtype), single_threaded_blas():  # every chunk's programs, built here: compiled once
         programs = laplace_programs(model.family, mode, bool(priors), opts, B)
 
     def fit(full, n_real, data_c):

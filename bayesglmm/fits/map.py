@@ -35,6 +35,7 @@ import numpy as np
 from jax import lax
 
 from .._precision import precision
+from ..linalg._blas import single_threaded_blas
 from .._xla import large_options
 from ..families import Family
 from ..kernels.glmm import Data, Params, Prior, make_logposterior
@@ -255,7 +256,7 @@ def fit_map(family: Family, data: Data, prior: Prior, *, color, n_colors: int,
         CURVATURE if n_colors == 1 else NEWTON)
     solve = map_program(family, dense, n_colors, final)
     args = (data, prior)
-    with precision(dt):
+    with precision(dt), single_threaded_blas():
         put = lambda x: jax.device_put(np.asarray(x, dt))  # noqa: E731
         a0 = np.concatenate([np.zeros(kf), np.ones(kp)])
         u0 = np.zeros((k_pad, 1))

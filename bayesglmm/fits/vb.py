@@ -26,6 +26,7 @@ import numpy as np
 
 from .._export import persistent_jit
 from .._precision import precision
+from ..linalg._blas import single_threaded_blas
 from .._xla import large_options, small_options
 from ..families import Family
 from ..kernels.glmm import Data, Params, Prior, make_elbo
@@ -204,7 +205,7 @@ def fit_vb(family: Family, rule: Rule, data: Data, prior: Prior, *, color, n_col
     v0[:k] = np.stack([m[ka:], s[ka:]], axis=1)
     a0 = np.concatenate([m[:ka], s[:ka]])
     a_shift = np.concatenate([np.zeros(ka), shift[:ka]])
-    with precision(dt):
+    with precision(dt), single_threaded_blas():
         if host:  # the starts stay on the host, where the iteration runs
             sol = _fit_host(vb_value_and_grad(family, rule), a0, v0, a_shift, args, opts,
                             20 * opts.maxiter if bfgs_maxiter is None else int(bfgs_maxiter),
