@@ -47,6 +47,7 @@ import numpy as np
 import optax
 
 from .._precision import precision
+from ..linalg._blas import single_threaded_blas
 from ..design.ellpack import REDesign
 from ..families import Family
 from ..kernels.glmm import Data, Prior, elbo_prior_entropy, predictor_moments
@@ -218,7 +219,7 @@ def fit_vb_stream(family: Family, rule: Rule, source, fe_p: float, vcp_p: float,
     opt, svi_step, blocks, prior_blocks, add, direction = _programs(
         family, rule, k_fep, int(pcolors))
     gnorm = float("nan")
-    with precision(dt):
+    with precision(dt), single_threaded_blas():
         jid = jax.device_put(np.asarray(ident, np.int32))
         jbig, jsmall, jpcol = (jax.device_put(np.asarray(x, np.int32))
                                for x in (big, small, pcol))

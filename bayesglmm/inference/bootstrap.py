@@ -198,6 +198,7 @@ def bootstrap(results, n=1000, seed=None, alpha=0.05, batch=100, progress=False)
 
     from .. import progress as _progress
     from .._precision import precision
+    from ..linalg._blas import single_threaded_blas
     from ..results.lmm import MixedLMResults
     from ._lmm import lmm_parts, sd_scale_names, theta_to_sv
 
@@ -215,7 +216,8 @@ def bootstrap(results, n=1000, seed=None, alpha=0.05, batch=100, progress=False)
     prog = _refit_program(st, bool(results.reml))
     Y = simulate(results, n, rng)
     out = {k: [] for k in ("theta", "beta", "s2", "conv")}
-    with precision(np.float64), _progress.reporting(progress, "bootstrap"):
+    with (precision(np.float64), single_threaded_blas(),
+          _progress.reporting(progress, "bootstrap")):
         theta0 = jnp.asarray(results.theta)
         for start in range(0, n, batch):
             Yb = Y[:, start:start + batch]

@@ -155,6 +155,7 @@ def _glmm_profiler(res):
     """As :func:`_lmm_profiler` for a ``fit_laplace(priors=False)`` fit, φ = (fe, SDs)."""
     from .._precision import precision
     from ..fits.laplace import LOG_SD_MIN, laplace_kernels, small_programs
+    from ..linalg._blas import single_threaded_blas
     from ..linalg.psd import abs_inv
 
     model = res.model
@@ -204,7 +205,7 @@ def _glmm_profiler(res):
             theta, u = new, u1
         return 2.0 * float(f), theta
 
-    with precision(dtype):
+    with precision(dtype), single_threaded_blas():
         d_hat, theta_hat = newton(theta_hat, np.ones(kf + kv, bool))
         _, g, H, _ = kern.vgh(theta_hat.astype(dtype), kern.value(
             theta_hat.astype(dtype), np.zeros(k_pad, dtype),
@@ -228,7 +229,7 @@ def _glmm_profiler(res):
             theta[j - kv] = c
         free = np.ones(kf + kv, bool)
         free[kf + j if j < kv else j - kv] = False
-        with precision(dtype):
+        with precision(dtype), single_threaded_blas():
             d, theta = newton(theta, free)
         return d, theta
 

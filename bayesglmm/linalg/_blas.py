@@ -7,7 +7,8 @@ OpenBLAS oversubscribes the cores: on a 2-core machine with other processes runn
 grouseticks' 181 × 181 block of H_uu 224 → 154 µs, its integrated fit's 204 nodes 1.9 →
 0.9 s.  :func:`single_threaded_blas` sets every loaded OpenBLAS to one thread and restores the
 previous count on exit; where no OpenBLAS can be found it does nothing.  Every fit driver
-(fits.lmm, fits.laplace, fits.integrate, fits.map, fits.vb, fits.many) runs inside it.
+(fits.lmm, fits.laplace, fits.integrate, fits.map, fits.vb, fits.vb_stream, fits.many) and
+the profile and bootstrap refits (inference.profile, inference.bootstrap) run inside it.
 """
 
 from __future__ import annotations
