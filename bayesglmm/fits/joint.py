@@ -33,26 +33,31 @@ from ..kernels.glmm import Data, Prior
 from ..kernels.marginal import joint_fe_grad, objective
 from .laplace import LaplaceOptions
 
-__all__ = ["joint_third_kernel", "node_hessian_kernel", "skew_vector"]
+__all__ = ["joint_third_kernel", "node_hessian", "node_hessian_kernel", "skew_vector"]
 
 
-@functools.cache
-def node_hessian_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False):
+def node_hessian(family: Family, mode, opts: LaplaceOptions):
     """``vg(θ, u*, data, prior) -> (−J, −∇J, −∂(∇_fe ℓ_j)/∂θ, (du*/dθ, F))`` at a u* already
-    solved for: the fit's ``vgh`` (fits.laplace.laplace_kernels; J's value and gradient
-    exact, du*/dθ and H_uu's factorisation F as it returns them) with, in place of J's
-    Hessian, ℓ_j's Hessian rows of fe (k_fep, k_a).  ``small``: the light compiler options."""
+    solved for, traceable (:func:`node_hessian_kernel` compiles it): the fit's ``vgh``
+    (fits.laplace.laplace_kernels; J's value and gradient exact, du*/dθ and H_uu's
+    factorisation F as it returns them) with, in place of J's Hessian, ℓ_j's Hessian rows of
+    fe (k_fep, k_a)."""
     obj = objective(family, mode, True, opts.inner_tol, opts.inner_maxiter)
     grad = joint_fe_grad(family, mode)
 
-    @functools.partial(persistent_jit,
-                       compiler_options=light_options() if small else large_options())
     def vg(theta, u, data: Data, prior: Prior):
         g, (f, _, F) = obj.grad_at(theta, u, data, prior)
         Hj, du = jax.jacfwd(lambda th: grad(th, u, data))(theta)
         return -f, -g, -Hj, (du, F)
 
     return vg
+
+
+@functools.cache
+def node_hessian_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False):
+    """:func:`node_hessian`, compiled.  ``small``: the light compiler options."""
+    return persistent_jit(node_hessian(family, mode, opts),
+                          compiler_options=light_options() if small else large_options())
 
 
 @functools.cache

@@ -18,7 +18,10 @@ from scipy import sparse
 import bayesglmm as bg
 from bayesglmm._precision import precision
 from bayesglmm.exceptions import IntegrationWarning
-from bayesglmm.fits.integrate import _last_value, _node_kernel, integrate_vcp
+import bayesglmm.fits.integrate as integrate_mod
+from bayesglmm.fits.integrate import (_last_value, _node_eval_kernel, _node_kernel,
+                                       integrate_vcp)
+from bayesglmm.fits.joint import node_hessian_kernel
 from bayesglmm.fits.laplace import default_options, fit_laplace, laplace_kernels
 from bayesglmm.fits.nodes import MAX_DIM, ccd, node_design, two_level
 from bayesglmm.kernels.laplace_correction import laplace_correction
@@ -95,6 +98,43 @@ def crossed():
     y, X, Z, ident = gen_crossed_logit(6, 5, 1, 2)
     X = np.column_stack([X, np.linspace(-1, 1, len(y))])
     return bg.BinomialBayesMixedGLM(y, X, sparse.csr_array(Z), ident, vcp_p=0.5)
+
+
+def test_node_eval_program_equals_the_two_it_fuses(crossed, monkeypatch):
+    """_node_eval_kernel: fits.joint's vg and the node's terms from one program, equal to
+    the two programs' outputs; an integrated fit then calls the node program alone only for
+    a solve that did not stop at such an evaluation (none here), with the same moments."""
+    m = crossed
+    mode = m._design_mode
+    opts = default_options(np.float64)
+    with precision(np.float64):
+        data, prior = m._data(), m._prior()
+        theta = jnp.array([-0.3, 0.4, 0.2, 0.4])
+        u = conditional_mode(m.family, mode)(theta, jnp.zeros(m.k_vc), data)
+        *vg, terms = _node_eval_kernel(m.family, mode, opts)(theta, u, data, prior)
+        ref_vg = node_hessian_kernel(m.family, mode, opts)(theta, u, data, prior)
+        ref_terms = _node_kernel(m.family, mode)(theta, u, *ref_vg[3], data)
+    for a, b in zip(jax.tree.leaves((vg, terms)), jax.tree.leaves((ref_vg, ref_terms))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-13)
+    fit = _integrated(m)
+    calls = []
+    real = integrate_mod._node_kernel
+
+    def counted(*args, **kw):
+        node = real(*args, **kw)
+        return lambda *a: calls.append(1) or node(*a)
+
+    monkeypatch.setattr(integrate_mod, "_node_kernel", counted)
+    again = _integrated(m)
+    assert not calls
+    np.testing.assert_array_equal(again.fe_mean, fit.fe_mean)
+    np.testing.assert_array_equal(again.cov, fit.cov)
+    np.testing.assert_array_equal(again.vc_sd, fit.vc_sd)
+    with precision(np.float64):  # J's exact Hessian at the nodes: the node program's route
+        mode_fit = fit_laplace(m.family, data, prior, m.k_fep, mode=mode, priors=True)
+        exact = integrate_vcp(m.family, data, prior, mode_fit, mode=mode, exact_nodes=True)
+    assert calls
+    np.testing.assert_allclose(exact.fe_mean, fit.fe_mean, atol=0.01 * np.sqrt(fit.cov[0, 0]))
 
 
 @pytest.mark.slow
