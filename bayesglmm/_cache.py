@@ -32,6 +32,7 @@ programs compiled outside bayesglmm that take longer than the user's
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -192,7 +193,12 @@ def traced_dir() -> Path | None:
     once a fit has enabled it (:func:`cache_scope`), else None (off, unusable, or the user's
     own JAX cache configured)."""
     settings = _settings
-    return Path(settings[0][1]) if settings else None
+    return _as_path(settings[0][1]) if settings else None
+
+
+@functools.lru_cache(maxsize=4)
+def _as_path(folder: str) -> Path:
+    return Path(folder)  # (called on every persistent_jit call: pathlib parsing costs ~15 µs)
 
 
 @contextlib.contextmanager

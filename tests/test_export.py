@@ -180,3 +180,20 @@ def test_a_damaged_entry_is_rewritten(tmp_path, monkeypatch):
 def test_source_hash_covers_the_package():
     h = _export.source_hash()
     assert len(h) == 64 and h == _export.source_hash()
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_leaf_spec_fast_paths_agree_with_jax_typeof(x64):
+    """The signature of an argument (numpy and JAX arrays without jax.typeof) is what
+    jax.typeof gives, 64-bit types narrowed as JAX narrows them without x64."""
+    def reference(x):
+        aval = jax.typeof(x)
+        return (aval.shape, np.dtype(aval.dtype).str, bool(aval.weak_type))
+
+    with precision(np.float64 if x64 else np.float32):
+        leaves = [np.ones(3), np.ones(3, np.int64), np.ones(2, np.float32),
+                  np.ones((2, 2), bool), np.ones(2, np.uint8), jnp.ones(3), jnp.asarray(1.0),
+                  jnp.ones(3, jnp.int32), jnp.asarray(np.arange(4)), 1.0, 2, True,
+                  np.float64(1.0)]
+        for x in leaves * 2:  # twice: after the first JAX array, its class's fast path
+            assert _export._leaf_spec(x) == reference(x), x
