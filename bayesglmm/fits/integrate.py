@@ -351,7 +351,8 @@ def _screen_node(kern, nb: _Node, vcp, fe0, data, prior) -> _Node:
 def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, mode,
                   n_points: int | None = None, opts: LaplaceOptions | None = None,
                   skew: bool = True, correct: bool | None = None,
-                  design: str = "auto", exact_nodes: bool = False) -> IntegratedFit:
+                  design: str = "auto", exact_nodes: bool = False,
+                  at_mode: tuple | None = None) -> IntegratedFit:
     """Integrate over vcp (INLA-style) around a ``priors=True`` :func:`fit_laplace` fit.
 
     Parameters
@@ -389,6 +390,9 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         The exact Hessian of J in fe at every node (the fit's Hessian program), instead of
         the joint Hessian with the exact one's remainder at the mode
         (:func:`fits.joint.node_hessian_kernel`; module docstring).
+    at_mode : (−∇²J (k_a, k_a), du*/dθ (k_vc, k_a)) at the fit's θ̂, optional
+        As the fit's last evaluation gave them (:func:`fits.laplace.fit_laplace` passes
+        them); evaluated here when not given.
 
     Returns
     -------
@@ -450,7 +454,10 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         theta_hat = fit.solution.a.astype(dtype)
         u_hat = jnp.asarray(fit.solution.v[:, 0], dtype)
         # du*/dθ and −∇²J at the mode
-        _, _, H_hat, (du_hat, _) = kern.vgh(theta_hat, u_hat, data, prior)
+        if at_mode is None:
+            _, _, H_hat, (du_hat, _) = kern.vgh(theta_hat, u_hat, data, prior)
+        else:
+            H_hat, du_hat = at_mode
         approx = None
         if not exact_nodes:  # the nodes' Hessians: joint rows + the remainder at the mode
             vg = (node_hessian_kernel(family, mode, opts, small) if data.corr

@@ -269,7 +269,8 @@ def _solve(kern: LaplaceKernels, theta0: np.ndarray, data: Data, prior: Prior, k
     llf = -f - lp if priors else -f
     sol = Solution(np.asarray(theta, np.float64), np.asarray(s.u, np.float64)[:, None], f, ginf,
                    max(int(s.it) - 1, 0), int(s.status))
-    return sol, llf, active, cov, vc, np.sqrt(var_tot), np.sqrt(var_cond)
+    # −∇²J and du*/dθ at θ̂ from the last evaluation: where fits.integrate starts
+    return sol, llf, active, cov, vc, np.sqrt(var_tot), np.sqrt(var_cond), (s.H, du_F[0])
 
 
 def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, priors: bool,
@@ -346,7 +347,7 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
             raise ValueError(f"start must have shape ({k_fep + k_vcp},), got {theta0.shape}")
     kern = laplace_kernels(family, mode, bool(priors), opts, small_programs(data))
     with precision(dtype), single_threaded_blas():
-        sol, llf, active, cov, vc, vc_sd, vc_sd_cond = _solve(
+        sol, llf, active, cov, vc, vc_sd, vc_sd_cond, at_mode = _solve(
             kern, theta0.astype(dtype), data, prior, k_fep, k_sd, opts, bool(priors))
     out = LaplaceFit(
         solution=sol,
@@ -365,5 +366,5 @@ def fit_laplace(family: Family, data: Data, prior: Prior, k_fep: int, *, mode, p
 
         out = out._replace(integrated=integrate_vcp(family, data, prior, out, mode=mode,
                                                     n_points=n_points, opts=opts,
-                                                    design=design))
+                                                    design=design, at_mode=at_mode))
     return out

@@ -103,7 +103,8 @@ def crossed():
 def test_node_eval_program_equals_the_two_it_fuses(crossed, monkeypatch):
     """_node_eval_kernel: fits.joint's vg and the node's terms from one program, equal to
     the two programs' outputs; an integrated fit then calls the node program alone only for
-    a solve that did not stop at such an evaluation (none here), with the same moments."""
+    a solve that did not stop at such an evaluation (none here), with the same moments; and
+    the same again when the mode fit's last evaluation is not handed over (at_mode)."""
     m = crossed
     mode = m._design_mode
     opts = default_options(np.float64)
@@ -133,6 +134,9 @@ def test_node_eval_program_equals_the_two_it_fuses(crossed, monkeypatch):
     with precision(np.float64):  # J's exact Hessian at the nodes: the node program's route
         mode_fit = fit_laplace(m.family, data, prior, m.k_fep, mode=mode, priors=True)
         exact = integrate_vcp(m.family, data, prior, mode_fit, mode=mode, exact_nodes=True)
+        # without the mode fit's last evaluation (at_mode), evaluated again: the same fit
+        alone = integrate_vcp(m.family, data, prior, mode_fit, mode=mode)
+    np.testing.assert_array_equal(alone.cov, fit.cov)
     assert calls
     np.testing.assert_allclose(exact.fe_mean, fit.fe_mean, atol=0.01 * np.sqrt(fit.cov[0, 0]))
 
