@@ -2,7 +2,8 @@
 
 A user's script imports, loads data, fits, prints the summary and exits; compilation, not
 arithmetic, is most of what a first fit costs.  Three scripts (the issue "time to first
-result"), each run as a fresh ``python`` (or ``Rscript``) process, median of ``--repeat``:
+result"), each run as a fresh ``python`` (or ``Rscript``) process, median of ``--repeat``
+rounds (each round runs every column once: interleaved):
 
 * cbpp expanded to 842 binary rows, ``fit_vb()`` + ``summary()``; peer: statsmodels.
 * sleepstudy ``mixedlm("Reaction ~ Days", groups="Subject", re_formula="~Days").fit()`` +
@@ -253,11 +254,6 @@ def _script(tmp: Path, name: str, code: str, suffix: str = ".py") -> Path:
     return path
 
 
-def _median_wall(runs: list[tuple[list[str], dict]]) -> float:
-    """Median of :func:`_wall` over ``(argv, env)`` runs, in order."""
-    return statistics.median(_wall(argv, env) for argv, env in runs)
-
-
 def _processes(tmp: Path, paths: dict, repeat: int) -> list[dict]:
     rows = []
     rscript = shutil.which("Rscript")
@@ -266,14 +262,23 @@ def _processes(tmp: Path, paths: dict, repeat: int) -> list[dict]:
         row = {"name": name}
         ours = [sys.executable, str(_script(tmp, f"ours_{name}", OURS[name])), csv]
         caches = [Path(tempfile.mkdtemp(prefix="cold-", dir=tmp)) for _ in range(repeat)]
-        row["cold"] = _median_wall([(ours, _env(c)) for c in caches])
-        row["warm"] = _median_wall([(ours, _env(caches[-1]))] * repeat)
+        runs = {"cold": [], "warm": []}  # per kind, one (argv, env) per round
+        for c in caches:
+            runs["cold"].append((ours, _env(c)))
+            runs["warm"].append((ours, _env(caches[0])))  # filled by the first round's cold run
         if name in STATSMODELS:
             sm = [sys.executable, str(_script(tmp, f"sm_{name}", STATSMODELS[name])), csv]
-            row["statsmodels"] = _median_wall([(sm, _env(None))] * repeat)
+            runs["statsmodels"] = [(sm, _env(None))] * repeat
         if name in LME4 and rscript:
             r = [rscript, str(_script(tmp, f"lme4_{name}", LME4[name], ".R")), csv]
-            row["lme4"] = _median_wall([(r, _env(None))] * repeat)
+            runs["lme4"] = [(r, _env(None))] * repeat
+        # interleaved: each round runs every kind once, so that a shared machine's speed,
+        # which drifts by 20-40% over minutes, moves ours and the peers alike
+        walls: dict = {kind: [] for kind in runs}
+        for i in range(repeat):
+            for kind, kind_runs in runs.items():
+                walls[kind].append(_wall(*kind_runs[i]))
+        row.update({kind: statistics.median(w) for kind, w in walls.items()})
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -331,10 +336,12 @@ def _report(rows: list[dict], inproc: list[dict], simulated: bool, commit: str, 
         "## Time to first result (`bench_coldstart.py`)",
         "",
         f"Measured commit: `{commit}`.  Whole processes (start to exit: import, read CSV, fit, "
-        f"print summary), median of {repeat}, seconds.  Peer for the ratios: statsmodels for "
+        f"print summary), median of {repeat} rounds, each running every column once "
+        "(interleaved, so that the shared machine's drifting speed moves ours and the peers "
+        "alike), seconds.  Peer for the ratios: statsmodels for "
         "cbpp and sleepstudy, lme4 for VerbAgg and the InstEval-like LMM.  Empty cache: each "
-        "process gets a new, empty `BAYESGLMM_CACHE_DIR`; warm: the directory the previous run "
-        "filled.  bayesglmm's `.pyc` files compiled beforehand (as after `pip install`).  "
+        "process gets a new, empty `BAYESGLMM_CACHE_DIR`; warm: the directory the first round's "
+        "empty-cache run filled.  bayesglmm's `.pyc` files compiled beforehand (as after `pip install`).  "
         "Load average at "
         f"the start {load[0]:.1f}, at the end {load[1]:.1f} (machine shared with other jobs)."
         + (" VerbAgg was simulated in lme4's shape (R/lme4 absent)." if simulated else ""),

@@ -167,7 +167,8 @@ def _node_kernel(family: Family, mode, small: bool = False):
 
 
 @functools.cache
-def _node_eval_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False):
+def _node_eval_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False,
+                      fe_only: bool = False):
     """``vg_node(θ, u*, data, prior) -> (*vg, node)``: fits.joint.node_hessian's outputs (J's
     value and gradient, the joint profile's fe Hessian rows, (du*/dθ, F)) and
     :func:`_node_terms`' at the same point, from one program.  A node's fe Newton solve
@@ -176,8 +177,8 @@ def _node_eval_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = 
     and the node saves a call: 1.5–1.8 → 0.85–0.9 ms a node on grouseticks, 1.1 → 0.9 ms
     on four crossed factors, where the summaries alone took 0.4 and 0.3 ms.  Where the solve
     goes on, the summaries of the earlier evaluations are dropped.  ``small``: the light compiler
-    options."""
-    vg = node_hessian(family, mode, opts)
+    options; ``fe_only``: fits.joint.node_hessian's (a fixed design's nodes)."""
+    vg = node_hessian(family, mode, opts, fe_only)
     terms = _node_terms(family, mode)
 
     def vg_node(theta, u, data: Data, prior: Prior):
@@ -460,8 +461,12 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
             H_hat, du_hat = at_mode
         approx = None
         if not exact_nodes:  # the nodes' Hessians: joint rows + the remainder at the mode
-            vg = (node_hessian_kernel(family, mode, opts, small) if data.corr
-                  else _node_eval_kernel(family, mode, opts, small))  # with the node's terms
+            # a fixed design (one the default cannot replace by the lattice) needs the
+            # derivatives along fe only
+            fixed = not grid and not (design == "auto" and kp <= LATTICE_AUTO_DIM
+                                      and not is_product_grid(kp, n_points))
+            vg = (node_hessian_kernel(family, mode, opts, small, fixed) if data.corr
+                  else _node_eval_kernel(family, mode, opts, small, fixed))  # + node's terms
             D = (np.asarray(H_hat, np.float64)[:kf]
                  - np.asarray(vg(theta_hat, u_hat, data, prior)[2], np.float64))
             approx = (vg, D)

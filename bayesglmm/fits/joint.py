@@ -36,27 +36,43 @@ from .laplace import LaplaceOptions
 __all__ = ["joint_third_kernel", "node_hessian", "node_hessian_kernel", "skew_vector"]
 
 
-def node_hessian(family: Family, mode, opts: LaplaceOptions):
+def node_hessian(family: Family, mode, opts: LaplaceOptions, fe_only: bool = False):
     """``vg(θ, u*, data, prior) -> (−J, −∇J, −∂(∇_fe ℓ_j)/∂θ, (du*/dθ, F))`` at a u* already
     solved for, traceable (:func:`node_hessian_kernel` compiles it): the fit's ``vgh``
     (fits.laplace.laplace_kernels; J's value and gradient exact, du*/dθ and H_uu's
     factorisation F as it returns them) with, in place of J's Hessian, ℓ_j's Hessian rows of
-    fe (k_fep, k_a)."""
+    fe (k_fep, k_a).
+
+    ``fe_only``: the derivatives in θ (ℓ_j's Hessian rows, du*/dθ) along fe's k_fep
+    directions only, their vcp columns zero — the nodes of a fixed design use no others
+    (fe's Newton solve, its warm starts and dvc*/dfe), where the lattice's neighbour starts
+    need dfe*/dvcp and du*/dvcp: k_fep forward directions instead of k_fep + k_vcp (four
+    crossed factors: 2 of 6)."""
     obj = objective(family, mode, True, opts.inner_tol, opts.inner_maxiter)
     grad = joint_fe_grad(family, mode)
 
     def vg(theta, u, data: Data, prior: Prior):
         g, (f, _, F) = obj.grad_at(theta, u, data, prior)
-        Hj, du = jax.jacfwd(lambda th: grad(th, u, data))(theta)
-        return -f, -g, -Hj, (du, F)
+        if not fe_only:
+            Hj, du = jax.jacfwd(lambda th: grad(th, u, data))(theta)
+            return -f, -g, -Hj, (du, F)
+        kf = data.X.shape[1]
+        vcp = theta[kf:]
+        Hj, du = jax.jacfwd(lambda fe: grad(jnp.concatenate([fe, vcp]), u, data))(theta[:kf])
+
+        def pad(a):  # zero vcp columns: the shapes of the full derivatives
+            return jnp.concatenate([a, jnp.zeros(a.shape[:-1] + vcp.shape, a.dtype)], axis=-1)
+
+        return -f, -g, -pad(Hj), (pad(du), F)
 
     return vg
 
 
 @functools.cache
-def node_hessian_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False):
+def node_hessian_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False,
+                        fe_only: bool = False):
     """:func:`node_hessian`, compiled.  ``small``: the light compiler options."""
-    return persistent_jit(node_hessian(family, mode, opts),
+    return persistent_jit(node_hessian(family, mode, opts, fe_only),
                           compiler_options=light_options() if small else large_options())
 
 

@@ -141,6 +141,30 @@ def test_node_eval_program_equals_the_two_it_fuses(crossed, monkeypatch):
     np.testing.assert_allclose(exact.fe_mean, fit.fe_mean, atol=0.01 * np.sqrt(fit.cov[0, 0]))
 
 
+def test_fixed_designs_take_the_fe_only_derivatives(crossed, monkeypatch):
+    """A fixed design (here the 5 × 5 grid) evaluates its nodes with the derivatives along
+    fe only; the lattice (design="grid"), whose neighbour starts need those along vcp, with
+    all — and the fixed design's moments are those of the full derivatives to roundoff."""
+    seen = []
+    real = integrate_mod._node_eval_kernel
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(integrate_mod, "_node_eval_kernel", spy)
+    fit = _integrated(crossed)
+    assert seen == [True]
+    _integrated(crossed, design="grid")
+    assert seen == [True, False]
+    monkeypatch.setattr(integrate_mod, "_node_eval_kernel",
+                        lambda *args: real(*args[:-1], False))  # all directions
+    full = _integrated(crossed)
+    np.testing.assert_allclose(full.fe_mean, fit.fe_mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(full.cov, fit.cov, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(full.vc_sd, fit.vc_sd, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_vc_skewness_correction_matches_dense_reference(crossed):
     """−½ Λ H_uu⁻¹ T from leverages and the Schur factor against the dense formula with the

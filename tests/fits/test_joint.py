@@ -78,6 +78,17 @@ def test_node_hessian_kernel_against_nested_autodiff_and_the_fit(crossed):
     np.testing.assert_allclose(H[:, :kf], schur, rtol=1e-9, atol=1e-11)
     for a, b in ((f, f0), (g, g0), (du, du0)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-13)
+    # fe_only (a fixed design's nodes): the same fe columns, zero vcp columns
+    with precision(np.float64):
+        f1, g1, H1, (du1, _) = node_hessian_kernel(m.family, mode, opts, fe_only=True)(
+            theta, u, data, prior)
+    H1, du1 = np.asarray(H1), np.asarray(du1)
+    assert H1.shape == H.shape and du1.shape == du.shape
+    np.testing.assert_allclose(H1[:, :kf], H[:, :kf], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(du1[:, :kf], np.asarray(du)[:, :kf], rtol=1e-12, atol=1e-13)
+    assert not np.any(H1[:, kf:]) and not np.any(du1[:, kf:])
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g), rtol=1e-12, atol=1e-13)
+    assert float(f1) == float(f)
 
 
 @pytest.mark.slow
