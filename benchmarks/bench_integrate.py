@@ -137,6 +137,32 @@ def worker(case: str, which: str, repeats: int = 5) -> dict:
             "params": np.asarray(r.params[:m.k_fep + m.k_vcp]).tolist()}
 
 
+def paired(case: str, repeats: int = 5) -> dict:
+    """The once-compiled ratios measured in one process, interleaved: after a call of each
+    fit (compiling it), ``repeats`` rounds each timing ``fit_laplace(priors=True)`` and then
+    the integrated fit(s); the median over rounds of each round's ratio.  The shared machine's
+    speed drifts by 20–40% over minutes, which moves the ratio of two separate processes'
+    medians; a round's two fits run within a second of each other."""
+    import warnings
+
+    m = model(case)
+    kinds = {"priors": False, "integrate": True}
+    if case == "grouseticks":
+        kinds["ccd"] = "ccd"
+    times: dict = {k: [] for k in kinds}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for rnd in range(1 + repeats):
+            for k, integ in kinds.items():
+                t0 = time.perf_counter()
+                m.fit_laplace(priors=True, integrate=integ)
+                if rnd:
+                    times[k].append(time.perf_counter() - t0)
+    base = np.array(times["priors"])
+    return {"case": case, "fit": "paired", **{
+        f"ratio_{k}": float(np.median(np.array(times[k]) / base)) for k in kinds if k != "priors"}}
+
+
 def run_worker(case: str, which: str, repeats: int = 5, timeout: float = 900) -> dict:
     """:func:`worker` in a fresh subprocess without the persistent compilation cache."""
     env = dict(os.environ, BAYESGLMM_CACHE_DIR="0")
@@ -224,13 +250,14 @@ def render(rows: list[dict]) -> str:
         "median of five more; peak is the process's peak resident memory (VmHWM).  `integrate=True` includes "
         "the mode fit.  Measured on 2 CPU cores shared with other jobs: ratios are more "
         "telling than absolute times, and the ratio of the processes' CPU times (all "
-        "threads) is the least affected by the other jobs.",
+        "threads) is the least affected by the other jobs.  *Steady ratio, interleaved*: both "
+        "fits in one process, timed in alternation (median over five rounds of each round's "
+        "ratio): the once-compiled ratio least moved by the machine's drifting speed.",
         "",
         "| case | rows | k_fep | k_vcp | k_vc | nodes | priors cold / steady (s) | integrate "
-        "cold / steady (s) | ratio cold / steady | ratio cold / steady, CPU time | peak MB "
-        "priors / "
-        "integrate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "cold / steady (s) | ratio cold / steady | ratio cold / steady, CPU time | steady "
+        "ratio, interleaved | peak MB priors / integrate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["case"], r["fit"]): r for r in rows}
     for case, which in [(c, w) for c in dict.fromkeys(r["case"] for r in rows)
@@ -245,6 +272,7 @@ def render(rows: list[dict]) -> str:
             f"{i['steady_s']:.2f} | {i['cold_s'] / p['cold_s']:.2f} / "
             f"{i['steady_s'] / p['steady_s']:.1f} | {i['cold_cpu_s'] / p['cold_cpu_s']:.2f} / "
             f"{i['steady_cpu_s'] / p['steady_cpu_s']:.1f} | "
+            f"{by.get((case, 'paired'), {}).get(f'ratio_{which}', float('nan')):.1f} | "
             f"{p['peak_mb']:.0f} / {i['peak_mb']:.0f} |")
     lines += ["<!-- END integrate -->", ""]
     return "\n".join(lines)
@@ -260,7 +288,10 @@ def main(argv=None):
                     help="the accuracy table against NUTS instead of the timings")
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(*args.worker, repeats=args.repeats)))
+        case, which = args.worker
+        out = (paired(case, args.repeats) if which == "paired"
+               else worker(case, which, repeats=args.repeats))
+        print(json.dumps(out))
         return
     if args.accuracy:
         rows = [r for case in ("cbpp", "grouseticks") for vcp_p in (1.0, 0.5)
@@ -278,6 +309,8 @@ def main(argv=None):
                 "priors", "integrate"):
             rows.append(run_worker(case, which, args.repeats))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "params"}), flush=True)
+        rows.append(run_worker(case, "paired", args.repeats))
+        print(json.dumps(rows[-1]), flush=True)
     text = render(rows)
     print(text)
     if not args.no_write:
