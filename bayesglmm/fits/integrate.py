@@ -451,6 +451,9 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
                                    max(opts.ftol, NODE_DECREMENT / (1 + abs(float(fit.log_post)))),
                                    opts.max_step, opts.max_ls)
     grid = design == "grid" and n_points is None
+    # the default design checks the CCD's fit and may replace it by the lattice
+    checks_ccd = design == "auto" and not is_product_grid(kp, n_points)
+    to_lattice = checks_ccd and kp <= LATTICE_AUTO_DIM
     with precision(dtype), single_threaded_blas():
         theta_hat = fit.solution.a.astype(dtype)
         u_hat = jnp.asarray(fit.solution.v[:, 0], dtype)
@@ -461,10 +464,9 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
             H_hat, du_hat = at_mode
         approx = None
         if not exact_nodes:  # the nodes' Hessians: joint rows + the remainder at the mode
-            # a fixed design (one the default cannot replace by the lattice) needs the
+            # a fixed design (not the lattice, nor a CCD it may replace) needs the
             # derivatives along fe only
-            fixed = not grid and not (design == "auto" and kp <= LATTICE_AUTO_DIM
-                                      and not is_product_grid(kp, n_points))
+            fixed = not (grid or to_lattice)
             vg = (node_hessian_kernel(family, mode, opts, small, fixed) if data.corr
                   else _node_eval_kernel(family, mode, opts, small, fixed))  # + node's terms
             D = (np.asarray(H_hat, np.float64)[:kf]
@@ -493,8 +495,8 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
             logp = np.array([n.logp for n in nodes])
             lw = np.log(wz) + logp + 0.5 * np.sum(z**2, axis=1)
             off = gaussian_misfit(z, logp)
-            if design == "auto" and not is_product_grid(kp, n_points) and off > CCD_MISFIT:
-                grid = kp <= LATTICE_AUTO_DIM
+            if checks_ccd and off > CCD_MISFIT:
+                grid = to_lattice
                 what = ("so it is integrated over a lattice that follows it instead "
                         "(fits.lattice; 10-15x the nodes). integrate='ccd' keeps the faster, "
                         "less accurate design" if grid else
