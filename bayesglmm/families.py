@@ -21,7 +21,44 @@ from jax import lax
 from .quadrature import Rule
 from .validation import check_binary, check_counts
 
-__all__ = ["Binomial", "Family", "NegativeBinomial", "Poisson"]
+__all__ = ["Binomial", "Family", "Log", "Logit", "NegativeBinomial", "Poisson"]
+
+
+class Logit:
+    """The logit link g(μ) = log(μ / (1 − μ)) on numpy arrays, with statsmodels' method names
+    (``family.link.inverse(eta)``: the mean of a linear predictor)."""
+
+    def __call__(self, mu):
+        mu = np.asarray(mu, dtype=np.float64)
+        return np.log(mu) - np.log1p(-mu)
+
+    def inverse(self, eta):
+        eta = np.asarray(eta, dtype=np.float64)
+        return np.exp(-np.logaddexp(0.0, -eta))  # 1 / (1 + e^−η), without overflow
+
+    def deriv(self, mu):
+        mu = np.asarray(mu, dtype=np.float64)
+        return 1.0 / (mu * (1.0 - mu))
+
+    def inverse_deriv(self, eta):
+        e = np.exp(-np.abs(np.asarray(eta, dtype=np.float64)))  # μ(1 − μ), symmetric in η
+        return e / (1.0 + e) ** 2
+
+
+class Log:
+    """The log link g(μ) = log μ on numpy arrays, with statsmodels' method names."""
+
+    def __call__(self, mu):
+        return np.log(np.asarray(mu, dtype=np.float64))
+
+    def inverse(self, eta):
+        return np.exp(np.asarray(eta, dtype=np.float64))
+
+    def deriv(self, mu):
+        return 1.0 / np.asarray(mu, dtype=np.float64)
+
+    def inverse_deriv(self, eta):
+        return self.inverse(eta)
 
 
 def _lgamma(x) -> np.ndarray:
@@ -163,6 +200,7 @@ class Binomial(Family):
     """Binomial with logit link: y successes out of n trials, log p = y·η − n·log(1 + e^η)."""
 
     name: str = "Binomial"
+    link: ClassVar[Logit] = Logit()  # statsmodels' ``family.link``
 
     def loglik(self, y, eta, n, w, disp=None):
         return w * (y * eta - n * softplus(eta))
@@ -199,6 +237,7 @@ class Poisson(Family):
     """Poisson with log link: log p = y·η − e^η − log y!."""
 
     name: str = "Poisson"
+    link: ClassVar[Log] = Log()
 
     def loglik(self, y, eta, n, w, disp=None):
         return w * (y * eta - jnp.exp(eta))
@@ -291,6 +330,7 @@ class NegativeBinomial(Family):
 
     name: str = "NegativeBinomial"
     n_disp: ClassVar[int] = 1
+    link: ClassVar[Log] = Log()
 
     def loglik(self, y, eta, n, w, disp=None):
         if disp is None:

@@ -202,3 +202,19 @@ def test_host_lgamma_matches_scipy():
         got = _lgamma(x)
         assert got.shape == x.shape
         np.testing.assert_allclose(got, gammaln(x), rtol=1e-14, atol=1e-14)
+
+
+def test_links_as_statsmodels():
+    """``family.link`` with statsmodels' methods, against statsmodels' own links."""
+    links = pytest.importorskip("statsmodels.genmod.families.links")
+    from bayesglmm.families import Binomial, NegativeBinomial, Poisson
+
+    eta = np.linspace(-30, 30, 13)
+    mu = np.linspace(0.01, 0.99, 7)
+    for ours, ref in ((Binomial().link, links.Logit()), (Poisson().link, links.Log()),
+                      (NegativeBinomial().link, links.Log())):
+        np.testing.assert_allclose(ours.inverse(eta), ref.inverse(eta), rtol=1e-12)
+        np.testing.assert_allclose(ours(mu), ref(mu), rtol=1e-12)
+        np.testing.assert_allclose(ours.deriv(mu), ref.deriv(mu), rtol=1e-12)
+        np.testing.assert_allclose(ours.inverse_deriv(eta), ref.inverse_deriv(eta), rtol=1e-10,
+                                   atol=1e-300)

@@ -69,6 +69,8 @@ def lmm_design(formula, data, groups=None, re_formula=None, vc_formula=None,
     cols = used_columns([fixed_f] + [s.expr for s in specs], df,
                         [f for s in specs for f in s.factors])
     frame = model_frame(df, cols, missing, stacklevel=3)
+    # the labels of the rows used (model_frame renumbers the rows it keeps)
+    row_index = df.index if frame.keep is None else df.index[frame.keep]
     df = frame.data
     fixed = fixed_design(fixed_f, df)
     terms, gterm = [], None
@@ -86,7 +88,7 @@ def lmm_design(formula, data, groups=None, re_formula=None, vc_formula=None,
     check_rank(fixed.X, fixed.xnames)
     _check_terms(terms, len(fixed.y))
     return Design(fixed.y, fixed.X, fixed.yname, fixed.xnames, terms, gterm, glab, fixed.spec,
-                  frame.n_dropped, df.index)
+                  frame.n_dropped, row_index)
 
 
 def design_from_arrays(endog, exog, groups, exog_re=None, exog_vc=None,

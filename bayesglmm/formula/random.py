@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import ellpack
-from .fixed import spec_columns
+from .fixed import formulaic_design, patsy_kinds, spec_columns
 from . import simple
 from .frame import group_keys, index_codes, level_codes
 from .terms import TermSpec
@@ -47,6 +47,7 @@ class FormulaZ:
         return spec_columns(self.spec)
 
     def __call__(self, data: pd.DataFrame, na_action: str) -> np.ndarray:
+        data = patsy_kinds(data, [c for c in spec_columns(self.spec) if c in data.columns])
         z = self.spec.get_model_matrix(data, na_action=na_action).to_numpy(dtype=np.float64)
         return z if self.j is None else z[:, self.j:self.j + 1]
 
@@ -207,10 +208,8 @@ def _matrix(expr: str, data: pd.DataFrame):
     if fast is not None and fast[0] is None:  # "1 + Days": no formulaic (see .simple)
         spec = fast[1]
         return spec.matrix(data), list(spec.column_names), FormulaZ(spec)
-    import formulaic
-
-    mm = formulaic.model_matrix(expr, data, na_action="raise")
-    return mm.to_numpy(dtype=np.float64), [str(c) for c in mm.columns], FormulaZ(mm.model_spec)
+    z, cols, spec = formulaic_design(expr, data)  # patsy's column order and kinds
+    return z, cols, FormulaZ(spec)
 
 
 def build_terms(spec: TermSpec, data: pd.DataFrame) -> list[Term | SparseTerm]:

@@ -7,7 +7,9 @@ builds the same columns itself, with formulaic's names, order and coding:
 * terms: ``1``, ``0``, ``-1`` (``- 1`` at the end), a numeric column ``x``, a text column
   ``f`` or ``C(f)`` (text or integer column ``f``); a left-hand side that is one numeric
   column;
-* intercept first, then the terms as first written (repeats ignored);
+* intercept first, then the categorical terms, then the numeric ones, each as first written
+  (repeats ignored): patsy's order, which statsmodels' columns follow (formulaic keeps the
+  terms as written; :func:`.fixed.patsy_order`);
 * a categorical term is treatment-coded (its first sorted level dropped: ``C(f)[T.b]``,
   ``f[T.b]``), except the first categorical term of a model without intercept, which gets
   one indicator per level (``C(f)[a]``), as formulaic does.
@@ -76,8 +78,9 @@ class SimpleSpec:
         return np.hstack(cols) if cols else np.zeros((n, 0))
 
     def get_model_matrix(self, data: pd.DataFrame, **kwargs):
-        """The design for new data, by formulaic (see the module docstring)."""
-        return self.formulaic_spec().get_model_matrix(data, **kwargs)
+        """The design for new data, by formulaic (see the module docstring), in this spec's
+        column order."""
+        return self.formulaic_spec().get_model_matrix(data, **kwargs)[list(self.column_names)]
 
     def formulaic_spec(self):
         """formulaic's ``ModelSpec`` of the same formula and levels (built once, on request):
@@ -92,7 +95,7 @@ class SimpleSpec:
                     pd.Series([t.levels[i % len(t.levels)] for i in range(m)], dtype=object)
                 for t in self.terms})
             spec = formulaic.model_matrix(self.rhs, frame, na_action="raise").model_spec
-            if tuple(map(str, spec.column_names)) != self.column_names:  # pragma: no cover
+            if sorted(map(str, spec.column_names)) != sorted(self.column_names):  # pragma: no cover
                 raise RuntimeError(f"formulaic codes {self.rhs!r} as {spec.column_names}, "
                                    f"not {self.column_names}")
             self._formulaic = spec
@@ -200,6 +203,8 @@ def parse(formula: str, data: pd.DataFrame) -> tuple[str | None, SimpleSpec] | N
     if nums == {"0", "1"}:
         return None  # "0 + 1": leave the precedence to formulaic
     intercept = intercept and "0" not in nums
+    # patsy's order: the terms without numeric factors (the categorical ones) first
+    terms = [t for t in terms if isinstance(t, _Cat)] + [t for t in terms if isinstance(t, str)]
     if not intercept:  # the first categorical term spans the missing intercept (formulaic)
         cats = [i for i, t in enumerate(terms) if isinstance(t, _Cat)]
         if cats:

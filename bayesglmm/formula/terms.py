@@ -130,7 +130,9 @@ def groups_terms(group_name: str, re_formula: str | None, vc_formula: dict | Non
 
     ``re_formula=None`` is a random intercept, unless ``vc_formula`` is given (then, as in
     statsmodels, there is none); ``"0"`` means no random effect of the group itself;
-    ``"~x"`` correlated intercept and slope.
+    ``"~x"`` correlated intercept and slope.  The variance components come in the order of
+    their sorted names, as statsmodels orders them (``vcomp``, ``params``, ``bse``), not the
+    dict's.
     """
     specs = []
     if re_formula is None:
@@ -139,7 +141,7 @@ def groups_terms(group_name: str, re_formula: str | None, vc_formula: dict | Non
         expr = _strip_tilde(re_formula)
     if expr not in ("0", "-1", "0 + 0"):
         specs.append(TermSpec(expr, (group_name,), "re", group_name))
-    for name, f in (vc_formula or {}).items():
+    for name, f in sorted((vc_formula or {}).items(), key=lambda kv: str(kv[0])):
         specs.append(TermSpec(_strip_tilde(f), (group_name,), "vc", str(name)))
     return specs
 

@@ -28,7 +28,7 @@ from ..covariance import CorrBlock
 from ..design import buckets as _buckets
 from ..design.ellpack import REDesign, colors, design_mode, from_scipy
 from ..boundary import check_fit
-from ..exceptions import ConvergenceWarning, RankDeficientWarning
+from ..exceptions import ConvergenceWarning, IgnoredArgumentWarning, RankDeficientWarning
 from ..families import Binomial, Family, Poisson
 from ..fits.map import scale_columns, use_dense
 from ..kernels.glmm import Data, Params, Prior, jitted_kernels
@@ -50,6 +50,10 @@ __all__ = ["GLMMInputs", "MixedGLMBase", "check_vb_start", "exog_arrays", "inges
            "optimize_result", "parse_method", "parse_minim_opts"]
 
 MINIM_OPTS = ("maxiter", "gtol", "ftol")
+# scipy's options that statsmodels passes on through minim_opts and that do not change what a
+# fit estimates (printing, its line search and finite differences): warned about and ignored
+SCIPY_ONLY_OPTS = ("disp", "return_all", "eps", "norm", "maxcor", "maxls", "maxfun", "iprint",
+                   "finite_diff_rel_step", "xrtol", "c1", "c2", "xatol", "fatol", "adaptive")
 _METHODS = {"newton": "newton", "trust-ncg": "newton", "newton-cg": "newton", "bfgs": "lbfgs",
             "l-bfgs": "lbfgs", "l-bfgs-b": "lbfgs", "lbfgs": "lbfgs"}
 
@@ -80,6 +84,11 @@ def parse_minim_opts(minim_opts: dict | None, defaults: _Options) -> _Options:
         raise TypeError(f"minim_opts must be a dict such as {{'maxiter': 50}}, got "
                         f"{type(minim_opts).__name__}")
     opts = dict(minim_opts or {})
+    for key in sorted(set(opts) & set(SCIPY_ONLY_OPTS)):
+        warnings.warn(f"minim_opts[{key!r}] is an option of scipy's optimisers, which "
+                      "bayesglmm's fits do not use: ignored", IgnoredArgumentWarning,
+                      stacklevel=4)
+        opts.pop(key)
     unknown = sorted(set(opts) - set(MINIM_OPTS))
     if unknown:
         raise ValueError(f"unknown minim_opts {unknown}; use maxiter, gtol, ftol")
@@ -301,6 +310,8 @@ class MixedGLMBase:
     log posterior and ELBO at given parameters.  Parameters: see ``BinomialBayesMixedGLM``."""
 
     family: Family
+    # from_formula's offset/exposure columns by argument, read from new data by predict
+    _offset_cols: dict[str, str]
     # set from GLMMInputs.attributes() by _init_arrays (declared for type checkers)
     endog: np.ndarray
     exog: np.ndarray

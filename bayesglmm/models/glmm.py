@@ -11,6 +11,7 @@ import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 
 from ..checks import check_bool, check_formula
 from ..exceptions import SingularFitWarning
@@ -22,7 +23,7 @@ from ..progress import reporting
 from ..results.glmm import BayesMixedGLMResults
 from ..sharding import DevicesLike, make_mesh
 from ..solvers.newton import default_options
-from ..validation import check_random_state
+from ..validation import check_length, check_random_state
 from .base import MixedGLMBase, check_vb_start, optimize_result, parse_method, parse_minim_opts
 from .glmm_statsmodels import StatsmodelsGLMMMixin
 
@@ -86,11 +87,29 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         from ..formula.glmm import glmm_design
 
         check_formula(formula)
-        named = [v for v in (n_trials, offset, exposure, freq_weights) if isinstance(v, str)]
+        # offset/exposure given as columns: read from new data by predict (results.glmm)
+        offset_cols = {k: v for k, v in (("offset", offset), ("exposure", exposure))
+                       if isinstance(v, str)}
+        args = {"n_trials": n_trials, "offset": offset, "exposure": exposure,
+                "freq_weights": freq_weights}
+        if missing == "drop" and isinstance(data, pd.DataFrame):
+            # arrays given for these arguments: their rows with NaN are dropped as the data's
+            # (through a column of their own, named after the argument)
+            arrays = {f"{k}=<array>": v for k, v in args.items()
+                      if v is not None and not isinstance(v, str) and np.ndim(v) == 1}
+            for name, v in arrays.items():
+                check_length(len(data), len(np.asarray(v)), name.split("=")[0])
+            if arrays:
+                data = data.assign(**{name: np.asarray(v) for name, v in arrays.items()})
+                args.update({name.split("=")[0]: name for name in arrays})
+        named = [v for v in args.values() if isinstance(v, str)]
         d = glmm_design(formula, vc_formulas, data, extra=named, missing=missing)
 
         def col(v):
             return d.extra[v] if isinstance(v, str) else d.subset(v)
+
+        n_trials, offset, exposure, freq_weights = (args[k] for k in (
+            "n_trials", "offset", "exposure", "freq_weights"))
 
         model = cls.__new__(cls)
         model._init_arrays(
@@ -100,6 +119,7 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
             col(exposure), col(freq_weights), dtype, vb_rule, d.corr)
         model._named = True
         model._formula = (formula, dict(vc_formulas or {}), d)
+        model._offset_cols = offset_cols
         model.endog_name = d.fixed.yname
         return model
 

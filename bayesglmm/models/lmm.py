@@ -134,16 +134,19 @@ class MixedLM(StatsmodelsModelMixin):
         self._row_labels = d.row_index
 
     @classmethod
-    def from_formula(cls, formula: str, data: pd.DataFrame, groups: str | ArrayLike | None = None,
-                     re_formula: str | None = None, vc_formula: Mapping[str, str] | None = None,
-                     missing: Literal["none", "raise", "drop"] = "none", *,
+    def from_formula(cls, formula: str, data: pd.DataFrame, re_formula: str | None = None,
+                     vc_formula: Mapping[str, str] | None = None,
                      subset: ArrayLike | None = None, use_sparse: bool = False,
-                     use_sqrt: bool = True, dtype: DTypeLike | None = None, **kwargs: Any
-                     ) -> Self:
-        """Model from a formula; see :func:`mixedlm`.  statsmodels' ``subset`` (a boolean mask
-        or row labels of ``data``) selects rows first; ``use_sparse`` is accepted (the
-        cross-products choose their storage themselves)."""
+                     missing: Literal["none", "raise", "drop"] = "none", *,
+                     groups: str | ArrayLike | None = None, use_sqrt: bool = True,
+                     dtype: DTypeLike | None = None, **kwargs: Any) -> Self:
+        """Model from a formula; see :func:`mixedlm` (statsmodels' positional order:
+        ``formula, data, re_formula, vc_formula, subset, use_sparse, missing``; ``groups`` by
+        keyword).  statsmodels' ``subset`` (a boolean mask or row labels of ``data``) selects
+        rows first; ``use_sparse`` is accepted (the cross-products choose their storage
+        themselves)."""
         _unused(kwargs, "MixedLM.from_formula")
+        _check_positional_groups(formula, data, groups, re_formula)
         data, groups = _subset(data, groups, subset)
         obj = cls.__new__(cls)
         check_formula(formula)
@@ -196,13 +199,16 @@ class MixedLM(StatsmodelsModelMixin):
             cp, st = self._crossprod(dt, sparse)
             return float(deviance(jnp.asarray(theta, dt), cp, st, reml))
 
-    def fit(self, reml: bool = True, method: str | Sequence[str] | None = "auto",
-            start_params: ArrayLike | MixedLMParams | None = None, maxiter: int = 1000,
-            dtype: DTypeLike | None = None, *, free: MixedLMParams | None = None,
-            gtol: float | None = None, full_output: bool = False, cov_type: str | None = None,
-            niter_sa: int = 0, do_cg: bool = True, progress: bool | Progress = False,
+    def fit(self, start_params: ArrayLike | MixedLMParams | None = None, reml: bool = True,
+            niter_sa: int = 0, do_cg: bool = True, fe_pen: Any = None, cov_pen: Any = None,
+            free: MixedLMParams | None = None, full_output: bool = False,
+            method: str | Sequence[str] | None = "auto", *, maxiter: int = 1000,
+            dtype: DTypeLike | None = None, gtol: float | None = None,
+            cov_type: str | None = None, progress: bool | Progress = False,
             devices: DevicesLike = None, **fit_kwargs: Any) -> MixedLMResults:
         """Fit by minimising the profiled deviance (``reml=True``: the REML criterion).
+        statsmodels' positional order (``start_params, reml, niter_sa, do_cg, fe_pen,
+        cov_pen, free, full_output, method``); the rest by keyword.
 
         Parameters
         ----------
@@ -241,7 +247,7 @@ class MixedLM(StatsmodelsModelMixin):
             the cross-products summed across them.  The deviance depends on the
             cross-products only, so the minimisation that follows is the same on every
             process.  See docs/scaling.md.
-        cov_type, niter_sa, do_cg, **fit_kwargs
+        cov_type, niter_sa, do_cg, fe_pen, cov_pen, **fit_kwargs
             statsmodels' other keywords: accepted; one that cannot be honoured gives an
             :class:`~bayesglmm.exceptions.IgnoredArgumentWarning` saying why.
 
@@ -254,6 +260,13 @@ class MixedLM(StatsmodelsModelMixin):
         from .lmm_options import fit_options
         from .lmm_params import theta_from_start
 
+        if isinstance(start_params, (bool, np.bool_)):
+            raise TypeError(
+                f"fit's first positional argument is start_params (statsmodels' order: "
+                f"start_params, reml, ...), got {start_params!r}: pass reml={start_params!r} "
+                "by keyword")
+        fit_kwargs.update({k: v for k, v in (("fe_pen", fe_pen), ("cov_pen", cov_pen))
+                           if v is not None})
         methods = {"auto": "auto", "newton": "newton", "lbfgs": "lbfgs", "lbfgsb": "lbfgs",
                    "L-BFGS-B": "lbfgs", "lbfgs-only": "lbfgs-only"}
         ours = isinstance(method, str) and method in methods
@@ -263,9 +276,9 @@ class MixedLM(StatsmodelsModelMixin):
             method = "auto"  # method reaches the same optimum
         re_term = self._re_term
         if opts.diag_re and re_term is not None and re_term.kind == "re" and re_term.q > 1:
-            res = self._diag_model().fit(reml, method, None, maxiter, dtype, gtol=gtol,
-                                         full_output=full_output, progress=progress,
-                                         devices=devices)
+            res = self._diag_model().fit(reml=reml, method=method, maxiter=maxiter,
+                                         dtype=dtype, gtol=gtol, full_output=full_output,
+                                         progress=progress, devices=devices)
             self.reml = res.reml
             return res
         if start_params is not None and (hasattr(start_params, "cov_re") or not self.use_sqrt
@@ -389,11 +402,26 @@ class MixedLM(StatsmodelsModelMixin):
         return lmm_repr(self)
 
 
-def mixedlm(formula: str, data: pd.DataFrame, groups: str | ArrayLike | None = None,
-            re_formula: str | None = None, vc_formula: Mapping[str, str] | None = None,
-            missing: Literal["none", "raise", "drop"] = "none", *,
-            dtype: DTypeLike | None = None, **kwargs: Any) -> MixedLM:
-    """A linear mixed model from a formula, as ``statsmodels.formula.api.mixedlm``.
+def _check_positional_groups(formula, data, groups, re_formula) -> None:
+    """A column name where statsmodels' order puts ``re_formula``: the grouping factor passed
+    by position (``groups`` is keyword-only, as in statsmodels)."""
+    if (groups is None and isinstance(re_formula, str) and "~" not in re_formula
+            and "|" not in str(formula) and isinstance(data, pd.DataFrame)
+            and re_formula.strip() in map(str, data.columns)):
+        raise TypeError(
+            f"mixedlm's third positional argument is re_formula (statsmodels' order: formula, "
+            f"data, re_formula, vc_formula, subset, use_sparse, missing), and got the column "
+            f"name {re_formula!r} with no groups: pass the grouping factor by keyword, "
+            f"groups={re_formula!r}")
+
+
+def mixedlm(formula: str, data: pd.DataFrame, re_formula: str | None = None,
+            vc_formula: Mapping[str, str] | None = None, subset: ArrayLike | None = None,
+            use_sparse: bool = False, missing: Literal["none", "raise", "drop"] = "none", *,
+            groups: str | ArrayLike | None = None, dtype: DTypeLike | None = None,
+            **kwargs: Any) -> MixedLM:
+    """A linear mixed model from a formula, as ``statsmodels.formula.api.mixedlm`` (the same
+    positional order; ``groups`` by keyword, as there).
 
     Parameters
     ----------
@@ -412,12 +440,15 @@ def mixedlm(formula: str, data: pd.DataFrame, groups: str | ArrayLike | None = N
         intercept and slope; ``"0"`` none (only variance components).
     vc_formula : dict of str -> str, optional
         Variance components within ``groups``, e.g. ``{"pig": "0 + C(pig)"}``.
+    subset : array_like, optional
+        statsmodels' row selection: a boolean mask or row labels of ``data``.
+    use_sparse : bool
+        Accepted (the cross-products choose their storage themselves).
     missing : {"none", "raise", "drop"}
         NaN in a used column raises ``ValueError`` (``"none"``, ``"raise"``) or the rows are
         dropped with a warning (``"drop"``; the count is ``model.n_dropped``).
     **kwargs
-        ``subset``, ``use_sparse``, ``use_sqrt`` as statsmodels (see
-        :meth:`MixedLM.from_formula`).
+        ``use_sqrt`` as statsmodels (see :meth:`MixedLM.from_formula`).
 
     Examples
     --------
@@ -428,6 +459,7 @@ def mixedlm(formula: str, data: pd.DataFrame, groups: str | ArrayLike | None = N
     >>> round(r.llf, 3)
     -165.43
     """
-    return MixedLM.from_formula(formula, data, groups=groups, re_formula=re_formula,
-                                vc_formula=vc_formula, missing=missing, dtype=dtype, **kwargs)
+    _check_positional_groups(formula, data, groups, re_formula)
+    return MixedLM.from_formula(formula, data, re_formula, vc_formula, subset, use_sparse,
+                                missing, groups=groups, dtype=dtype, **kwargs)
 

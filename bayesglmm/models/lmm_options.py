@@ -87,8 +87,10 @@ def fit_options(model, method="newton", free=None, gtol=None, full_output=False,
     if do_cg is not True:
         _warn("do_cg", "the fit always runs its Newton method to convergence", stacklevel + 1)
     for name in other:
-        _warn(name, "an option of statsmodels' scipy optimisers, which bayesglmm does not use",
-              stacklevel + 1)
+        why = ("statsmodels' penalised fit is not available: the estimates are the unpenalised "
+               "REML/ML ones" if name in ("fe_pen", "cov_pen") else
+               "an option of statsmodels' scipy optimisers, which bayesglmm does not use")
+        _warn(name, why, stacklevel + 1)
     diag = False if free is None else _free(free, model, stacklevel + 1)
     if gtol is not None and not np.isfinite(float(gtol)):
         raise ValueError(f"gtol must be a finite number, got {gtol!r}")

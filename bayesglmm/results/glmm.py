@@ -207,7 +207,9 @@ class BayesMixedGLMResults(PlotMethods):
         unseen : {"population", "raise"}
             What to do with levels not seen in fitting.
         offset, exposure : array_like, optional
-            Added to the linear predictor (exposure: its log; Poisson).
+            Added to the linear predictor (exposure: its log; Poisson).  A model built with
+            ``offset=``/``exposure=`` naming a column reads that column from new data given as
+            a DataFrame (an error if it is missing there), unless given here.
 
         Examples
         --------
@@ -359,6 +361,13 @@ def _checked_offsets(exog, offset, exposure, m):
     n = m.nobs if exog is None else len(exog)
     out = []
     for name, val in (("offset", offset), ("exposure", exposure)):
+        column = getattr(m, "_offset_cols", {}).get(name)
+        if val is None and column is not None and isinstance(exog, pd.DataFrame):
+            if column not in exog.columns:  # the model's own column, as the formula's
+                raise ValueError(
+                    f"the model was built with {name}={column!r}: the new data need that "
+                    f"column (or pass {name}= to predict)")
+            val = exog[column].to_numpy()
         if val is not None:
             val = check_1d(val, name)
             check_length(n, len(val), name, "the new data")

@@ -294,7 +294,9 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
                 include_random: bool = False) -> pd.Series | np.ndarray:
         """Predictions: the fixed part ``Xβ̂`` (statsmodels), or with ``include_random=True``
         and a DataFrame, plus each row's predicted random effects; levels not seen in fitting
-        get the population value (zero random effect).
+        get the population value (zero random effect).  New data in a DataFrame give a Series
+        on its index (statsmodels); a level of a categorical fixed effect not seen in fitting
+        is an error naming the column.
 
         Parameters
         ----------
@@ -319,10 +321,13 @@ class MixedLMResults(StatsmodelsResultsMixin, PlotMethods):
             check_width(X, self.model.exog_names)
             nan_rows(X, self.model.exog_names)
         if not include_random:
-            return X @ self._fe
-        if not isinstance(exog, pd.DataFrame) or any(t.rows is None for t in d.terms):
+            out = X @ self._fe
+        elif not isinstance(exog, pd.DataFrame) or any(t.rows is None for t in d.terms):
             raise ValueError("include_random=True needs a formula model and a DataFrame")
-        return self._linear(X, [t.new_rows(exog, na_action="ignore") for t in d.terms])
+        else:
+            out = self._linear(X, [t.new_rows(exog, na_action="ignore") for t in d.terms])
+        # statsmodels: new data in a DataFrame predict a Series on its index
+        return pd.Series(out, index=exog.index) if isinstance(exog, pd.DataFrame) else out
 
     # ------------------------------------------------------------------ summary
     def summary(self, yname: str | None = None, xname_fe: list[str] | None = None,

@@ -65,6 +65,7 @@ class StatsmodelsResultsMixin:
     # provided by MixedLMResults
     model: Any
     k_fe: int
+    nobs: int
     scale: float
     _fe: np.ndarray
     _fe_s: pd.Series
@@ -188,6 +189,28 @@ class StatsmodelsResultsMixin:
     def cov_params(self) -> pd.DataFrame | np.ndarray:
         """Covariance of all estimates (fixed effects, then ψ), block diagonal."""
         return self._wrap(self._cov_all)
+
+    @property
+    def normalized_cov_params(self) -> np.ndarray:
+        """``cov_params() / scale`` as an array (statsmodels' LikelihoodModelResults)."""
+        return self._cov_all.to_numpy(float) / self.scale
+
+    @property
+    def df_resid(self) -> int:
+        """Residual degrees of freedom, rows less the rank of the fixed-effects design (as
+        statsmodels' model; the F tests' denominator)."""
+        return int(self.nobs - self.k_fe)
+
+    @property
+    def use_t(self) -> bool:
+        """False: Wald tests and intervals use the normal reference (statsmodels' MixedLM)."""
+        return False
+
+    @property
+    def k_constant(self) -> int:
+        """1 when the fixed-effects design has a constant column, else 0."""
+        X = self.model.design.X
+        return int(bool(X.shape[1]) and bool(np.any(np.all(X == X[:1], axis=0))))
 
     @property
     def cov_re(self) -> pd.DataFrame | np.ndarray:

@@ -62,31 +62,40 @@ class ContrastResults:
                 f"df_denom={self.df_denom}>")
 
 
-def _restriction(res, r_matrix):
-    """``(R (m, k_fe), q (m,))`` from an array, an ``(R, q)`` pair or a constraint string."""
+def _restriction(res, r_matrix, test="t-test", full=False):
+    """``(R (m, k), q (m,), estimates (k,), covariance (k, k))`` from an array, an ``(R, q)``
+    pair or a constraint string: over the fixed effects (k = k_fe), or with ``full`` (the
+    Wald and F tests, as statsmodels' inherited ones) also over all of ``params`` (k =
+    len(params): fixed effects, then the covariance parameters, with ``cov_params()``)."""
     k = res.k_fe
+    names = list(res._params_s.index) if full else list(res._fe_s.index)
     q = None
     if isinstance(r_matrix, str):
         from .lmm_constraints import parse_constraints
 
-        R, q = parse_constraints(r_matrix, list(res._fe_s.index))
+        R, q = parse_constraints(r_matrix, names)
+        if full and not R[:, k:].any():  # only fixed effects named
+            R = R[:, :k]
     elif isinstance(r_matrix, tuple) and len(r_matrix) == 2:
         R, q = np.atleast_2d(np.asarray(r_matrix[0], float)), np.asarray(r_matrix[1], float)
     else:
         R = np.atleast_2d(np.asarray(r_matrix, float))
-    if R.shape[1] != k:
-        raise ValueError(f"r_matrix for t-test should have {k:d} columns")
     q = np.zeros(R.shape[0]) if q is None else np.broadcast_to(q.ravel(), (R.shape[0],))
-    return R, q
+    if R.shape[1] == k:
+        return R, q, res._fe, res._cov_fe
+    if full and R.shape[1] == len(names):
+        return R, q, res._params_s.to_numpy(float), res._cov_all.to_numpy(float)
+    other = f" or {len(names)} (all of params)" if full else " (the fixed effects)"
+    raise ValueError(f"r_matrix for {test} should have {k:d} columns{other}, got {R.shape[1]}")
 
 
 def t_test(res, r_matrix, use_t=None) -> ContrastResults:
     """Per-row Wald tests of ``R β = q`` (normal reference, as statsmodels' MixedLM)."""
     from .._normal import ndtr
 
-    R, q = _restriction(res, r_matrix)
-    effect = R @ res._fe - q
-    sd = np.sqrt(np.einsum("ij,jk,ik->i", R, res._cov_fe, R))
+    R, q, est, cov = _restriction(res, r_matrix)
+    effect = R @ est - q
+    sd = np.sqrt(np.einsum("ij,jk,ik->i", R, cov, R))
     t = effect / sd
     return ContrastResults(effect, sd, t, 2 * ndtr(-np.abs(t)), df_denom=np.inf,
                            names=[f"c{i}" for i in range(len(effect))])
@@ -94,13 +103,13 @@ def t_test(res, r_matrix, use_t=None) -> ContrastResults:
 
 def wald_test(res, r_matrix, use_f=None) -> ContrastResults:
     """Joint Wald test of ``R β = q``: W = (Rβ̂ − q)ᵀ(R Σ Rᵀ)⁻¹(Rβ̂ − q), chi²(m) or F(m, n − k_fe)
-    with statistic W/m."""
+    with statistic W/m; R over the fixed effects or over all of ``params`` (statsmodels)."""
     import scipy.stats
 
-    R, q = _restriction(res, r_matrix)
-    d = R @ res._fe - q
+    R, q, est, cov = _restriction(res, r_matrix, "F test" if use_f else "Wald test", full=True)
+    d = R @ est - q
     m = np.linalg.matrix_rank(R)
-    w = float(d @ np.linalg.pinv(R @ res._cov_fe @ R.T) @ d)
+    w = float(d @ np.linalg.pinv(R @ cov @ R.T) @ d)
     if use_f:
         df2 = res.nobs - res.k_fe
         return ContrastResults(statistic=w / m, pvalue=float(scipy.stats.f.sf(w / m, m, df2)),

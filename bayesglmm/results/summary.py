@@ -89,6 +89,32 @@ class Summary:
         notes = "".join(f"<p>{t}</p>" for t in self.extra_txt)
         return f"<h4>{self.title}</h4>" + tables + notes
 
+    def as_latex(self) -> str:
+        """The title, the tables (one ``tabular`` each, floats with the summary's format) and
+        the notes as LaTeX, as statsmodels' ``Summary.as_latex`` (no jinja2 needed)."""
+        def esc(x) -> str:
+            text = str(x).replace("\\", r"\textbackslash{}")  # first: the others add some
+            for a, b in (("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                         ("_", r"\_"), ("~", r"\textasciitilde{}"),
+                         ("^", r"\textasciicircum{}")):
+                text = text.replace(a, b)
+            return text
+
+        def cell(v) -> str:
+            if isinstance(v, float):
+                return "" if v != v else esc(self._fmt.format(v))
+            return esc(v)
+
+        out = [r"\begin{center}", esc(self.title), r"\end{center}"]
+        for t in self.tables:
+            out += [r"\begin{tabular}{l" + "r" * t.shape[1] + "}", r"\hline",
+                    " & ".join([""] + [esc(c) for c in t.columns]) + r" \\", r"\hline"]
+            out += [" & ".join([esc(i)] + [cell(v) for v in row]) + r" \\"
+                    for i, row in zip(t.index, t.itertuples(index=False))]
+            out += [r"\hline", r"\end{tabular}"]
+        out += [esc(n) for n in self.extra_txt]
+        return "\n".join(out)
+
     def __str__(self) -> str:
         return self.as_text()
 

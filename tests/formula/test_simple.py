@@ -33,12 +33,24 @@ def test_same_design_as_formulaic(df, formula):
     lhs, spec = parse(formula, df)
     mm = formulaic.model_matrix(formula, df, na_action="raise")
     rhs = mm.rhs if "~" in formula else mm
-    assert list(spec.column_names) == [str(c) for c in rhs.columns]
-    np.testing.assert_array_equal(spec.matrix(df), np.asarray(rhs, dtype=np.float64))
+    # formulaic's columns, in patsy's order (test_patsy_order)
+    assert sorted(spec.column_names) == sorted(str(c) for c in rhs.columns)
+    np.testing.assert_array_equal(spec.matrix(df),
+                                  np.asarray(rhs[list(spec.column_names)], dtype=np.float64))
     assert lhs == ("y" if "~" in formula else None)
     assert spec.required_variables == {str(v) for v in rhs.model_spec.required_variables}
     assert names(formula) == list(dict.fromkeys(
         sorted(formulaic.Formula(formula).required_variables, key=formula.find)))
+
+
+@pytest.mark.parametrize("formula", SIMPLE)
+def test_patsy_order(df, formula):
+    """statsmodels' (patsy's) column order: intercept, categorical terms, numeric terms."""
+    patsy = pytest.importorskip("patsy")
+    _, spec = parse(formula, df)
+    want = patsy.dmatrix(formula.partition("~")[2] if "~" in formula else formula,
+                         df.astype({"s": object})).design_info.column_names
+    assert list(spec.column_names) == want
 
 
 @pytest.mark.parametrize("formula", [
@@ -67,9 +79,9 @@ def test_new_data_as_formulaic_including_unseen_levels(df):
     with warnings.catch_warnings(record=True) as theirs:
         warnings.simplefilter("always")
         want = ref.get_model_matrix(new)
-    np.testing.assert_array_equal(np.asarray(got, float), np.asarray(want, float))
+    assert list(got.columns) == list(spec.column_names)
+    np.testing.assert_array_equal(np.asarray(got, float), np.asarray(want[list(got.columns)], float))
     assert [w.category for w in ours] == [w.category for w in theirs]
-    assert list(got.columns) == list(want.columns)
 
 
 def test_pickles_without_its_formulaic_spec(df):

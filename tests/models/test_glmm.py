@@ -350,6 +350,28 @@ def test_predict_new_data_seen_and_unseen_levels():
     assert pr["linear_sd"].iloc[0] == pytest.approx(np.hypot(r.fe_sd[0], sd3), rel=1e-12)
 
 
+def test_predict_new_data_reads_the_offset_and_exposure_columns():
+    """A model built with exposure=/offset= naming a column reads it from new data: its own
+    rows through the new-data path equal the in-sample predictions."""
+    df = datasets.load("grouseticks").assign(E=lambda d: 0.5 + (d.index % 5) / 4.0)
+    df = df.assign(lo=np.log(df.E))
+    vc = {"BROOD": "0 + C(BROOD)"}
+    for kw in ({"exposure": "E"}, {"offset": "lo"}):
+        m = bg.PoissonBayesMixedGLM.from_formula("TICKS ~ YEAR", vc, df, **kw)
+        r = m.fit_map()
+        eta_in = r.predict(linear=True) + m.exog_vc @ r.vc_mean
+        np.testing.assert_allclose(r.predict(df, linear=True), eta_in, rtol=1e-12)
+        np.testing.assert_allclose(r.predict(df, linear=True, include_random=False),
+                                   r.predict(linear=True), rtol=1e-12)
+        name, col = next(iter(kw.items()))
+        other = df.assign(**{col: df[col] * 0 + (1.0 if name == "exposure" else 0.0)})
+        np.testing.assert_allclose(  # given explicitly, the argument wins over the column
+            r.predict(df, linear=True, **{name: other[col].to_numpy()}),
+            r.predict(other, linear=True), rtol=1e-12)
+        with pytest.raises(ValueError, match=rf"built with {name}='{col}'"):
+            r.predict(df.drop(columns=col))
+
+
 def test_prediction_interval_uses_full_laplace_covariance():
     y, X, Z, ident = DESIGNS[0][2]()
     df = pd.DataFrame({"y": y, "x1": X[:, 0], "x2": X[:, 1], "g": np.argmax(Z, axis=1).astype(str)})
@@ -469,3 +491,24 @@ def test_integrate_accepts_points_per_dimension():
         m.fit_laplace(integrate=2.5)
     with pytest.raises(ValueError, match="priors=True"):
         m.fit_laplace(priors=False, integrate=3)
+
+
+def test_missing_drop_drops_the_rows_with_nan_in_array_arguments():
+    """missing="drop" drops a row with NaN in an array given for n_trials (or offset, ...)
+    like one with NaN in a column, and names the argument in its warning."""
+    df = datasets.load("cbpp")
+    size = df["size"].to_numpy(float)
+    size[[4, 9]] = np.nan
+    with pytest.warns(UserWarning, match=r"dropped 2 row\(s\) .*n_trials=<array>"):
+        m = bg.BinomialBayesMixedGLM.from_formula(
+            "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df.drop(columns="size"),
+            n_trials=size, missing="drop")
+    ref = bg.BinomialBayesMixedGLM.from_formula(
+        "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df.drop(index=[4, 9]),
+        n_trials="size")
+    assert m.nobs == ref.nobs == len(df) - 2
+    np.testing.assert_allclose(m.fit_map().fe_mean, ref.fit_map().fe_mean, rtol=1e-10)
+    with pytest.raises(ValueError, match="n_trials"):
+        bg.BinomialBayesMixedGLM.from_formula(
+            "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df, n_trials=size[:-1],
+            missing="drop")

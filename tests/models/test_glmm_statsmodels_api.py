@@ -94,3 +94,22 @@ def test_vb_elbo_base_and_its_gradient_match_statsmodels(cls):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
     # and they are the pieces of the model's own ELBO (statsmodels' rule, statsmodels' h)
     np.testing.assert_allclose(m.vb_elbo_base(h, tm, *args), r.vb_elbo(mean, sd), rtol=1e-10)
+
+
+def test_summary_as_latex_and_scipy_minim_opts():
+    """statsmodels' ``summary().as_latex()``; scipy's own ``minim_opts`` (``disp``) are
+    ignored with a warning, an unknown key is still an error."""
+    from bayesglmm import datasets
+    from bayesglmm.exceptions import IgnoredArgumentWarning
+
+    m = BinomialBayesMixedGLM.from_formula("incidence ~ C(period)", {"herd": "0 + C(herd)"},
+                                           datasets.load("cbpp"), n_trials="size")
+    r = m.fit_vb(rng=0)
+    tex = r.summary().as_latex()
+    assert tex.count(r"\begin{tabular}") == len(r.summary().tables)
+    assert "C(period)[T.2] & M & " in tex and f"{r.fe_mean[1]:.4f}" in tex
+    with pytest.warns(IgnoredArgumentWarning, match="'disp'"):
+        r2 = m.fit_map(minim_opts={"disp": False})
+    np.testing.assert_allclose(r2.fe_mean, m.fit_map().fe_mean)
+    with pytest.raises(ValueError, match="unknown minim_opts"):
+        m.fit_map(minim_opts={"maxitr": 5})

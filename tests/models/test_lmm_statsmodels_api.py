@@ -229,6 +229,19 @@ def test_t_wald_f_tests(pair):
     stat = d @ np.linalg.solve(np.asarray(ours.cov_params())[:2, :2], d)
     np.testing.assert_allclose(w.statistic, stat)
     np.testing.assert_allclose(ours.f_test(np.eye(2)).fvalue, stat / 2)
+    # statsmodels' Wald and F tests take R over all of params too (the variances included)
+    # (statsmodels' covariance of the fixed effects is not lme4's (XᵀV⁻¹X)⁻¹, ours; see
+    # docs/from_statsmodels.md: ~1% apart here)
+    for R, rtol in ((np.eye(5)[:2], 2e-2), (np.eye(5)[[4]], 1e-2), (np.eye(5)[[2, 4]], 2e-2)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = float(np.squeeze(ref.wald_test(R, scalar=True).statistic))
+        d = R @ np.asarray(ours.params)
+        stat = d @ np.linalg.solve(R @ np.asarray(ours.cov_params()) @ R.T, d)
+        np.testing.assert_allclose(ours.wald_test(R).statistic, stat, rtol=1e-12)
+        np.testing.assert_allclose(stat, want, rtol=rtol)
+    with pytest.raises(ValueError, match="should have 2 columns or 5"):
+        ours.wald_test(np.eye(3))
 
 
 @pytest.mark.slow
