@@ -62,11 +62,45 @@ def check_number(val, name: str, *, positive: bool = False,
     return val
 
 
+# R's functions in lme4 formulas that have other spellings here (validation.check_columns)
+R_FUNCTIONS = {
+    "cbind": "binomial counts are the response with n_trials= (`incidence ~ x`, "
+             "n_trials='size'), not cbind(successes, failures)",
+    "factor": "write C(x) for a categorical term (factor(x) in R)",
+    "as.factor": "write C(x) for a categorical term (as.factor(x) in R)",
+    "offset": "pass the offset as offset= (a column name or an array); exposure= takes its "
+              "exponential (Poisson)",
+}
+
+
+def _inside_I(formula: str):
+    """The texts inside ``I(...)`` in ``formula``."""
+    out, i = [], 0
+    while (i := formula.find("I(", i)) >= 0:
+        if i and (formula[i - 1].isalnum() or formula[i - 1] in "_."):
+            i += 2
+            continue
+        depth, j = 1, i + 2
+        while j < len(formula) and depth:
+            depth += {"(": 1, ")": -1}.get(formula[j], 0)
+            j += 1
+        out.append(formula[i + 2:j - 1])
+        i = j
+    return out
+
+
 def check_formula(formula, name: str = "formula") -> str:
-    """A formula is a string such as ``"y ~ x"``."""
+    """A formula is a string such as ``"y ~ x"``.  An R spelling that would silently mean
+    something else here, ``I(x^2)`` (Python's bitwise XOR), is an error saying what to
+    write; R functions that name no column here (``cbind``, ``factor``, ``offset``) are
+    explained where the formula's columns are looked up (:data:`R_FUNCTIONS`)."""
     if not isinstance(formula, str):
         raise TypeError(f"{name} must be a string such as 'y ~ x', got "
                         f"{type(formula).__name__}")
+    for inner in _inside_I(formula):
+        if "^" in inner:
+            raise ValueError(f"{name} {formula!r}: I({inner}) computes Python's bitwise XOR "
+                             f"(^), not a power as in R: write I({inner.replace('^', '**')})")
     return formula
 
 

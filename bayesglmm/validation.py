@@ -42,6 +42,12 @@ def check_columns(names: Sequence[str], data: pd.DataFrame, what: str = "formula
     missing = [n for n in names if n not in cols]
     if not missing:
         return
+    from .checks import R_FUNCTIONS
+
+    for n in missing:
+        if n in R_FUNCTIONS:  # an lme4 formula's function, read as a column name
+            raise ValueError(f"{what} uses R's {n}(), which is not a column or a function "
+                             f"here: {R_FUNCTIONS[n]}")
     parts = []
     for n in missing:
         s = suggest(n, cols)

@@ -51,6 +51,15 @@ def _check_terms(terms: list[Term], n: int) -> None:
                 f"grouping factor {t.group!r} has {t.n_levels} levels for {n} rows; its "
                 "variance cannot be told apart from the residual variance"
             )
+        q = max(len(t.cols), 1)
+        if t.kind == "re" and t.n_levels * q >= n:  # lme4's check.nobs.vs.nRE (lmer: "stop")
+            raise ValueError(
+                f"random term {t.name!r} has {t.n_levels * q} random effects ({t.n_levels} "
+                f"levels of {t.group!r} × {q} covariates: {', '.join(map(str, t.cols))}) for "
+                f"{n} rows; its covariance cannot be told apart from the residual variance "
+                "(a text or categorical column in the term codes one covariate per level: use "
+                "a numeric column for a slope)"
+            )
 
 
 def lmm_design(formula, data, groups=None, re_formula=None, vc_formula=None,

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import ellpack
+from ..validation import check_columns
 from .fixed import formulaic_design, patsy_kinds, spec_columns
 from . import simple
 from .frame import group_keys, index_codes, level_codes
@@ -150,13 +151,28 @@ class Term:
                  unseen: str = "population") -> tuple[np.ndarray, np.ndarray]:
         """``(codes (n,), z (n, q))`` for new data; code -1 where a row has no level of this
         term: a level not seen in fitting (``unseen="raise"``: an error naming them)."""
+        check_columns(self.rows.columns, data, what="new data")
         keys, z, used = self.rows(data, na_action)
-        codes = self.index.get_indexer(keys)
+        codes = level_positions(self.index, keys)
         miss = codes < 0 if used is None else (codes < 0) & used
         if unseen == "raise" and miss.any():
             bad = pd.unique(np.asarray(keys)[miss])[:5]
             raise ValueError(f"levels of {self.group!r} not seen in fitting: {list(bad)}")
         return (codes if used is None else np.where(used, codes, -1)), z
+
+
+def level_positions(index: pd.Index, keys) -> np.ndarray:
+    """Positions of ``keys`` in the fitted levels ``index`` (−1: not seen), matching by label
+    where the types differ: a grouping column read as numbers in one data set and as text in
+    the other (``Subject`` 308 and ``"308"``) names the same levels, as in lme4, whose levels
+    are labels (every row of such new data was taken as an unseen level)."""
+    codes = index.get_indexer(keys)
+    if (codes < 0).any() and len(index):
+        labels = pd.Index(index.map(str))
+        if labels.is_unique:
+            by_label = labels.get_indexer(pd.Index(np.asarray(keys, dtype=object)).map(str))
+            codes = np.where(codes < 0, by_label, codes)
+    return codes
 
 
 @dataclass

@@ -41,12 +41,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 
 from .._export import persistent_jit
 from .._xla import large_options, light_options, small_options
 from ..design.crossprod import CrossProd, Structure
 from ..linalg.cholesky import logdet_solve, logdet_solve_inverse, logdet_solve_plain
+from ..linalg.small import batched_cholesky, batched_solve_lower
 
 __all__ = [
     "Factors", "deviance", "deviance_hessian", "deviance_plain", "evaluate", "factor", "lambdas",
@@ -124,8 +124,9 @@ def _blocks(theta, cp: CrossProd, struct: Structure):
         return lams, l11, g, g * g
     eye1 = jnp.eye(q1, dtype=cp.d11.dtype)
     a11 = jnp.einsum("ab,lac,cd->lbd", lam1, cp.d11, lam1) + eye1  # λ₁ᵀ D_l λ₁ + I
-    l11 = jnp.linalg.cholesky(a11)  # (L₁, q₁, q₁)
-    g = solve_triangular(l11, jnp.broadcast_to(lam1.T, a11.shape), lower=True)  # L₁₁⁻¹ λ₁ᵀ
+    # entry by entry, no batched LAPACK call (its thread-pool deadlock: linalg.small)
+    l11 = batched_cholesky(a11)  # (L₁, q₁, q₁)
+    g = batched_solve_lower(l11, jnp.broadcast_to(lam1.T, a11.shape))  # L₁₁⁻¹ λ₁ᵀ
     w = jnp.einsum("lab,lac->lbc", g, g)  # W_l = λ₁ A₁₁⁻¹ λ₁ᵀ
     return lams, l11, g, w
 

@@ -98,7 +98,12 @@ def fit_options(model, method="newton", free=None, gtol=None, full_output=False,
 
 
 def unused_keywords(kwargs, where):
-    """statsmodels' other constructor keywords: accepted, each with a warning."""
+    """statsmodels' other constructor keywords: accepted, each with a warning; ``weights``
+    (lme4's prior weights, which would change the estimates) is an error."""
+    if "weights" in kwargs:
+        raise ValueError(f"{where}: weights= (prior weights, as lme4's) is not supported by "
+                         "the linear mixed model; fitting without them would give other "
+                         "estimates — drop the argument to fit unweighted")
     for name in kwargs:
         warnings.warn(f"Argument {name} not used by {where}: bayesglmm has no such option",
                       IgnoredArgumentWarning, stacklevel=3)

@@ -124,7 +124,9 @@ class BayesMixedGLMResults(PlotMethods):
         is_r = (idx >= m.k_fep + k_sd) & (idx < k - k_disp)
         is_d = idx >= k - k_disp  # dispersion: exp shows θ
         for col, x in (("SD", mean), ("SD (LB)", mean - 2 * psd), ("SD (UB)", mean + 2 * psd)):
-            df[col] = np.where(is_v | is_d, [fmt(v) for v in np.exp(x)],
+            with np.errstate(over="ignore"):  # a bound far out (an SE of 10⁴ at ±1): inf
+                sd = np.exp(np.where(is_v | is_d, x, 0.0))  # exp only where it is shown
+            df[col] = np.where(is_v | is_d, [fmt(v) for v in sd],
                                np.where(is_r, [fmt(v) for v in np.tanh(x)], ""))
         label = {"map": "Laplace (joint mode)", "vb": "mean-field VB",
                  "laplace": "marginal Laplace" + ("" if getattr(self, "priors", True)

@@ -191,6 +191,16 @@ class StatsmodelsResultsMixin:
         return self._wrap(self._cov_all)
 
     @property
+    def sigma(self) -> float:
+        """Residual standard deviation √scale (lme4's ``sigma()``)."""
+        return float(np.sqrt(self.scale))
+
+    @property
+    def ngrps(self) -> dict:
+        """Number of levels of each grouping factor (lme4's ``ngrps()``)."""
+        return {t.group: int(t.n_levels) for t in self.model.design.terms}
+
+    @property
     def normalized_cov_params(self) -> np.ndarray:
         """``cov_params() / scale`` as an array (statsmodels' LikelihoodModelResults)."""
         return self._cov_all.to_numpy(float) / self.scale

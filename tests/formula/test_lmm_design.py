@@ -55,3 +55,29 @@ def test_groups_as_an_array_become_a_column(sleep):
     d = lmm_design("Reaction ~ Days", sleep, groups=g)
     assert d.terms[0].cols == ["subj"] and d.terms[0].group == "subj"
     np.testing.assert_array_equal(d.group_labels, g)
+
+
+def test_more_random_effects_than_rows_is_an_error(sleep):
+    """lme4's check.nobs.vs.nRE: ``(Days | Subject)`` with Days as text codes ten covariates
+    per subject, 180 random effects for 180 rows (the fit took 41 s and reported a
+    meaningless optimum)."""
+    s = sleep.assign(Days=sleep.Days.astype(str))
+    with pytest.raises(ValueError, match=r"180 random effects \(18 levels of 'Subject' × 10"):
+        lmm_design("Reaction ~ 1 + (Days | Subject)", s)
+    lmm_design("Reaction ~ 1 + (Days | Subject)", sleep)  # numeric Days: 36 random effects
+
+
+def test_r_spellings_are_errors_saying_what_to_write(sleep):
+    from bayesglmm import BinomialBayesMixedGLM, datasets, mixedlm
+
+    with pytest.raises(ValueError, match=r"bitwise XOR .* write I\(Days\*\*2\)"):
+        mixedlm("Reaction ~ Days + I(Days^2) + (1 | Subject)", sleep)
+    mixedlm("Reaction ~ Days + I(Days**2) + (1 | Subject)", sleep)
+    cbpp = datasets.load("cbpp")
+    for formula, what in [("cbind(incidence, size - incidence) ~ period + (1|herd)", "n_trials="),
+                          ("incidence ~ factor(period) + (1|herd)", r"C\(x\)"),
+                          ("incidence ~ period + offset(size) + (1|herd)", "offset=")]:
+        with pytest.raises(ValueError, match=rf"R's \w+\(\).*{what}"):
+            BinomialBayesMixedGLM.from_formula(formula, None, cbpp, n_trials="size")
+    with pytest.raises(ValueError, match="weights= .* not supported"):
+        mixedlm("Reaction ~ Days + (1 | Subject)", sleep.assign(w=1.0), weights="w")

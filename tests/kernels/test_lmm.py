@@ -19,6 +19,7 @@ def _crossed(seed=0, n=150):
     })
     df["y"] = 1 + 0.5 * df.x + rng.normal(size=n)
     df["x2"] = rng.normal(size=n)
+    df["x3"] = rng.normal(size=n)
     return df
 
 
@@ -32,6 +33,7 @@ CASES = [
     ("crossed3+slope", "sim", "y ~ x + (x | a) + (1 | b) + (0 + x2 | c)", {}),
     ("slope-in-rest", "sim", "y ~ x + (1 | a) + (x | b)", {}),
     ("nested", "sim", "y ~ x + (1 | c/b)", {}),
+    ("four-covariates", "sim", "y ~ x + (x + x2 + x3 | a) + (1 | b)", {}),
     ("vc", "sim", "y ~ x", {"groups": "c", "vc_formula": {"b": "0 + C(b)"}}),
     ("vc+re", "sim", "y ~ x", {"groups": "c", "re_formula": "~x", "vc_formula": {"b": "0 + C(b)"}}),
     ("vc-general", "sim", "y ~ x", {"groups": "c", "re_formula": "0", "vc_formula": {"xs": "0 + x + x2"}}),
@@ -206,3 +208,50 @@ def test_programs_chosen_by_size_agree(data, monkeypatch):
         hess = [np.asarray(p[1](theta, psi, cp, st, True)[2]) for p in (small, large)]
     np.testing.assert_allclose(ev[1], ev[0], rtol=1e-10)
     np.testing.assert_allclose(hess[1], hess[0], rtol=1e-10, atol=1e-12)
+
+
+def test_hessian_program_has_no_batched_lapack_call(data):
+    """A vector random term's per-level blocks are factored entry by entry (linalg.small):
+    jaxlib's batched LAPACK kernels deadlock when XLA runs two at once, which hung the fits of
+    ``(x1 + x2 + x3 | g)`` with 500 groups (docs/architecture.md).  What LAPACK calls remain
+    (the dense block, the fixed effects) are unbatched, tangents folded into their columns."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    from bayesglmm._precision import precision
+    from bayesglmm.kernels.lmm import deviance
+
+    model = mixedlm("y ~ x + (x + x2 + x3 | a) + (1 | b)", data["sim"])
+    with precision(np.float64):
+        cp, st = model._crossprod(np.float64)
+        theta = jnp.asarray(model._start())
+        hlo = jax.jit(lambda t: jax.hessian(deviance)(t, cp, st, True)).lower(theta).as_text()
+    calls = [ln for ln in hlo.splitlines() if re.search(r"custom_call @lapack_", ln)]
+    batch = [int(b) for ln in calls for b in re.findall(r'num_batch_dims = "(\d+)"', ln)]
+    assert len(batch) == len(calls) and not any(batch)
+
+
+@pytest.mark.slow
+def test_vector_terms_fit_without_hanging(tmp_path):
+    """End to end, in a subprocess with a time limit (a deadlock never returns): six slopes
+    in 40 groups, which hung before linalg.small."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, pandas as pd\n"
+        "from bayesglmm import mixedlm\n"
+        "rng = np.random.default_rng(0); G, n, q = 40, 30, 7\n"
+        "g = np.repeat(np.arange(G), n); X = rng.normal(size=(G * n, q - 1))\n"
+        "d = pd.DataFrame(X, columns=[f'x{j}' for j in range(1, q)])\n"
+        "d['g'] = ['g%d' % i for i in g]; b = rng.normal(size=(G, q))\n"
+        "d['y'] = b[g, 0] + (X * b[g, 1:]).sum(1) + rng.normal(size=G * n)\n"
+        "xs = ' + '.join(d.columns[:q - 1])\n"
+        "r = mixedlm(f'y ~ {xs} + ({xs} | g)', d).fit()\n"
+        "print(r.converged, r.llf)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[0] == "True"

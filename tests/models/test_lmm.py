@@ -239,3 +239,21 @@ def test_covariance_is_the_autodiff_inverse_information_and_pickles(
     np.testing.assert_allclose(res.bse.iloc[res.k_fe:], ref, rtol=1e-9)
     clone = pickle.loads(pickle.dumps(res))
     np.testing.assert_allclose(clone.bse, res.bse, rtol=0)
+
+
+def test_new_levels_match_by_label_across_types(sleep):
+    """lme4 matches levels by label: Subject 308 (int) in new data is the fitted "308"; a
+    missing grouping column is an error naming it; sigma and ngrps as lme4's."""
+    import pandas as pd
+
+    from bayesglmm import mixedlm
+
+    r = mixedlm("Reaction ~ Days + (Days | Subject)", sleep).fit()
+    as_str = pd.DataFrame({"Days": [1.0, 2.0], "Subject": ["308", "309"]})
+    want = r.predict(as_str, include_random=True)
+    got = r.predict(as_str.assign(Subject=[308, 309]), include_random=True)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert not np.allclose(want, r.predict(as_str))  # not the population value
+    with pytest.raises(ValueError, match="'Subject'"):
+        r.predict(as_str.drop(columns="Subject"), include_random=True)
+    assert r.sigma == pytest.approx(np.sqrt(r.scale)) and r.ngrps == {"Subject": 18}
