@@ -151,6 +151,35 @@ class BayesMixedGLMResults(PlotMethods):
             info["Log-likelihood (Laplace)"] = f"{self.llf:.4f}"
         return Summary(f"{m.family.name} Mixed GLM Results", df, notes, info)
 
+    llf: float  # the Laplace log-likelihood, set by fit_laplace only (declared for type checkers)
+
+    @property
+    def nobs(self) -> int:
+        """Number of rows (observations) of the fitted data."""
+        return int(self.model.nobs)
+
+    def _ml_npar(self, what: str) -> int:
+        """Parameters of a maximum-likelihood fit (lme4's ``npar``: fixed effects and
+        variance parameters); an AttributeError naming the fit that has one otherwise."""
+        if not (str(self.method).startswith("laplace") and not getattr(self, "priors", True)
+                and hasattr(self, "llf")):
+            raise AttributeError(
+                f"{what} needs a maximum-likelihood fit, fit_laplace(priors=False) (lme4's "
+                f"glmer); this is a Bayesian fit (method={self.method!r})")
+        return int(self.model.k_fep + self.model.k_vcp)
+
+    @property
+    def aic(self) -> float:
+        """−2 llf + 2k (lme4's AIC) of a ``fit_laplace(priors=False)`` fit."""
+        k = self._ml_npar("aic")
+        return float(-2.0 * self.llf + 2 * k)
+
+    @property
+    def bic(self) -> float:
+        """−2 llf + k log n (lme4's BIC, n rows) of a ``fit_laplace(priors=False)`` fit."""
+        k = self._ml_npar("bic")
+        return float(-2.0 * self.llf + k * np.log(self.nobs))
+
     def random_effects(self, term: str | int | None = None) -> pd.DataFrame:
         """Posterior mean and SD of the random effects, all or those of one term.
 

@@ -512,3 +512,25 @@ def test_missing_drop_drops_the_rows_with_nan_in_array_arguments():
         bg.BinomialBayesMixedGLM.from_formula(
             "incidence ~ C(period)", {"herd": "0 + C(herd)"}, df, n_trials=size[:-1],
             missing="drop")
+
+
+def test_ml_fit_information_criteria_as_anova_and_lme4():
+    """aic/bic of fit_laplace(priors=False) as lme4's AIC/BIC (and anova's); Bayesian fits
+    have none, with an error saying which fit does."""
+    from bayesglmm.inference.lrt import anova
+
+    cbpp = datasets.load("cbpp")
+    m = bg.BinomialBayesMixedGLM.from_formula("incidence ~ C(period)", {"herd": "0 + C(herd)"},
+                                              cbpp, n_trials="size")
+    r = m.fit_laplace(priors=False)
+    k = m.k_fep + m.k_vcp
+    assert r.nobs == len(cbpp)
+    assert r.aic == pytest.approx(-2 * r.llf + 2 * k, rel=1e-12)
+    assert r.bic == pytest.approx(-2 * r.llf + k * np.log(len(cbpp)), rel=1e-12)
+    r0 = bg.BinomialBayesMixedGLM.from_formula("incidence ~ 1", {"herd": "0 + C(herd)"}, cbpp,
+                                               n_trials="size").fit_laplace(priors=False)
+    tab = anova(r0, r)
+    assert tab["AIC"].iloc[1] == pytest.approx(r.aic, rel=1e-12)
+    assert r.aic == pytest.approx(194.0531, abs=1e-3)  # lme4's AIC (glmer, cbpp: 194.1)
+    with pytest.raises(AttributeError, match="fit_laplace\\(priors=False\\)"):
+        _ = m.fit_vb(rng=0).aic
