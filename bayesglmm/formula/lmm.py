@@ -39,8 +39,10 @@ class Design:
     row_index: object = None  # (n,) pandas Index of the rows used, when the data had one
 
 
-def _check_terms(terms: list[Term], n: int) -> None:
-    for t in terms:
+def _check_terms(terms: list[Term], n: int, groups_term: int | None = None) -> None:
+    """Every term estimable; lme4's rule on the number of random effects for lme4-style terms
+    (statsmodels fits ``groups``' ``re_formula`` term with as many: its own test suite does)."""
+    for i, t in enumerate(terms):
         if t.n_levels < 2:
             raise ValueError(
                 f"grouping factor {t.group!r} of random term {t.name!r} has only "
@@ -52,7 +54,8 @@ def _check_terms(terms: list[Term], n: int) -> None:
                 "variance cannot be told apart from the residual variance"
             )
         q = max(len(t.cols), 1)
-        if t.kind == "re" and t.n_levels * q >= n:  # lme4's check.nobs.vs.nRE (lmer: "stop")
+        if t.kind == "re" and i != groups_term and t.n_levels * q >= n:  # lme4's
+            # check.nobs.vs.nRE (lmer: "stop")
             raise ValueError(
                 f"random term {t.name!r} has {t.n_levels * q} random effects ({t.n_levels} "
                 f"levels of {t.group!r} × {q} covariates: {', '.join(map(str, t.cols))}) for "
@@ -95,7 +98,7 @@ def lmm_design(formula, data, groups=None, re_formula=None, vc_formula=None,
             t.tkey = f"{t.name}#{i}"  # each lme4-style term has its own parameters
     glab = group_keys(df, (gname,)) if groups is not None else None
     check_rank(fixed.X, fixed.xnames)
-    _check_terms(terms, len(fixed.y))
+    _check_terms(terms, len(fixed.y), gterm)
     return Design(fixed.y, fixed.X, fixed.yname, fixed.xnames, terms, gterm, glab, fixed.spec,
                   frame.n_dropped, row_index)
 
@@ -154,7 +157,7 @@ def design_from_arrays(endog, exog, groups, exog_re=None, exog_vc=None,
     if not terms:
         raise ValueError("the model has no random effects (exog_re has no columns and no exog_vc)")
     check_rank(X, xnames)
-    _check_terms(terms, n)
+    _check_terms(terms, n, gterm)
     index = next((a.index for a in (endog, exog) if isinstance(a, (pd.Series, pd.DataFrame))),
                  None)
     return Design(y, X, yname, xnames, terms, gterm, g, None, n_dropped, index)

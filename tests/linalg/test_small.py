@@ -39,6 +39,7 @@ def _through(chol, solve, a0, b, w):
     return f
 
 
+@pytest.mark.slow  # ~5 s a case: both implementations differentiated twice, op by op
 @pytest.mark.parametrize("q", [2, 4])
 def test_derivatives_equal_lapack_and_finite_differences(q):
     rng = np.random.default_rng(10 + q)
