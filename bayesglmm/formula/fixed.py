@@ -115,6 +115,12 @@ def patsy_kinds(data: pd.DataFrame, cols) -> pd.DataFrame:
     return data.assign(**out) if out else data
 
 
+def _kind(entry) -> str:
+    """The kind (``"numerical"``, ``"categorical"``, ...) of an ``encoder_state`` entry."""
+    kind = entry[0]
+    return str(getattr(kind, "value", kind))
+
+
 def patsy_order(formula: str, spec) -> list[int] | None:
     """Column positions of formulaic's ``spec`` (of ``formula``'s right-hand side, or of a
     one-sided ``formula``) in patsy's term order (module docstring;
@@ -136,8 +142,7 @@ def patsy_order(formula: str, spec) -> list[int] | None:
         return None
 
     def numeric(factor) -> bool:
-        kind = state.get(str(factor), (None,))[0]
-        return str(getattr(kind, "value", kind)) == "numerical"
+        return _kind(state.get(str(factor), (None,))) == "numerical"
 
     def degree(term) -> int:
         return sum(str(f) != "1" for f in term.factors)
@@ -201,7 +206,7 @@ def _unseen_levels(spec, data: pd.DataFrame) -> None:
     import re
 
     for expr, (kind, st) in (getattr(spec, "encoder_state", None) or {}).items():
-        if str(getattr(kind, "value", kind)) != "categorical" or "categories" not in st:
+        if _kind((kind,)) != "categorical" or "categories" not in st:
             continue
         m = re.fullmatch(r"\s*(?:C\(\s*([A-Za-z_]\w*)\s*(?:,.*)?\)|([A-Za-z_]\w*))\s*",
                          str(expr))

@@ -95,13 +95,13 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         if missing == "drop" and isinstance(data, pd.DataFrame):
             # arrays given for these arguments: their rows with NaN are dropped as the data's
             # (through a column of their own, named after the argument)
-            arrays = {f"{k}=<array>": v for k, v in args.items()
+            arrays = {k: np.asarray(v) for k, v in args.items()
                       if v is not None and not isinstance(v, str) and np.ndim(v) == 1}
-            for name, v in arrays.items():
-                check_length(len(data), len(np.asarray(v)), name.split("=")[0])
-            if arrays:
-                data = data.assign(**{name: np.asarray(v) for name, v in arrays.items()})
-                args.update({name.split("=")[0]: name for name in arrays})
+            for k, v in arrays.items():
+                check_length(len(data), len(v), k)
+            if arrays:  # (assign copies the frame)
+                data = data.assign(**{f"{k}=<array>": v for k, v in arrays.items()})
+                args.update({k: f"{k}=<array>" for k in arrays})
         named = [v for v in args.values() if isinstance(v, str)]
         d = glmm_design(formula, vc_formulas, data, extra=named, missing=missing)
 
