@@ -37,8 +37,10 @@ def check_laplace(k_vc: int, mode, *, what: str = "fit_laplace") -> None:
     if k_vc == 0:
         raise ValueError(f"{what} integrates the random effects out, but the model has none "
                          "(no exog_vc / vc_formulas); use fit_map() or fit_vb(), or a GLM")
+    if mode == "diag" or (isinstance(mode, tuple) and mode[0] == "block"):
+        return  # no dense block: H_uu is diagonal, or block-diagonal in small blocks
     k = k_vc - mode[2] if isinstance(mode, tuple) and mode[0] == "schur_obs" else k_vc
-    if mode != "diag" and k > DENSE_VC_MAX:
+    if k > DENSE_VC_MAX:
         raise ValueError(
             f"{what} with crossed random effects forms a dense {k}×{k} block of the Hessian "
             f"of the random effects ({8 * k ** 2 / 2 ** 30:.1f} GiB); at most {DENSE_VC_MAX} "

@@ -28,6 +28,9 @@ def _modules():
 
 
 MODULES = _modules()
+# modules whose examples take over ~8 s on CI's two cores (satterthwaite's fits and
+# differentiates an LMM): run with the slow tests
+_SLOW = {"bayesglmm.inference.satterthwaite"}
 
 
 def _tests(name):
@@ -37,7 +40,8 @@ def _tests(name):
             if t.examples and t.name.startswith(name)]
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n
+                                  for n in MODULES])
 def test_docstring_examples_run(name):
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     runner = doctest.DocTestRunner(optionflags=flags)

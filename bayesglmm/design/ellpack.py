@@ -117,11 +117,17 @@ def colors(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray, k: int) -> tup
     return _compact(color)
 
 
-def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray) -> str | tuple:
+def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
+                corr=()) -> str | tuple:
     """How the marginal Laplace fit factors H_uu = ΛᵀZᵀWZΛ + I (static, linalg.psd):
-    ``"diag"``, ``("schur", c, k_c)``, ``("schur_obs", c, k_c)`` or ``"dense"``.
+    ``"diag"``, ``("block", q)``, ``("schur", c, k_c)``, ``("schur_obs", c, k_c)`` or
+    ``"dense"``.  ``corr``: the (G, q_b) column arrays of the correlated terms (Λ's q_b × q_b
+    blocks, one per level).
 
-    ``"diag"`` when every row of Z has at most one non-zero: H_uu is diagonal.  Otherwise, if
+    ``("block", q)`` with correlated terms, when every row's non-zeros lie in one block of Λ
+    (one level of a correlated term, or one independent column): H_uu is block-diagonal in
+    blocks of at most q = max q_b (linalg.block_diag).  ``"diag"`` when every row of Z has
+    at most one non-zero and there is no correlated term: H_uu is diagonal.  Otherwise, if
     some variance component c has no two non-zeros in one row (a grouping factor), its k_c
     columns form a diagonal block D of H_uu = [[D, B], [Bᵀ, C]], eliminated exactly:
     log det H = Σ log D + log det(C − BᵀD⁻¹B), so Cholesky works on the Schur complement of
@@ -131,7 +137,20 @@ def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray) -> str | 
     nz = np.asarray(vals) != 0
     cols = np.asarray(cols)
     ident = np.asarray(ident)
-    if int(nz.sum(axis=1).max(initial=0)) <= 1:
+    if len(corr):
+        k = len(ident)
+        block = np.arange(k, 2 * k)  # an independent column is a block of its own
+        start = 0
+        for bcols in corr:
+            bcols = np.asarray(bcols)
+            block[bcols] = start + np.arange(bcols.shape[0])[:, None]
+            start += bcols.shape[0]
+        rb = block[cols]
+        lo = np.where(nz, rb, 2 * k).min(axis=1, initial=2 * k)
+        hi = np.where(nz, rb, -1).max(axis=1, initial=-1)
+        if np.all((lo == hi) | (hi < 0)):
+            return ("block", max(np.asarray(b).shape[1] for b in corr))
+    elif int(nz.sum(axis=1).max(initial=0)) <= 1:
         return "diag"
     best, size = None, 0
     for c in np.unique(ident):

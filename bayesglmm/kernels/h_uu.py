@@ -5,6 +5,8 @@ and the conditional variances of the random effects.
 W = diag(w) holds the rows' −∂²loglik/∂η², Λ = Λ(vcp) (covariance.lam_u; diag(e) with
 e = exp(vcp[ident]) for independent terms).  H_uu is factored (linalg.psd) in the static
 ``mode`` of ``design.ellpack.design_mode``: ``"diag"`` (one grouping factor: H_uu diagonal),
+``("block", q)`` (each row of Z within one q × q block of Λ — a correlated term on a single
+grouping factor: H_uu block-diagonal, factored block by block, linalg.block_diag),
 ``("schur", c, k_c)`` (component c, at most one non-zero per row, eliminated exactly; for
 independent terms the blocks are assembled directly, never the dense k × k matrix),
 ``("schur_obs", c, k_c)`` (the same where each level of c holds at most one row, as an
@@ -19,9 +21,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..covariance import lam_t, lam_u
+from ..covariance import block_index, lam_blocks, lam_t, lam_u
 from ..design.ellpack import rmatvec
-from ..linalg import psd
+from ..linalg import block_diag, psd
 from .glmm import Data
 
 __all__ = ["factor_h_uu", "inverse_entries", "logdet_h_uu", "var_vc"]
@@ -110,13 +112,35 @@ def _rows_factor(vcp, w, mode, data: Data):
     return psd.SchurFactor(d, psd.RowsY(yv, pc, pr), jnp.linalg.cholesky(S), *index, S)
 
 
+def _block_factor(vcp, w, mode, data: Data) -> block_diag.BlockFactor:
+    """The :class:`linalg.block_diag.BlockFactor` of H_uu for ``mode = ("block", q)``: every
+    row of Z touches one block of Λ (one level of a correlated term, or one independent
+    column), so ZᵀWZ is block-diagonal too.  Each row's products w_i·z_ia·z_ib of its pairs of
+    non-zeros go in one ``segment_sum`` into (nb, q, q) — O(n·m² + nb·q³), never k × k."""
+    q = mode[1]
+    cols, pos = block_index(data.ident, data.corr, data.indep, q)
+    nb = cols.shape[0]
+    zc, zv = data.Z.cols, data.Z.vals
+    p = pos[zc]  # (n, m): block and slot of each non-zero (ELLPACK padding has value 0)
+    blk, slot = p // q, p % q
+    target = (blk[:, :, None] * q + slot[:, :, None]) * q + slot[:, None, :]
+    prod = (w[:, None] * zv)[:, :, None] * zv[:, None, :]
+    M = jax.ops.segment_sum(prod.ravel(), target.ravel(), num_segments=nb * q * q)
+    lam = lam_blocks(vcp, data.ident, data.corr, cols, q)
+    H = jnp.einsum("bji,bjk,bkl->bil", lam, M.reshape(nb, q, q), lam)
+    return block_diag.factor(H + jnp.eye(q, dtype=H.dtype), cols, pos)
+
+
 def factor_h_uu(vcp, w, mode, data: Data):
     """Factorisation of H_uu = Λᵀ·ZᵀWZ·Λ + I (psd.factor): its diagonal (k,) in ``"diag"``
-    mode, a Cholesky factor or a :class:`psd.SchurFactor` otherwise.  With independent terms
+    mode, a :class:`linalg.block_diag.BlockFactor` in ``("block", q)`` mode, a Cholesky
+    factor or a :class:`psd.SchurFactor` otherwise.  With independent terms
     (Λ = diag(e), e = exp(vcp[ident])) the Schur factor is built from the blocks of
     :func:`_ztwz_blocks`, scaled by e; correlated terms form the dense matrix."""
     ident = data.ident
     k = ident.shape[0]
+    if psd.is_block(mode):
+        return _block_factor(vcp, w, mode, data)
     if mode == "diag":
         return psd.factor(jnp.exp(2 * vcp[ident]) * _ztwz(data, w, k, mode) + 1.0, mode, ident)
     if mode != "dense" and not data.corr:
@@ -212,6 +236,9 @@ def var_vc(vcp, F, mode, data: Data, hd=None):
     the dense inverse is formed (k_vc is bounded in the modes that allow correlated terms)."""
     if not data.corr:
         return jnp.exp(2 * vcp[data.ident]) * (psd.inv_diag(F, mode) if hd is None else hd)
+    if psd.is_block(mode):  # block by block: diag(Λ_b H_b⁻¹ Λ_bᵀ)
+        lam = lam_blocks(vcp, data.ident, data.corr, F.cols, mode[1])
+        return block_diag.scatter(F, jnp.einsum("bij,bjk,bik->bi", lam, F.Hi, lam))
     k = data.ident.shape[0]
     A = psd.solve(F, jnp.eye(k, dtype=vcp.dtype), mode)  # H_uu⁻¹
     B = lam_u(vcp, A, data.ident, data.corr)  # Λ H⁻¹

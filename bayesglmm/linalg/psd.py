@@ -6,9 +6,10 @@
   Dauphin et al. 2014, NeurIPS; Nocedal & Wright, *Numerical Optimization*, §3.4).  With
   ``xp=numpy`` they run on the host (the host-driven Newton loops), compiling nothing.
 * Factorisations of the random effects' Hessian H_uu = ΛᵀZᵀWZΛ + I of the marginal Laplace
-  fit (:func:`factor`, :func:`solve`, :func:`logdet`, :func:`inv_diag`) in one of three static
-  modes (``design.ellpack.design_mode``): ``"diag"`` (H_uu diagonal, stored as its diagonal),
-  ``"dense"`` (Cholesky) and ``("schur", c, k_c)`` (the diagonal block of component c
+  fit (:func:`factor`, :func:`solve`, :func:`logdet`, :func:`inv_diag`) in one of the static
+  modes of ``design.ellpack.design_mode``: ``"diag"`` (H_uu diagonal, stored as its diagonal),
+  ``("block", q)`` (block-diagonal in q × q blocks: a correlated term on one grouping factor;
+  linalg.block_diag), ``"dense"`` (Cholesky) and ``("schur", c, k_c)`` (the diagonal block of component c
   eliminated exactly, Cholesky of the Schur complement of the rest; :func:`schur_factor`
   builds it from the blocks, :func:`schur_index` partitions the columns by counting).  Where
   each level of c holds at most one row (an observation-level effect: ``("schur_obs", c,
@@ -27,9 +28,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from . import block_diag
+
 __all__ = ["RowsY", "SchurFactor", "abs_inv", "abs_solve", "block_solve", "factor", "inv_diag",
-           "logdet", "pcg", "rows_inverse", "schur_factor", "schur_index", "solve", "spd_inverse",
-           "spd_solve", "unpermute"]
+           "is_block", "logdet", "pcg", "rows_inverse", "schur_factor", "schur_index", "solve",
+           "spd_inverse", "spd_solve", "unpermute"]
 
 
 # --------------------------------------------------------------------------- |eig| solves
@@ -185,8 +188,16 @@ def _spd_inverse_jvp(primals, tangents):
     return Si, -(Si @ dS @ Si)
 
 
+def is_block(mode) -> bool:
+    """Whether ``mode`` is ``("block", q)``: H block-diagonal in q × q blocks, factored as a
+    linalg.block_diag.BlockFactor (kernels.h_uu builds it from the blocks)."""
+    return isinstance(mode, tuple) and mode[0] == "block"
+
+
 def solve(F, b, mode):
     """H⁻¹b for b of shape (k,) or (k, p), from ``F = factor(H, mode, ident)``."""
+    if is_block(mode):
+        return block_diag.solve(F, b)
     if mode == "diag":
         return b / (F if b.ndim == 1 else F[:, None])
     if mode == "dense":
@@ -206,6 +217,8 @@ def unpermute(F: SchurFactor, xd, xr):
 
 def logdet(F, mode):
     """log det H: Σ log D + log det S in ``"schur"`` mode."""
+    if is_block(mode):
+        return block_diag.logdet(F)
     if mode == "diag":
         return jnp.sum(jnp.log(F))
     if mode == "dense":
@@ -215,6 +228,8 @@ def logdet(F, mode):
 
 def inv_diag(F, mode):
     """diag(H⁻¹), (k,)."""
+    if is_block(mode):
+        return block_diag.inv_diag(F)
     if mode == "diag":
         return 1.0 / F
     tri = jax.scipy.linalg.solve_triangular

@@ -32,6 +32,7 @@ from ..exceptions import ConvergenceWarning, IgnoredArgumentWarning, RankDeficie
 from ..families import Binomial, Family, Poisson
 from ..fits.map import scale_columns, use_dense
 from ..kernels.glmm import Data, Params, Prior, jitted_kernels
+from ..linalg import psd
 from ..quadrature import Rule, get_rule
 from ..results.glmm import ParamLayout
 from ..solvers.solution import STATUS_MESSAGES, OptimizeResult, Solution
@@ -269,7 +270,7 @@ def ingest_glmm(family: Family, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_
         list(vcp_names), None if vc_names is None else list(vc_names), float(vcp_p),
         float(fe_p), trials, w, off, n, resolve_dtype(dtype), get_rule(vb_rule),
         family.constant(y, 1.0 if trials is None else trials, w), color, n_colors,
-        design_mode(cols, vals, ident), blocks, indep)
+        design_mode(cols, vals, ident, [b[0] for b in blocks]), blocks, indep)
 
 
 def _check_components(cols, vals, ident, k_sd: int, vcp_names) -> None:
@@ -456,13 +457,14 @@ class MixedGLMBase:
         """The variance component padded levels are assigned to: the one fit_laplace
         eliminates exactly in the Schur mode (its diagonal block), else the first."""
         mode = self._design_mode
-        return mode[1] if isinstance(mode, tuple) else 0
+        return mode[1] if isinstance(mode, tuple) and not psd.is_block(mode) else 0
 
     def _padded_design(self, fine: bool = False) -> tuple[np.ndarray, str | tuple]:
         """The colouring and H_uu factorisation mode of the padded levels."""
         k_pad = self._bucket(fine).k_pad
         mode = self._design_mode
-        if isinstance(mode, tuple):  # ("schur", c, k_c): padded levels join component c
+        if isinstance(mode, tuple) and not psd.is_block(mode):
+            # ("schur", c, k_c): padded levels join component c
             mode = (mode[0], mode[1], mode[2] + k_pad - self.k_vc)
         return _buckets.pad(np.asarray(self._color, np.int32), k_pad), mode
 

@@ -100,6 +100,7 @@ def crossed():
     return bg.BinomialBayesMixedGLM(y, X, sparse.csr_array(Z), ident, vcp_p=0.5)
 
 
+@pytest.mark.slow
 def test_node_eval_program_equals_the_two_it_fuses(crossed, monkeypatch):
     """_node_eval_kernel: fits.joint's vg and the node's terms from one program, equal to
     the two programs' outputs; an integrated fit then calls the node program alone only for

@@ -56,6 +56,7 @@ def _profile(m):
     return lj, dense_schur
 
 
+@pytest.mark.slow
 def test_node_hessian_kernel_against_nested_autodiff_and_the_fit(crossed):
     """−∂(∇_fe ℓ_j)/∂θ against jacfwd ∘ jacfwd of ℓ_j (all of θ) and the dense Schur
     complement (the fe block); J's value and gradient, du*/dθ equal the fit's ``vgh``."""
