@@ -30,7 +30,8 @@ INTEGRATE_MEM_MAX = 4 * 2 ** 30  # bytes held by the nodes' summaries and one no
 
 def check_laplace(k_vc: int, mode, *, what: str = "fit_laplace") -> None:
     """``fit_laplace`` needs random effects, and with crossed factors (``mode`` ``"dense"``
-    or ``("schur", ...)``) factors a dense block of the Hessian H_uu of up to k_vc × k_vc:
+    or ``("schur", ...)``; not ``"diag"`` or ``("block", q)``, whose blocks are q × q) factors
+    a dense block of the Hessian H_uu of up to k_vc × k_vc:
     refuse above :data:`DENSE_VC_MAX` random effects.  With an observation-level component
     kept by rows (``("schur_obs", c, k_c)``) the dense block is the other k_vc − k_c
     random effects' (kernels.h_uu), and the bound applies to those."""
@@ -91,7 +92,7 @@ def check_integrate(k_vcp: int, k_vc: int, k_fep: int, mode, n_points: int | Non
     ----------
     k_vcp, k_vc, k_fep : int
         Variance parameters (the design's dimension), random effects, fixed effects.
-    mode : ``"diag"``, ``"dense"`` or ``("schur", c, k_c)``
+    mode : ``"diag"``, ``("block", q)``, ``"dense"`` or ``("schur", c, k_c)``
         The H_uu factorisation (dense: k_vc² numbers per node).
     n_points : int, optional
         Points per dimension of a product grid; default the design of fits.nodes.

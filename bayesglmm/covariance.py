@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["CorrBlock", "block_index", "corr_cholesky", "corr_matrix", "lam_blocks", "lam_u", "lam_t",
+__all__ = ["CorrBlock", "corr_cholesky", "corr_matrix", "lam_blocks", "lam_u", "lam_t",
            "log_prior_blocks"]
 
 
@@ -89,40 +89,16 @@ def lam_t(vcp, x, ident, corr=()):
     return out
 
 
-def block_index(ident, corr, indep, q: int):
-    """Λ's blocks by column, for a block-diagonal H_uu (linalg.block_diag): ``(cols (nb, q),
-    pos (k,))`` — each correlated term's levels (their q_b ≤ q columns), then every
-    independent column as a block of one (``indep`` (k,): 1 for those), unused slots holding
-    k; ``pos`` is each column's position in ``cols.ravel()``.  Traceable (sizes static)."""
+def lam_blocks(vcp, ident, corr, cols):
+    """Λ(vcp)'s diagonal blocks over the column groups ``cols`` (nb, q) (each group closed
+    under Λ: a correlated term's level lies in one group; k in unused slots): (nb, q, q) with
+    entry [b, s, t] = Λ[cols[b, s], cols[b, t]], zero in unused slots.  One product
+    Λ·U with U (k, q) holding, in column t, the indicator of each group's slot-t column."""
     k = ident.shape[0]
-    parts = []
-    for b in corr:
-        G, qb = b.cols.shape
-        parts.append(jnp.pad(b.cols, ((0, 0), (0, q - qb)), constant_values=k))
-    n_single = k - sum(int(b.cols.size) for b in corr)
-    single = jnp.nonzero(indep > 0, size=n_single)[0].astype(ident.dtype)
-    parts.append(jnp.pad(single[:, None], ((0, 0), (0, q - 1)), constant_values=k))
-    cols = jnp.concatenate(parts, axis=0)
-    pos = jnp.zeros(k + 1, cols.dtype).at[cols.ravel()].set(
-        jnp.arange(cols.size, dtype=cols.dtype))
-    return cols, pos[:k]
-
-
-def lam_blocks(vcp, ident, corr, cols, q: int):
-    """Λ(vcp)'s diagonal blocks (nb, q, q) in :func:`block_index`'s order (``cols`` its
-    first output): D·L for each level of a correlated term (vc_l = D·L·u_l), exp(vcp[ident])
-    in slot (0, 0) of an independent column's block, zero in unused slots."""
-    out = []
-    n_corr = 0
-    for b in corr:
-        G, qb = b.cols.shape
-        s, L = _block(vcp, b)
-        lam = jnp.pad(s[:, None] * L, ((0, q - qb), (0, q - qb)))
-        out.append(jnp.broadcast_to(lam, (G, q, q)))
-        n_corr += G
-    e = jnp.exp(vcp[ident[cols[n_corr:, 0]]])
-    out.append(jnp.zeros((e.shape[0], q, q), vcp.dtype).at[:, 0, 0].set(e))
-    return jnp.concatenate(out, axis=0)
+    slot = jnp.broadcast_to(jnp.arange(cols.shape[1]), cols.shape)
+    U = jnp.zeros((k + 1, cols.shape[1]), vcp.dtype).at[cols.ravel(), slot.ravel()].set(1.0)
+    V = lam_u(vcp, U[:k], ident, corr)  # V[r, t] = Λ[r, cols[group(r), t]]
+    return jnp.concatenate([V, jnp.zeros_like(V[:1])], axis=0)[cols]
 
 
 def log_prior_blocks(vcp, vc, corr=()):

@@ -187,7 +187,7 @@ def shard_rows(data, mesh: Mesh | None):
         ident=rep(host.ident), n_trials=rows(host.n_trials, 1), weights=rows(host.weights),
         offset=rows(host.offset), const=rep(host.const),
         corr=tuple(type(b)(*(rep(a) for a in b)) for b in host.corr),
-        indep=rep(host.indep), level_w=rep(host.level_w))
+        indep=rep(host.indep), level_w=rep(host.level_w), re_blocks=rep(host.re_blocks))
 
 
 def fetch(x) -> np.ndarray:

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["REDesign", "colors", "design_mode", "from_codes", "from_scipy", "matvec", "rmatvec",
-           "to_dense"]
+__all__ = ["MAX_BLOCK", "REDesign", "colors", "design_blocks", "design_layout", "design_mode",
+           "from_codes", "from_scipy", "matvec", "rmatvec", "to_dense"]
 
 
 class REDesign(NamedTuple):
@@ -117,17 +117,55 @@ def colors(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray, k: int) -> tup
     return _compact(color)
 
 
-def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
-                corr=()) -> str | tuple:
-    """How the marginal Laplace fit factors H_uu = ΛᵀZᵀWZΛ + I (static, linalg.psd):
-    ``"diag"``, ``("block", q)``, ``("schur", c, k_c)``, ``("schur_obs", c, k_c)`` or
-    ``"dense"``.  ``corr``: the (G, q_b) column arrays of the correlated terms (Λ's q_b × q_b
-    blocks, one per level).
+# largest block of a block-diagonal H_uu (its blocks are factored entry by entry, linalg.small)
+MAX_BLOCK = 16
 
-    ``("block", q)`` with correlated terms, when every row's non-zeros lie in one block of Λ
-    (one level of a correlated term, or one independent column): H_uu is block-diagonal in
-    blocks of at most q = max q_b (linalg.block_diag).  ``"diag"`` when every row of Z has
-    at most one non-zero and there is no correlated term: H_uu is diagonal.  Otherwise, if
+
+def design_blocks(cols: np.ndarray, nz: np.ndarray, k: int, corr=()) -> np.ndarray | None:
+    """Z's k columns grouped into the connected components of "share a row of Z, or a level of
+    a correlated term": ``(nb, q)`` int32, one component per row (its columns ascending, -1 in
+    unused slots), or None when a component has more than :data:`MAX_BLOCK` columns (crossed
+    factors join most columns into one).  H_uu = ΛᵀZᵀWZΛ + I is block-diagonal over them.
+    ``nz``: (n, m) bool, the stored entries that are non-zero; ``corr``: each correlated
+    term's (G, q_b) columns."""
+    from scipy.sparse import coo_array  # on use: only designs with two non-zeros in a row
+    from scipy.sparse.csgraph import connected_components
+
+    cols = np.asarray(cols)
+    first = cols[np.arange(len(cols)), np.argmax(nz, axis=1)]  # each row's first non-zero
+    a, b = [np.broadcast_to(first[:, None], cols.shape)[nz]], [cols[nz]]
+    for bc in corr:
+        bc = np.asarray(bc)
+        a.append(np.broadcast_to(bc[:, :1], bc.shape).ravel())
+        b.append(bc.ravel())
+    a, b = np.concatenate(a), np.concatenate(b)
+    graph = coo_array((np.ones(len(a), np.int8), (a, b)), shape=(k, k))
+    n, label = connected_components(graph, directed=False)
+    size = np.bincount(label, minlength=n)
+    q = int(size.max(initial=1))
+    if q > MAX_BLOCK:
+        return None
+    order = np.argsort(label, kind="stable")
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    out = np.full((n, q), -1, np.int32)
+    out[label[order], np.arange(k) - start[label[order]]] = order
+    return out
+
+
+def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
+                  corr=()) -> tuple[str | tuple, np.ndarray | None]:
+    """How the marginal Laplace fit factors H_uu = ΛᵀZᵀWZΛ + I (static, linalg.psd), and the
+    blocks of the block mode: ``(mode, blocks)`` with mode ``"diag"``, ``("block", q)``,
+    ``("schur", c, k_c)``, ``("schur_obs", c, k_c)`` or ``"dense"``, and blocks the
+    (nb, q) columns of :func:`design_blocks` in the block mode (else None).  ``corr``: the
+    (G, q_b) column arrays of the correlated terms (Λ's q_b × q_b blocks, one per level).
+
+    ``"diag"`` when every row of Z has at most one non-zero and there is no correlated term:
+    H_uu is diagonal.  ``("block", q)`` when the columns fall into groups of at most
+    :data:`MAX_BLOCK` that no row and no correlated level crosses — the terms of one grouping
+    factor (``(x | g)``, ``(x || g)``, statsmodels' ``{"g": "0 + C(g)", "gx": "0 + C(g):x"}``)
+    or small nested ones: H_uu is block-diagonal, factored block by block in O(nb·q³)
+    (linalg.block_diag).  Otherwise, if
     some variance component c has no two non-zeros in one row (a grouping factor), its k_c
     columns form a diagonal block D of H_uu = [[D, B], [Bᵀ, C]], eliminated exactly:
     log det H = Σ log D + log det(C − BᵀD⁻¹B), so Cholesky works on the Schur complement of
@@ -137,21 +175,11 @@ def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
     nz = np.asarray(vals) != 0
     cols = np.asarray(cols)
     ident = np.asarray(ident)
-    if len(corr):
-        k = len(ident)
-        block = np.arange(k, 2 * k)  # an independent column is a block of its own
-        start = 0
-        for bcols in corr:
-            bcols = np.asarray(bcols)
-            block[bcols] = start + np.arange(bcols.shape[0])[:, None]
-            start += bcols.shape[0]
-        rb = block[cols]
-        lo = np.where(nz, rb, 2 * k).min(axis=1, initial=2 * k)
-        hi = np.where(nz, rb, -1).max(axis=1, initial=-1)
-        if np.all((lo == hi) | (hi < 0)):
-            return ("block", max(np.asarray(b).shape[1] for b in corr))
-    elif int(nz.sum(axis=1).max(initial=0)) <= 1:
-        return "diag"
+    if not len(corr) and int(nz.sum(axis=1).max(initial=0)) <= 1:
+        return "diag", None
+    blocks = design_blocks(cols, nz, len(ident), corr)
+    if blocks is not None and blocks.shape[0] > 1:  # (one block: as dense, or Schur below)
+        return ("block", blocks.shape[1]), blocks
     best, size = None, 0
     for c in np.unique(ident):
         in_c = nz & (ident[cols] == c)
@@ -159,9 +187,15 @@ def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
         if int(in_c.sum(axis=1).max(initial=0)) <= 1 and k_c > size:
             best, size = int(c), k_c
     if best is None or size == len(ident):
-        return "dense"
+        return "dense", None
     per_level = np.bincount(cols[nz & (ident[cols] == best)], minlength=len(ident))
-    return ("schur_obs" if int(per_level.max(initial=0)) <= 1 else "schur", best, size)
+    return ("schur_obs" if int(per_level.max(initial=0)) <= 1 else "schur", best, size), None
+
+
+def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
+                corr=()) -> str | tuple:
+    """The factorisation mode of :func:`design_layout` alone."""
+    return design_layout(cols, vals, ident, corr)[0]
 
 
 def _valid(color, cols, nz) -> bool:

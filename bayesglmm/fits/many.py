@@ -107,9 +107,16 @@ def bytes_per_response(n_pad: int, m: int, k_vc_pad: int, k_a: int, mode, itemsi
                        ) -> int:
     """An estimate of the memory one response takes in the batched programs: the n rows'
     linear predictor, weights and their forward-mode tangents (k_a directions, ~8 arrays
-    each) and the H_uu factor (k_vc² for the dense and Schur modes) with its tangents."""
+    each) and the H_uu factor (k_vc·q in the block mode, k_vc² for the dense and Schur
+    modes) with its tangents."""
     rows = n_pad * (m + 2) * (k_a + 1) * 8
-    levels = (k_vc_pad if mode == "diag" else k_vc_pad**2) * (k_a + 1) * 4
+    if mode == "diag":
+        per_level = 1
+    elif isinstance(mode, tuple) and mode[0] == "block":
+        per_level = mode[1]
+    else:
+        per_level = k_vc_pad
+    levels = k_vc_pad * per_level * (k_a + 1) * 4
     return itemsize * (rows + levels + k_vc_pad * k_a * 4)
 
 

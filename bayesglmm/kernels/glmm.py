@@ -67,6 +67,8 @@ class Data(NamedTuple):
     corr: tuple = ()  # covariance.CorrBlock per correlated term, e.g. (1 + x | g)
     indep: jax.Array | None = None  # (k_vc,) 1 for independent columns, 0 in correlated terms
     level_w: jax.Array | None = None  # (k_vc,) 1 for real levels, 0 for padding (buckets)
+    re_blocks: jax.Array | None = None  # (nb, q) int32: H_uu's diagonal blocks' columns (k in
+    #                                     unused slots), in the ("block", q) mode only
 
 
 class Prior(NamedTuple):

@@ -5,8 +5,9 @@ and the conditional variances of the random effects.
 W = diag(w) holds the rows' −∂²loglik/∂η², Λ = Λ(vcp) (covariance.lam_u; diag(e) with
 e = exp(vcp[ident]) for independent terms).  H_uu is factored (linalg.psd) in the static
 ``mode`` of ``design.ellpack.design_mode``: ``"diag"`` (one grouping factor: H_uu diagonal),
-``("block", q)`` (each row of Z within one q × q block of Λ — a correlated term on a single
-grouping factor: H_uu block-diagonal, factored block by block, linalg.block_diag),
+``("block", q)`` (Z's columns in groups of at most q that no row of Z and no level of a
+correlated term crosses — the terms of one grouping factor: H_uu block-diagonal, factored
+block by block, linalg.block_diag),
 ``("schur", c, k_c)`` (component c, at most one non-zero per row, eliminated exactly; for
 independent terms the blocks are assembled directly, never the dense k × k matrix),
 ``("schur_obs", c, k_c)`` (the same where each level of c holds at most one row, as an
@@ -21,7 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..covariance import block_index, lam_blocks, lam_t, lam_u
+from ..covariance import lam_blocks, lam_t, lam_u
 from ..design.ellpack import rmatvec
 from ..linalg import block_diag, psd
 from .glmm import Data
@@ -112,21 +113,32 @@ def _rows_factor(vcp, w, mode, data: Data):
     return psd.SchurFactor(d, psd.RowsY(yv, pc, pr), jnp.linalg.cholesky(S), *index, S)
 
 
+def _block_index(data: Data):
+    """(cols (nb, q), pos (k,)): H_uu's blocks' columns (``data.re_blocks``, k in unused
+    slots) and each column's position in ``cols.ravel()``."""
+    cols = data.re_blocks
+    k = data.ident.shape[0]
+    pos = jnp.zeros(k + 1, cols.dtype).at[cols.ravel()].set(
+        jnp.arange(cols.size, dtype=cols.dtype))
+    return cols, pos[:k]
+
+
 def _block_factor(vcp, w, mode, data: Data) -> block_diag.BlockFactor:
-    """The :class:`linalg.block_diag.BlockFactor` of H_uu for ``mode = ("block", q)``: every
-    row of Z touches one block of Λ (one level of a correlated term, or one independent
-    column), so ZᵀWZ is block-diagonal too.  Each row's products w_i·z_ia·z_ib of its pairs of
-    non-zeros go in one ``segment_sum`` into (nb, q, q) — O(n·m² + nb·q³), never k × k."""
+    """The :class:`linalg.block_diag.BlockFactor` of H_uu for ``mode = ("block", q)``: no
+    row of Z and no level of a correlated term crosses the column groups ``data.re_blocks``,
+    so ZᵀWZ and Λ are block-diagonal over them.  Each row's products w_i·z_ia·z_ib of its
+    pairs of non-zeros go in one ``segment_sum`` into (nb, q, q) — O(n·m² + nb·q³), never
+    k × k."""
     q = mode[1]
-    cols, pos = block_index(data.ident, data.corr, data.indep, q)
+    cols, pos = _block_index(data)
     nb = cols.shape[0]
     zc, zv = data.Z.cols, data.Z.vals
-    p = pos[zc]  # (n, m): block and slot of each non-zero (ELLPACK padding has value 0)
+    p = pos[zc]  # (n, m): group and slot of each non-zero (ELLPACK padding has value 0)
     blk, slot = p // q, p % q
     target = (blk[:, :, None] * q + slot[:, :, None]) * q + slot[:, None, :]
     prod = (w[:, None] * zv)[:, :, None] * zv[:, None, :]
     M = jax.ops.segment_sum(prod.ravel(), target.ravel(), num_segments=nb * q * q)
-    lam = lam_blocks(vcp, data.ident, data.corr, cols, q)
+    lam = lam_blocks(vcp, data.ident, data.corr, cols)
     H = jnp.einsum("bji,bjk,bkl->bil", lam, M.reshape(nb, q, q), lam)
     return block_diag.factor(H + jnp.eye(q, dtype=H.dtype), cols, pos)
 
@@ -169,6 +181,11 @@ def inverse_entries(vcp, F, mode, data: Data):
     if mode == "diag":
         hd = 1.0 / F
         return jnp.sum(zhat**2 * hd[cols], axis=1), hd
+    if psd.is_block(mode):  # row i's pairs lie in one block: (H_b⁻¹)[slot_a, slot_b]
+        p = F.pos[cols]
+        blk, slot = p // mode[1], p % mode[1]
+        pairs = F.Hi[blk[:, :, None], slot[:, :, None], slot[:, None, :]]  # (n, m, m)
+        return jnp.einsum("na,nb,nab->n", zhat, zhat, pairs), block_diag.inv_diag(F)
     if mode == "dense":
         Hi = jax.scipy.linalg.cho_solve((F, True), jnp.eye(k, dtype=F.dtype))
         pairs = Hi[cols[:, :, None], cols[:, None, :]]  # (n, m, m)
@@ -237,7 +254,7 @@ def var_vc(vcp, F, mode, data: Data, hd=None):
     if not data.corr:
         return jnp.exp(2 * vcp[data.ident]) * (psd.inv_diag(F, mode) if hd is None else hd)
     if psd.is_block(mode):  # block by block: diag(Λ_b H_b⁻¹ Λ_bᵀ)
-        lam = lam_blocks(vcp, data.ident, data.corr, F.cols, mode[1])
+        lam = lam_blocks(vcp, data.ident, data.corr, F.cols)
         return block_diag.scatter(F, jnp.einsum("bij,bjk,bik->bi", lam, F.Hi, lam))
     k = data.ident.shape[0]
     A = psd.solve(F, jnp.eye(k, dtype=vcp.dtype), mode)  # H_uu⁻¹

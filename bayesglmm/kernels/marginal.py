@@ -29,9 +29,10 @@ written out (tr(H_uu⁻¹dH_uu), from the factor), so that reverse mode never tr
 factorisation.
 
 H_uu is factored (kernels.h_uu, linalg.psd) in the static ``mode`` of
-``design.ellpack.design_mode``: ``"diag"`` (one grouping factor), ``("schur", c, k_c)`` or
-``"dense"``.  Random-effect levels without data (all-zero columns of Z, as padding adds) are
-inert: u* = 0 and H_uu = 1 there, contributing nothing to ℓ.
+``design.ellpack.design_mode``: ``"diag"`` (one grouping factor), ``("block", q)`` (the
+terms of one grouping factor), ``("schur", c, k_c)`` or ``"dense"``.  Random-effect levels
+without data (all-zero columns of Z, as padding adds) are inert: u* = 0 and H_uu = 1 there,
+contributing nothing to ℓ.
 """
 
 from __future__ import annotations
@@ -360,8 +361,8 @@ def marginal_loglik(theta_a, data: Data, prior: Prior | None = None, *, family: 
     theta_a : (k_fep + k_vcp,) concat(fe, vcp)
     data, prior : kernels.glmm.Data, kernels.glmm.Prior (prior unused when ``priors=False``)
     family : families.Family (static)
-    mode : ``"diag"``, ``"dense"`` or ``("schur", c, k_c)`` (static): how H_uu is factored;
-        ``design.ellpack.design_mode`` of the design picks the right one
+    mode : ``"diag"``, ``("block", q)``, ``"dense"`` or ``("schur", c, k_c)`` (static): how
+        H_uu is factored; ``design.ellpack.design_mode`` of the design picks the right one
     u0 : (k_vc,) optional starting value of the inner Newton solve
     inner_tol, inner_maxiter : the inner Newton solve's stopping rule (:func:`conditional_mode`)
 

@@ -26,7 +26,7 @@ from .._precision import precision, resolve_dtype
 from .. import sharding as _sharding
 from ..covariance import CorrBlock
 from ..design import buckets as _buckets
-from ..design.ellpack import REDesign, colors, design_mode, from_scipy
+from ..design.ellpack import REDesign, colors, design_layout, from_scipy
 from ..boundary import check_fit
 from ..exceptions import ConvergenceWarning, IgnoredArgumentWarning, RankDeficientWarning
 from ..families import Binomial, Family, Poisson
@@ -196,7 +196,8 @@ class GLMMInputs(NamedTuple):
     const: float  # the family's constant Σ w·log C(n, y) or −Σ w·log y!
     color: np.ndarray  # (k_vc,) colouring of Z's columns (design.ellpack.colors)
     n_colors: int
-    design_mode: str | tuple  # how fit_laplace factors H_uu (design.ellpack.design_mode)
+    design_mode: str | tuple  # how fit_laplace factors H_uu (design.ellpack.design_layout)
+    re_blocks: np.ndarray | None  # (nb, q) H_uu's diagonal blocks' columns in the block mode
     corr: list  # (cols (G, q), sd_idx (q,), z_idx) per correlated term
     indep: np.ndarray  # (k_vc,) 1 for independent random effects, 0 in correlated terms
 
@@ -262,6 +263,7 @@ def ingest_glmm(family: Family, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_
             raise ValueError("exposure must be positive")
         off = off + np.log(ex)
     color, n_colors = colors(cols, vals, ident, k_vc)
+    mode, re_blocks = design_layout(cols, vals, ident, [b[0] for b in blocks])
     indep = np.ones(k_vc)
     for bcols, _, _ in blocks:
         indep[bcols.ravel()] = 0.0
@@ -270,7 +272,16 @@ def ingest_glmm(family: Family, y, X, cols, vals, k_vc, ident, vcp_p, fe_p, fep_
         list(vcp_names), None if vc_names is None else list(vc_names), float(vcp_p),
         float(fe_p), trials, w, off, n, resolve_dtype(dtype), get_rule(vb_rule),
         family.constant(y, 1.0 if trials is None else trials, w), color, n_colors,
-        design_mode(cols, vals, ident, [b[0] for b in blocks]), blocks, indep)
+        mode, re_blocks, blocks, indep)
+
+
+def _pad_blocks(blocks: np.ndarray, k: int, k_pad: int) -> np.ndarray:
+    """H_uu's blocks (design.ellpack.design_blocks: -1 in unused slots) for the design padded
+    from k to k_pad columns: each padded column a block of its own, unused slots k_pad."""
+    extra = np.full((k_pad - k, blocks.shape[1]), -1, np.int32)
+    extra[:, 0] = np.arange(k, k_pad)
+    out = np.concatenate([blocks, extra])
+    return np.where(out < 0, k_pad, out).astype(np.int32)
 
 
 def _check_components(cols, vals, ident, k_sd: int, vcp_names) -> None:
@@ -338,6 +349,7 @@ class MixedGLMBase:
     _color: np.ndarray
     _n_colors: int
     _design_mode: str | tuple
+    _re_blocks: np.ndarray | None
     _corr: list
     _indep: np.ndarray
     _data_cache: dict
@@ -449,6 +461,8 @@ class MixedGLMBase:
                            if self._corr else None),
                     level_w=(put(_buckets.pad(np.ones(self.k_vc, dt), b.k_pad))
                              if padded and self._pad else None),
+                    re_blocks=(None if self._re_blocks is None
+                               else put(_pad_blocks(self._re_blocks, self.k_vc, b.k_pad))),
                 )
         return self._data_cache[key]
 

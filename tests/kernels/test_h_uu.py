@@ -28,6 +28,10 @@ def _dense_h(vcp, w, data):
 def _model(kind):
     if kind == "diag":
         y, X, Z, ident = gen_simple_logit(6, 8, 1.0)
+    elif kind == "block":  # (x || g): an intercept and a slope per level, independent
+        y, X, Z, ident = gen_simple_logit(6, 8, 1.0)
+        Z = np.hstack([Z, Z * X[:, :1]])
+        ident = np.r_[ident, ident + 1]
     else:
         y, X, Z, ident = gen_crossed_logit(5, 6, 1.0, 0.7)
     if kind == "olre":  # and an observation-level effect: one row per level
@@ -37,14 +41,15 @@ def _model(kind):
 
 
 def test_design_mode_keeps_an_observation_level_component_by_rows():
-    for kind, first in [("crossed", "schur"), ("olre", "schur_obs")]:
+    for kind, first in [("crossed", "schur"), ("olre", "schur_obs"), ("block", "block")]:
         m = _model(kind)
         assert design_mode(*m.re_design, m.ident)[0] == first
+    assert _model("block")._design_mode == ("block", 2)
 
 
 @pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
 @pytest.mark.parametrize("kind, force", [("diag", None), ("crossed", None),
-                                         ("crossed", "dense"), ("olre", None)])
+                                         ("crossed", "dense"), ("olre", None), ("block", None)])
 def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
     model = _model(kind)
     with precision(np.float64):
@@ -52,7 +57,7 @@ def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
         mode = force or design_mode(np.asarray(data.Z.cols), np.asarray(data.Z.vals),
                                     np.asarray(data.ident))
         if kind != "diag" and force is None:
-            assert mode[0] == ("schur_obs" if kind == "olre" else "schur")
+            assert mode[0] == {"olre": "schur_obs", "block": "block"}.get(kind, "schur")
         rng = np.random.default_rng(0)
         vcp = jnp.asarray(rng.normal(0, 0.5, model.k_vcp))
         w = jnp.asarray(rng.uniform(0.05, 0.3, data.y.shape[0]))
@@ -77,7 +82,8 @@ def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
 
 
 @pytest.mark.parametrize("kind, padded", [("diag", False), ("crossed", False), ("olre", False),
-                                          ("olre", True), ("crossed", True)])
+                                          ("olre", True), ("crossed", True), ("block", False),
+                                          ("block", True)])
 def test_inverse_entries_and_conditional_variances_match_the_dense_inverse(kind, padded):
     model = _model(kind)
     with precision(np.float64):
