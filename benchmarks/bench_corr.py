@@ -118,7 +118,7 @@ def main() -> None:
         d_fe = max(abs(a - b) for a, b in zip(ours["fe"], r["fe"]))
         d_sd = max(abs(a - b) for a, b in zip(ours["sd"], r["sd"]))
         rows.append({
-            "term": f"({' + '.join(f'x{j}' for j in range(1, q))} {bar} g)",
+            "term": f"({' + '.join(f'x{j}' for j in range(1, q))} {bar} g)".replace("|", "\\|"),
             "groups": f"{groups:,}", "rows": f"{len(data):,}",
             "parameters": q + (q * (q + 1) // 2 if bar == "|" else q),
             "ours first (s)": ours["first"], "ours warm (s)": ours["steady"],
