@@ -141,6 +141,22 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(out)
 
 
+def python_json(code: str, df, *args, env: dict | None = None) -> dict:
+    """Run the Python script ``code`` (dedented) in a fresh interpreter with the CSV of the
+    DataFrame ``df`` as its first argument and ``args`` after it; return the JSON object on
+    its last line of output."""
+    import sys
+    import textwrap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv, script = Path(tmp) / "d.csv", Path(tmp) / "ours.py"
+        df.to_csv(csv, index=False)
+        script.write_text(textwrap.dedent(code))
+        out = subprocess.run([sys.executable, str(script), str(csv), *map(str, args)], env=env,
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.splitlines()[-1])
+
+
 def rscript_json(code: str, df, *args) -> tuple[dict, float]:
     """Run the R script ``code`` with the CSV of the DataFrame ``df`` (written to a temporary
     directory) as its first argument and ``args`` after it; return the JSON object it prints

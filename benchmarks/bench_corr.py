@@ -22,18 +22,15 @@ evaluation, where the dense k × k Cholesky it replaced was O((G·q)³).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
-import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, rscript_json, table, write_section  # noqa: E402
+from benchmarks._report import (machine, python_json, rscript_json, table,  # noqa: E402
+                               write_section)
 
 R_SCRIPT = r"""
 suppressMessages(library(lme4))
@@ -104,14 +101,7 @@ def main() -> None:
     cases += [(2, "||", int(g), 5) for g in args.indep_groups.split(",") if g]
     for q, bar, groups, per in cases:
         data = simulate(groups, per, q)
-        with tempfile.TemporaryDirectory() as tmp:
-            csv = Path(tmp) / "d.csv"
-            data.to_csv(csv, index=False)
-            py = Path(tmp) / "ours.py"
-            py.write_text(textwrap.dedent(OURS))
-            ours = json.loads(subprocess.run([sys.executable, str(py), str(csv), str(q), bar],
-                                             env=env, capture_output=True, text=True,
-                                             check=True).stdout.splitlines()[-1])
+        ours = python_json(OURS, data, q, bar, env=env)
         print(f"q={q} {bar} G={groups}: ours {ours}", flush=True)
         r, r_whole = rscript_json(R_SCRIPT, data, q, bar)
         print(f"q={q} {bar} G={groups}: glmer {r} (whole {r_whole:.1f} s)", flush=True)

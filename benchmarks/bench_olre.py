@@ -24,18 +24,15 @@ O(rows + levels³), never rows × levels; levels: the other factors').  Agreemen
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
-import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, rscript_json, table, write_section  # noqa: E402
+from benchmarks._report import (machine, python_json, rscript_json, table,  # noqa: E402
+                               write_section)
 
 R_SCRIPT = r"""
 suppressMessages(library(lme4))
@@ -92,17 +89,11 @@ def main() -> None:
     rows = []
     env = dict(os.environ, BAYESGLMM_CACHE_DIR="0", PYTHONPATH=str(ROOT))
     for n in (int(float(s)) for s in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            csv, data = Path(tmp) / "d.csv", simulate(n, args.levels)
-            data.to_csv(csv, index=False)
-            py = Path(tmp) / "ours.py"
-            py.write_text(textwrap.dedent(OURS))
-            ours = json.loads(subprocess.run([sys.executable, str(py), str(csv)], env=env,
-                                             capture_output=True, text=True,
-                                             check=True).stdout.splitlines()[-1])
-            print(f"n={n}: ours {ours}", flush=True)
-            r, r_whole = rscript_json(R_SCRIPT, data)
-            print(f"n={n}: glmer {r} (whole {r_whole:.1f} s)", flush=True)
+        data = simulate(n, args.levels)
+        ours = python_json(OURS, data, env=env)
+        print(f"n={n}: ours {ours}", flush=True)
+        r, r_whole = rscript_json(R_SCRIPT, data)
+        print(f"n={n}: glmer {r} (whole {r_whole:.1f} s)", flush=True)
         d_fe = max(abs(a - b) for a, b in zip(ours["fe"], r["fe"]))
         d_sd = max(abs(ours["sd_g"] - r["sd_g"]), abs(ours["sd_obs"] - r["sd_obs"]))
         rows.append({

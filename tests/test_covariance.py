@@ -185,22 +185,39 @@ def test_correlated_slopes_match_glmer(case):
         assert np.tanh(r.vcp_mean[2]) == pytest.approx(ref["corr"], abs=1e-3)
 
 
+def test_a_correlation_at_one_is_a_singular_fit_as_in_lme4():
+    """lme4's isSingular reads the relative Cholesky factor's diagonal: a correlation at ±1
+    is singular although no SD is zero.  glmer (tests/reference/glmer_corr.R) says "boundary
+    (singular) fit" on this sample; so do we, with the correlation parameter's SE NaN and
+    the others computed with it held, as lme4 does — the fixed effects' SEs within 2% of
+    glmer's (finite differences), our log-likelihood 4e-4 above glmer's."""
+    ref = _GLMER["singular_poisson"]
+    assert ref["isSingular"]
+    df = pd.read_csv(Path(__file__).parent / "reference" / "glmer_corr_singular.csv",
+                     dtype={"g": str})
+    model = bg.PoissonBayesMixedGLM.from_formula(ref["formula"], None, df)
+    with pytest.warns(bg.SingularFitWarning, match=r"correlation at ±1.*'g:corr\(Intercept,x\)'"):
+        r = model.fit_laplace(priors=False)
+    assert r.is_singular and np.tanh(r.vcp_mean[2]) > 0.9999 and np.isnan(r.vcp_sd[2])
+    assert np.all(np.isfinite(r.fe_sd)) and np.all(np.isfinite(r.vcp_sd[:2]))
+    assert r.llf >= ref["logLik"] - 1e-7
+    np.testing.assert_allclose(np.exp(r.vcp_mean[:2]), ref["sd"], rtol=2e-3)
+    np.testing.assert_allclose(r.fe_mean, ref["fixef"], atol=0.02 * min(ref["se"]))
+    np.testing.assert_allclose(r.fe_sd, ref["se"], rtol=2e-2)
+    assert "correlation at ±1" in str(r.summary())
+
+
 @pytest.mark.slow
 def test_the_default_start_reaches_the_optimum_of_four_correlated_effects():
-    """(x1 + x2 + x3 | g), Poisson, 500 groups × 8 rows: from lme4's start (SDs of 1) with
+    """(x1 + x2 + x3 | g), Poisson, 500 groups × 8 rows (seed 0): from lme4's start (SDs of 1) with
     the six correlation parameters free, the first Newton steps took them towards ±1 and the
     fit stopped on a singular ridge 60 log-likelihood units down (then a NaN Hessian).  The
     correlations are now held at zero until the SDs are estimated: the default fit equals a
     fit started next to the truth (and lme4's −7163.875 is 0.23 below both)."""
-    rs = np.random.default_rng(0)
-    G, per, q = 500, 8, 4
-    g = np.repeat(np.arange(G), per)
-    X = rs.normal(size=(G * per, q - 1))
-    b = 0.3 * rs.normal(size=(G, q))
-    eta = 0.5 + b[g, 0] + np.sum(X * b[g, 1:], axis=1)
-    df = pd.DataFrame(X, columns=["x1", "x2", "x3"])
-    df["g"] = [f"g{i:03d}" for i in g]
-    df["y"] = rs.poisson(np.exp(eta))
+    from benchmarks.bench_corr import simulate
+
+    q = 4
+    df = simulate(500, 8, q)  # benchmarks/RESULTS.md's "corr" row for q = 4
     model = bg.PoissonBayesMixedGLM.from_formula("y ~ x1 + x2 + x3 + (x1 + x2 + x3 | g)", None,
                                                  df)
     assert model._design_mode == ("block", 4)

@@ -57,8 +57,8 @@ from .start import LOG_DISP_START, START_TOL, disp_start, glm_fit, glm_start, st
 
 __all__ = ["DENSE_VC_MAX", "LOG_DISP_START", "LOG_SD_MIN", "SINGULAR_SD", "START_TOL",
            "LaplaceFit", "LaplaceKernels", "LaplaceOptions", "default_options", "disp_start",
-           "fit_laplace", "glm_fit", "glm_start", "laplace_kernels", "lower_bounds",
-           "start_theta", "theta_layout", "vc_jacobian"]
+           "fit_laplace", "glm_fit", "glm_start", "held_corr", "hold", "laplace_kernels",
+           "lower_bounds", "singular_mask", "start_theta", "theta_layout", "vc_jacobian"]
 
 LOG_SD_MIN = -12.0  # lower bound of vcp (SD 6e-6)
 SINGULAR_SD = SINGULAR_TOL  # a fitted SD below this is reported as zero (lme4's isSingular)
@@ -235,23 +235,55 @@ def lower_bounds(k_fep: int, k_sd: int, k_a: int) -> np.ndarray:
                            np.full(k_a - k_fep - k_sd, -np.inf)])
 
 
-def _held(vgh: Callable, value: Callable, free: np.ndarray, x_held: np.ndarray):
-    """``vgh`` and ``value`` of projected_newton_host restricted to the coordinates ``free``
-    (bool mask), the others held at ``x_held``'s values — on the host, the same programs."""
-    def full(x, fill):
-        out = fill.copy()
-        out[free] = x
-        return out
+def singular_mask(theta, g, lb, kf: int, k_sd: int, data: Data) -> np.ndarray:
+    """(…, k_a) bool: the coordinates of θ (leading axes: batched fits) held at a singular
+    optimum, as lme4's ``isSingular`` (tol 1e-4) reads it — a log SD at its bound with the
+    gradient pushing outward, or below log ``SINGULAR_SD`` where ℓ is flat to the
+    optimiser's tolerance; and a correlated term's correlation parameters where its
+    relative Cholesky factor D·L has a diagonal entry below ``SINGULAR_SD`` (a correlation at
+    ±1: with partial correlations w = tanh(z), L_ii = Π_{j<i} sqrt(1 − w_ij²), so
+    log(D·L)_ii = log s_i − Σ_{j<i} log cosh z_ij).  Such a term's covariance is singular and
+    its correlation parameters run off to ±∞; their SEs are reported as NaN, the others'
+    computed with them fixed, as lme4 does at the boundary."""
+    theta, g = np.asarray(theta, np.float64), np.asarray(g)
+    k_a = theta.shape[-1]
+    idx = np.arange(k_a)
+    is_vcp = (idx >= kf) & (idx < kf + k_sd)  # log SDs (not correlation parameters)
+    tol = np.log(SINGULAR_SD)
+    active = ((theta <= lb + 1e-10) & (g > 0)) | (is_vcp & (theta < tol))
+    for b in data.corr:
+        sd_idx, z_idx = kf + np.asarray(b.sd_idx), kf + np.asarray(b.z_idx)
+        q = len(sd_idx)
+        logdiag = [theta[..., sd_idx[0]]]
+        for i in range(1, q):
+            row = z_idx[i * (i - 1) // 2:i * (i + 1) // 2]  # z_i0 … z_i,i−1
+            z = np.abs(theta[..., row])
+            logcosh = z + np.log1p(np.exp(-2 * z)) - np.log(2.0)  # stable log cosh
+            logdiag.append(theta[..., sd_idx[i]] - np.sum(logcosh, axis=-1))
+        low = np.any(np.stack(logdiag, axis=-1) < tol, axis=-1)
+        active[..., z_idx] |= low[..., None]
+    return active
 
-    def vgh_free(x, u):
-        f, g, H, aux = vgh(full(x, x_held), u)
-        return f, np.asarray(g)[free], np.asarray(H)[np.ix_(free, free)], aux
 
-    def value_free(x, u, aux, dx):
-        return value(full(x, x_held), u, aux,
-                     None if dx is None else full(dx, np.zeros_like(x_held)))
+def held_corr(k_fep: int, k_sd: int, k_a: int, data: Data) -> np.ndarray | None:
+    """(k_a,) bool: the correlation parameters, which lme4's start leaves free and
+    :func:`_solve` first holds at zero (None without correlated terms)."""
+    k_corr = sum(int(b.z_idx.shape[0]) for b in data.corr)
+    if not k_corr:
+        return None
+    held = np.zeros(k_a, bool)
+    held[k_fep + k_sd:k_fep + k_sd + k_corr] = True
+    return held
 
-    return vgh_free, value_free
+
+def hold(g, H, held: np.ndarray):
+    """(g, H) (leading axes: batched fits) with the coordinates ``held`` decoupled: zero
+    gradient, identity rows and columns of H — so the projected Newton direction leaves them
+    where they are and is the restricted problem's direction on the others (the same compiled
+    programs, no smaller copies)."""
+    g, H = np.asarray(g), np.asarray(H)
+    both = held[:, None] | held[None, :]
+    return np.where(held, 0.0, g), np.where(both, np.eye(len(held), dtype=H.dtype), H)
 
 
 def _solve(kern: LaplaceKernels, theta0: np.ndarray, data: Data, prior: Prior, kf: int,
@@ -278,24 +310,19 @@ def _solve(kern: LaplaceKernels, theta0: np.ndarray, data: Data, prior: Prior, k
         return kern.vgh(x, u, data, prior)
 
     u0 = np.zeros(k_vc, dtype)
-    k_corr = sum(int(b.z_idx.shape[0]) for b in data.corr)
-    if corr_stage and k_corr:
-        free = np.ones(k_a, bool)
-        free[kf + k_sd:kf + k_sd + k_corr] = False
-        s0, _ = projected_newton_host(*_held(vgh, value, free, theta0), theta0[free], u0,
-                                      lb[free], opts.outer)
-        theta0 = theta0.copy()
-        theta0[free] = s0.x
-        u0 = s0.u
+    held = held_corr(kf, k_sd, k_a, data) if corr_stage else None
+    if held is not None:
+        def vgh_held(x, u):
+            f, g, H, aux = vgh(x, u)
+            return (f, *hold(g, H, held), aux)
+
+        s0, _ = projected_newton_host(vgh_held, value, theta0, u0, lb, opts.outer)
+        theta0, u0 = s0.x, s0.u
     s, du_F = projected_newton_host(vgh, value, theta0, u0, lb, opts.outer)
     vc, var_cond, J, lp = (np.asarray(x, np.float64)
                            for x in kern.finish(s.x, s.u, du_F, data, prior))
     theta, H, g = s.x, np.asarray(s.H, np.float64), s.g
-    # singular: at the bound with the gradient pushing outward, or a SD below SINGULAR_SD
-    # where ℓ is flat to the optimiser's tolerance (lme4's isSingular, tol 1e-4)
-    idx = np.arange(k_a)
-    is_vcp = (idx >= kf) & (idx < kf + k_sd)  # log SDs (not correlation parameters)
-    active = ((theta <= lb + 1e-10) & (g > 0)) | (is_vcp & (theta < np.log(SINGULAR_SD)))
+    active = singular_mask(theta, g, lb, kf, k_sd, data)
     free = ~active
     both = free[:, None] & free[None, :]
     cov = np.where(both, abs_inv(np.where(both, H, np.eye(k_a)), xp=np), 0.0)

@@ -261,8 +261,10 @@ def laplace_many(programs: LaplacePrograms, data: Data, prior, k_fep: int, *, pr
     k_vcp, k_sd = _laplace.theta_layout(programs.family, data)
     k_a = k_fep + k_vcp
     live = np.arange(B) < (B if n_real is None else n_real)
+    held = None
     if theta0 is None:  # lme4's start: the GLM's fixed effects, vcp = 0
         theta0 = start_many(programs, data, k_fep, k_vcp, live)
+        held = _laplace.held_corr(k_fep, k_sd, k_fep + k_vcp, data)  # as fits.laplace._solve
     kern, opts = programs.kern, programs.opts
     lb = _laplace.lower_bounds(k_fep, k_sd, k_a).astype(dtype)
     x0, u0 = np.asarray(theta0, dtype), np.zeros((B, k_vc), dtype)
@@ -276,6 +278,13 @@ def laplace_many(programs: LaplacePrograms, data: Data, prior, k_fep: int, *, pr
         old = (np.zeros(B, dtype), u)
         return programs.value(live, old, x, u, du, dx, data, prior)
 
+    if held is not None:  # correlation parameters held at zero until the SDs are fitted
+        def vgh_held(x, u, live):
+            f, g, H, aux = vgh(x, u, live)
+            return (f, *_laplace.hold(g, H, held), aux)
+
+        (x0, u0, *_), _ = projected_newton_many(vgh_held, value, programs.direction, x0, u0,
+                                                lb, opts.outer, live)
     (x, u, f, g, H, it, status), du_F = projected_newton_many(
         vgh, value, programs.direction, x0, u0, lb, opts.outer, live)
     vc, var_cond, J, lp = (np.asarray(a, np.float64)
@@ -283,9 +292,7 @@ def laplace_many(programs: LaplacePrograms, data: Data, prior, k_fep: int, *, pr
     # the tail of fits.laplace._solve, per response (leading axis B); H = I where not live
     theta, g = np.asarray(x, np.float64), np.asarray(g)
     H = np.where(live[:, None, None], np.asarray(H, np.float64), np.eye(k_a))
-    idx = np.arange(k_a)
-    is_vcp = (idx >= k_fep) & (idx < k_fep + k_sd)
-    active = ((x <= lb + 1e-10) & (g > 0)) | (is_vcp & (x < np.log(_laplace.SINGULAR_SD)))
+    active = _laplace.singular_mask(x, g, lb, k_fep, k_sd, data)
     free = ~active
     both = free[:, :, None] & free[:, None, :]
     Hf = np.where(both, H, np.eye(k_a))

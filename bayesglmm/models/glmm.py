@@ -341,8 +341,18 @@ class _BayesMixedGLM(StatsmodelsGLMMMixin, MixedGLMBase):
         retvals = optimize_result(fit.solution, "Marginal Laplace", counters=False)
         retvals.method = "newton"
         if fit.is_singular:
-            warnings.warn("A variance component is estimated at zero (singular fit); its log "
-                          "SD is reported at the lower bound and its SD as NaN",
+            n_sd = self._k_sd
+            what = [str(self.vcp_names[j]) for j in np.flatnonzero(fit.singular)]
+            sds = [w for j, w in zip(np.flatnonzero(fit.singular), what) if j < n_sd]
+            msg = "singular fit (lme4's isSingular):"
+            if sds:
+                msg += (f" variance component(s) {', '.join(map(repr, sds))} estimated at "
+                        "zero, their log SD reported at the lower bound and their SD as NaN;")
+            if len(sds) < len(what):
+                msg += (" a correlated term's covariance is singular (a correlation at ±1), "
+                        f"its correlation parameter(s) {', '.join(map(repr, what[len(sds):]))} "
+                        "reported without SEs;")
+            warnings.warn(msg + " consider a simpler random-effects structure",
                           SingularFitWarning, stacklevel=stacklevel)
         dropped = [j for j in range(self.k_fep) if keep is not None and j not in keep]
         self._check_fit(retvals, fit.params, fit.variances, "fit_laplace",

@@ -144,7 +144,8 @@ class BayesMixedGLMResults(PlotMethods):
             notes.append("Type R: correlation parameters z = atanh(partial correlation); their "
                          "SD columns show the correlation tanh(z)")
         if getattr(self, "is_singular", False):
-            notes.append("A random-effect SD is estimated at (or near) zero: a singular fit.")
+            notes.append("A singular fit: a random-effect SD estimated at (or near) zero, or "
+                         "a correlation at ±1.")
         info = {"Method": label, "No. Observations": m.nobs, "Random effects": m.k_vc,
                 "Converged": bool(getattr(self.optim_retvals, "success", True))}
         if hasattr(self, "llf"):

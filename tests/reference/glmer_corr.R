@@ -1,6 +1,6 @@
 # lme4 figures for correlated random slopes in mixed GLMs, (1 + x | g), fitted by glmer
 # (Laplace, nAGQ = 1) with tight bobyqa tolerances: tests/test_covariance.py.
-# Regenerate with
+# Regenerate, from the repository root, with
 #   Rscript tests/reference/glmer_corr.R /work/shared/data > tests/reference/glmer_corr.json
 suppressMessages({library(lme4); library(jsonlite)})
 dir <- commandArgs(trailingOnly = TRUE)[1]
@@ -8,6 +8,9 @@ sleep <- read.csv(file.path(dir, "sleepstudy.csv"), colClasses = c(Subject = "fa
 sleep$slow <- as.integer(sleep$Reaction > 300)  # a binary response with a per-subject trend
 ticks <- read.csv(file.path(dir, "grouseticks.csv"),
                   colClasses = c(LOCATION = "factor", YEAR = "factor"))
+# simulated (numpy, seed 3: 30 groups × 10 rows, the slope's effect 0.3 × the intercept's),
+# read from the repository root: glmer's fit is singular, the correlation at +1
+sing <- read.csv("tests/reference/glmer_corr_singular.csv", colClasses = c(g = "factor"))
 ctl <- glmerControl(optimizer = "bobyqa", optCtrl = list(rhobeg = 2e-4, rhoend = 2e-11,
                                                          maxfun = 1e5))
 fig <- function(m) {
@@ -21,5 +24,8 @@ out <- list(
                    fig(glmer(slow ~ Days + (Days | Subject), sleep, binomial, control = ctl))),
   ticks_poisson = c(list(formula = "TICKS ~ YEAR + cHEIGHT + (1 + cHEIGHT | LOCATION)"),
                     fig(glmer(TICKS ~ YEAR + cHEIGHT + (1 + cHEIGHT | LOCATION), ticks, poisson,
-                              control = ctl))))
+                              control = ctl))),
+  singular_poisson = c(list(formula = "y ~ x + (x | g)"),
+                       fig(m <- glmer(y ~ x + (x | g), sing, poisson, control = ctl)),
+                       list(isSingular = isSingular(m))))
 cat(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE), "\n")
