@@ -30,8 +30,9 @@ INTEGRATE_MEM_MAX = 4 * 2 ** 30  # bytes held by the nodes' summaries and one no
 
 def check_laplace(k_vc: int, mode, *, what: str = "fit_laplace") -> None:
     """``fit_laplace`` needs random effects, and with crossed factors (``mode`` ``"dense"``
-    or ``("schur", ...)``; not ``"diag"`` or ``("block", q)``, whose blocks are q × q) factors
-    a dense block of the Hessian H_uu of up to k_vc × k_vc:
+    or ``("schur", ...)``; not ``"diag"`` or ``("block", q)``, whose blocks are q × q; for
+    ``("schur_block", q, k_r, ·)`` only the rest's k_r × k_r) factors a dense block of the
+    Hessian H_uu of up to k_vc × k_vc:
     refuse above :data:`DENSE_VC_MAX` random effects.  With an observation-level component
     kept by rows (``("schur_obs", c, k_c)``) the dense block is the other k_vc − k_c
     random effects' (kernels.h_uu), and the bound applies to those."""
@@ -41,6 +42,8 @@ def check_laplace(k_vc: int, mode, *, what: str = "fit_laplace") -> None:
     if mode == "diag" or (isinstance(mode, tuple) and mode[0] == "block"):
         return  # no dense block: H_uu is diagonal, or block-diagonal in small blocks
     k = k_vc - mode[2] if isinstance(mode, tuple) and mode[0] == "schur_obs" else k_vc
+    if isinstance(mode, tuple) and mode[0] == "schur_block":  # only the rest is dense
+        k = mode[2]
     if k > DENSE_VC_MAX:
         raise ValueError(
             f"{what} with crossed random effects forms a dense {k}×{k} block of the Hessian "

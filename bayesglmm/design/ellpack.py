@@ -152,6 +152,35 @@ def design_blocks(cols: np.ndarray, nz: np.ndarray, k: int, corr=()) -> np.ndarr
     return out
 
 
+def _schur_blocks(cols, nz, ident, corr) -> tuple[np.ndarray, tuple] | None:
+    """For correlated terms in a crossed design (``(x | g) + (1 | h)``): the blocks of the
+    smallest rest R — one variance component's columns, with the whole of any correlated
+    term it belongs to — whose removal leaves the other columns in groups of at most
+    :data:`MAX_BLOCK` (design_blocks restricted to them), and the indices of the correlated
+    terms inside R; None when no component does.
+    H_uu = [[D, B], [Bᵀ, C]] with D block-diagonal over those groups: Schur complement onto
+    R (kernels.h_uu, ``("schur_block", q, k_r)``)."""
+    k = len(ident)
+    best = None
+    for c in np.unique(ident):
+        rest = ident == c
+        for bc in corr:
+            if rest[np.asarray(bc)].any():
+                rest[np.asarray(bc).ravel()] = True
+        k_r = int(rest.sum())
+        if k_r == k or (best is not None and k_r >= best[0]):
+            continue
+        kept = [bc for bc in corr if not rest[np.asarray(bc)].any()]
+        blocks = design_blocks(cols, nz & ~rest[cols], k, kept)
+        if blocks is None:
+            continue
+        blocks = blocks[~rest[blocks[:, 0]]]  # R's columns are singletons there: drop them
+        q = int(np.max(np.sum(blocks >= 0, axis=1), initial=1))
+        terms = tuple(i for i, bc in enumerate(corr) if rest[np.asarray(bc)].any())
+        best = (k_r, blocks[:, :q], terms)
+    return None if best is None else best[1:]
+
+
 def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
                   corr=()) -> tuple[str | tuple, np.ndarray | None]:
     """How the marginal Laplace fit factors H_uu = ΛᵀZᵀWZΛ + I (static, linalg.psd), and the
@@ -165,7 +194,10 @@ def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
     :data:`MAX_BLOCK` that no row and no correlated level crosses — the terms of one grouping
     factor (``(x | g)``, ``(x || g)``, statsmodels' ``{"g": "0 + C(g)", "gx": "0 + C(g):x"}``)
     or small nested ones: H_uu is block-diagonal, factored block by block in O(nb·q³)
-    (linalg.block_diag).  Otherwise, if
+    (linalg.block_diag).  ``("schur_block", q, k_r, r_terms)`` with correlated terms crossed with
+    another factor (``(x | g) + (1 | h)``): without the k_r columns of one component (h's),
+    the others form such groups, eliminated block by block onto the Schur complement over
+    those k_r (:func:`_schur_blocks`).  Otherwise, if
     some variance component c has no two non-zeros in one row (a grouping factor), its k_c
     columns form a diagonal block D of H_uu = [[D, B], [Bᵀ, C]], eliminated exactly:
     log det H = Σ log D + log det(C − BᵀD⁻¹B), so Cholesky works on the Schur complement of
@@ -180,6 +212,12 @@ def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
     blocks = design_blocks(cols, nz, len(ident), corr)
     if blocks is not None and blocks.shape[0] > 1:  # (one block: as dense, or Schur below)
         return ("block", blocks.shape[1]), blocks
+    if len(corr):
+        schur = _schur_blocks(cols, nz, ident, corr)
+        if schur is not None:
+            blocks, rest = schur
+            k_r = len(ident) - int(np.sum(blocks >= 0))
+            return ("schur_block", blocks.shape[1], k_r, rest), blocks
     best, size = None, 0
     for c in np.unique(ident):
         in_c = nz & (ident[cols] == c)

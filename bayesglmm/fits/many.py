@@ -114,6 +114,8 @@ def bytes_per_response(n_pad: int, m: int, k_vc_pad: int, k_a: int, mode, itemsi
         per_level = 1
     elif isinstance(mode, tuple) and mode[0] == "block":
         per_level = mode[1]
+    elif isinstance(mode, tuple) and mode[0] == "schur_block":
+        per_level = mode[1] + mode[2]
     else:
         per_level = k_vc_pad
     levels = k_vc_pad * per_level * (k_a + 1) * 4

@@ -143,6 +143,52 @@ def _block_factor(vcp, w, mode, data: Data) -> block_diag.BlockFactor:
     return block_diag.factor(H + jnp.eye(q, dtype=H.dtype), cols, pos)
 
 
+def _rest_layout(data: Data, r_cols, r_at, mode):
+    """(ident, corr) of Λ restricted to the rest's columns ``r_cols`` (closed under Λ: the
+    correlated terms ``mode[3]`` lie inside, the others outside), with the terms' columns
+    renumbered by ``r_at`` — for covariance.lam_t / lam_u on (k_r, ·) arrays, so that Λ_R is
+    applied as the structured operator it is, O(k_r·p), never a dense k_r × k_r product."""
+    corr = tuple(data.corr[i]._replace(cols=r_at[data.corr[i].cols]) for i in mode[3])
+    return data.ident[r_cols], corr
+
+
+def _schur_block_factor(vcp, w, mode, data: Data) -> block_diag.SchurBlockFactor:
+    """The :class:`linalg.block_diag.SchurBlockFactor` of H_uu for ``mode = ("schur_block",
+    q, k_r, r_terms)``: ``data.re_blocks`` holds the groups of D (no row and no correlated level
+    crosses two of them), the other k_r columns are the rest R (closed under the correlated
+    terms, so Λ has no D–R entries).  Each row's pairs w_i·z_ia·z_ib go in one
+    ``segment_sum`` into [D's blocks (nb, q, q) | D–R (nb·q, k_r) | R–R (k_r, k_r) | a bin
+    for pairs no block keeps]; then H_DD = Λ_bᵀM_bΛ_b + I, B = Λ_bᵀM_DRΛ_R,
+    C = Λ_RᵀM_RRΛ_R + I.  O(n·m² + nb·q·(q² + q·k_r) + k_r³), never k × k."""
+    _, q, kr, _ = mode
+    cols, pos = _block_index(data)
+    nb, k = cols.shape[0], data.ident.shape[0]
+    in_d = jnp.zeros(k + 1, bool).at[cols.ravel()].set(True)[:k]
+    r_cols = jnp.nonzero(~in_d, size=kr)[0].astype(cols.dtype)
+    r_at = jnp.zeros(k, cols.dtype).at[r_cols].set(jnp.arange(kr, dtype=cols.dtype))
+    zc, zv = data.Z.cols, data.Z.vals
+    d_a = in_d[zc]  # (n, m): entry in D
+    p = pos[zc]
+    blk, slot, rp = p // q, p % q, r_at[zc]
+    nbb, ndr, nrr = nb * q * q, nb * q * kr, kr * kr
+    a_d, b_d = d_a[:, :, None], d_a[:, None, :]
+    target = jnp.where(
+        a_d & b_d, (blk[:, :, None] * q + slot[:, :, None]) * q + slot[:, None, :],
+        jnp.where(a_d, nbb + p[:, :, None] * kr + rp[:, None, :],
+                  jnp.where(b_d, nbb + ndr + nrr, nbb + ndr + rp[:, :, None] * kr + rp[:, None, :])))
+    prod = (w[:, None] * zv)[:, :, None] * zv[:, None, :]
+    M = jax.ops.segment_sum(prod.ravel(), target.ravel(), num_segments=nbb + ndr + nrr + 1)
+    lam = lam_blocks(vcp, data.ident, data.corr, cols)
+    ident_r, corr_r = _rest_layout(data, r_cols, r_at, mode)
+    HD = jnp.einsum("bji,bjk,bkl->bil", lam, M[:nbb].reshape(nb, q, q), lam)
+    BL = jnp.einsum("bji,bjk->bik", lam, M[nbb:nbb + ndr].reshape(nb, q, kr))  # Λ_bᵀM_DR
+    B = lam_t(vcp, BL.reshape(nb * q, kr).T, ident_r, corr_r).T.reshape(nb, q, kr)  # ·Λ_R
+    LtM = lam_t(vcp, M[nbb + ndr:nbb + ndr + nrr].reshape(kr, kr), ident_r, corr_r)
+    C = lam_t(vcp, LtM.T, ident_r, corr_r).T  # Λ_RᵀM_RRΛ_R
+    return block_diag.schur_factor(HD + jnp.eye(q, dtype=HD.dtype), B,
+                                   C + jnp.eye(kr, dtype=C.dtype), cols, pos, r_cols)
+
+
 def factor_h_uu(vcp, w, mode, data: Data):
     """Factorisation of H_uu = Λᵀ·ZᵀWZ·Λ + I (psd.factor): its diagonal (k,) in ``"diag"``
     mode, a :class:`linalg.block_diag.BlockFactor` in ``("block", q)`` mode, a Cholesky
@@ -153,6 +199,8 @@ def factor_h_uu(vcp, w, mode, data: Data):
     k = ident.shape[0]
     if psd.is_block(mode):
         return _block_factor(vcp, w, mode, data)
+    if psd.is_schur_block(mode):
+        return _schur_block_factor(vcp, w, mode, data)
     if mode == "diag":
         return psd.factor(jnp.exp(2 * vcp[ident]) * _ztwz(data, w, k, mode) + 1.0, mode, ident)
     if mode != "dense" and not data.corr:
@@ -256,6 +304,16 @@ def var_vc(vcp, F, mode, data: Data, hd=None):
     if psd.is_block(mode):  # block by block: diag(Λ_b H_b⁻¹ Λ_bᵀ)
         lam = lam_blocks(vcp, data.ident, data.corr, F.cols)
         return block_diag.scatter(F, jnp.einsum("bij,bjk,bik->bi", lam, F.Hi, lam))
+    if psd.is_schur_block(mode):  # D's blocks of H⁻¹ and the rest's, each with its Λ
+        Hd, Si = block_diag.schur_inverse_blocks(F)
+        lam = lam_blocks(vcp, data.ident, data.corr, F.D.cols)
+        kr = F.r_cols.shape[0]
+        r_at = jnp.zeros(data.ident.shape[0], F.r_cols.dtype).at[F.r_cols].set(
+            jnp.arange(kr, dtype=F.r_cols.dtype))
+        ident_r, corr_r = _rest_layout(data, F.r_cols, r_at, mode)
+        A = lam_u(vcp, Si, ident_r, corr_r)  # Λ_R S⁻¹
+        return block_diag.unsplit(F, jnp.einsum("bij,bjk,bik->bi", lam, Hd, lam),
+                                   jnp.diag(lam_u(vcp, A.T, ident_r, corr_r)))
     k = data.ident.shape[0]
     A = psd.solve(F, jnp.eye(k, dtype=vcp.dtype), mode)  # H_uu⁻¹
     B = lam_u(vcp, A, data.ident, data.corr)  # Λ H⁻¹

@@ -30,7 +30,8 @@ factorisation.
 
 H_uu is factored (kernels.h_uu, linalg.psd) in the static ``mode`` of
 ``design.ellpack.design_mode``: ``"diag"`` (one grouping factor), ``("block", q)`` (the
-terms of one grouping factor), ``("schur", c, k_c)`` or ``"dense"``.  Random-effect levels
+terms of one grouping factor), ``("schur_block", …)`` (those crossed with another factor),
+``("schur", c, k_c)`` or ``"dense"``.  Random-effect levels
 without data (all-zero columns of Z, as padding adds) are inert: u* = 0 and H_uu = 1 there,
 contributing nothing to ℓ.
 """

@@ -25,8 +25,9 @@ import jax.numpy as jnp
 
 from .small import batched_cholesky, batched_solve_lower
 
-__all__ = ["BlockFactor", "factor", "gather", "inv_diag", "inverse_logdet", "logdet", "scatter",
-           "solve"]
+__all__ = ["BlockFactor", "SchurBlockFactor", "factor", "gather", "inv_diag", "inverse_logdet",
+           "logdet", "scatter", "schur_factor", "schur_inv_diag", "schur_inverse_blocks",
+           "schur_logdet", "schur_solve", "unsplit"]
 
 
 class BlockFactor(NamedTuple):
@@ -91,3 +92,68 @@ def logdet(F: BlockFactor):
 def inv_diag(F: BlockFactor):
     """diag(H⁻¹), (k,)."""
     return scatter(F, jnp.diagonal(F.Hi, axis1=-2, axis2=-1))
+
+
+# --------------------------------------------------------------------------- with a dense rest
+
+class SchurBlockFactor(NamedTuple):
+    """H = [[D, B], [Bᵀ, C]] with D block-diagonal (a :class:`BlockFactor` over the columns of
+    ``D.cols``) and C dense over the k_r columns ``r_cols``: D⁻¹B by blocks and the Schur
+    complement S = C − BᵀD⁻¹B with its Cholesky factor.  S is kept for the derivative rules of
+    psd.spd_solve / spd_inverse (differentiated in S, never through its factorisation)."""
+
+    D: BlockFactor
+    Y: jax.Array  # (nb, q, k_r) D⁻¹B by blocks (zero in unused slots)
+    S: jax.Array  # (k_r, k_r) the Schur complement
+    L: jax.Array  # (k_r, k_r) its Cholesky factor
+    r_cols: jax.Array  # (k_r,) int: the rest's columns
+    at: jax.Array  # (k,) int: each column's position in concat(D slots (nb·q), rest (k_r))
+
+
+def schur_factor(HD, B, C, cols, pos, r_cols) -> SchurBlockFactor:
+    """The :class:`SchurBlockFactor` from D's blocks HD (nb, q, q), B by blocks (nb, q, k_r)
+    and C (k_r, k_r); ``cols``/``pos`` place D's blocks (:class:`BlockFactor`), ``r_cols`` the
+    rest's columns."""
+    D = factor(HD, cols, pos)
+    Y = jnp.einsum("bij,bjk->bik", D.Hi, B)
+    S = C - jnp.einsum("bji,bjk->ik", B, Y)
+    k = pos.shape[0]
+    in_d = jnp.zeros(k + 1, bool).at[cols.ravel()].set(True)[:k]
+    r_at = jnp.zeros(k, pos.dtype).at[r_cols].set(jnp.arange(r_cols.shape[0], dtype=pos.dtype))
+    at = jnp.where(in_d, pos, cols.size + r_at)
+    return SchurBlockFactor(D, Y, S, jnp.linalg.cholesky(S), r_cols, at)
+
+
+def unsplit(F: SchurBlockFactor, xd, xr):
+    """(k[, p]) from D's slots (nb, q[, p]) and the rest's (k_r[, p]) — a gather."""
+    return jnp.concatenate([xd.reshape((-1,) + xd.shape[2:]), xr], axis=0)[F.at]
+
+
+def schur_solve(F: SchurBlockFactor, b):
+    """H⁻¹b for b (k,) or (k, p): x_r = S⁻¹(b_r − Yᵀb_d), x_d = D⁻¹b_d − Y·x_r."""
+    from .psd import spd_solve
+
+    bd, br = gather(F.D, b), b[F.r_cols]
+    xr = spd_solve(F.S, F.L, br - jnp.einsum("bik,bi...->k...", F.Y, bd))
+    xd = jnp.einsum("bij,bj...->bi...", F.D.Hi, bd) - jnp.einsum("bik,k...->bi...", F.Y, xr)
+    return unsplit(F, xd, xr)
+
+
+def schur_logdet(F: SchurBlockFactor):
+    """log det H = Σ_b log det D_b + log det S."""
+    return logdet(F.D) + 2.0 * jnp.sum(jnp.log(jnp.diag(F.L)))
+
+
+def schur_inverse_blocks(F: SchurBlockFactor):
+    """(H⁻¹'s diagonal blocks over D's groups (nb, q, q), S⁻¹ (k_r, k_r)): D_b⁻¹ + Y_b S⁻¹ Y_bᵀ
+    and the rest's block S⁻¹ (psd.spd_inverse)."""
+    from .psd import spd_inverse
+
+    Si = spd_inverse(F.S, F.L)
+    return F.D.Hi + jnp.einsum("bik,kl,bjl->bij", F.Y, Si, F.Y), Si
+
+
+def schur_inv_diag(F: SchurBlockFactor):
+    """diag(H⁻¹), (k,)."""
+    Hd, Si = schur_inverse_blocks(F)
+    return unsplit(F, jnp.diagonal(Hd, axis1=-2, axis2=-1), jnp.diag(Si))

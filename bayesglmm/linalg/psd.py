@@ -31,8 +31,8 @@ from jax import lax
 from . import block_diag
 
 __all__ = ["RowsY", "SchurFactor", "abs_inv", "abs_solve", "block_solve", "factor", "inv_diag",
-           "is_block", "logdet", "pcg", "rows_inverse", "schur_factor", "schur_index", "solve",
-           "spd_inverse", "spd_solve", "unpermute"]
+           "is_block", "is_schur_block", "logdet", "pcg", "rows_inverse", "schur_factor",
+           "schur_index", "solve", "spd_inverse", "spd_solve", "unpermute"]
 
 
 # --------------------------------------------------------------------------- |eig| solves
@@ -194,10 +194,18 @@ def is_block(mode) -> bool:
     return isinstance(mode, tuple) and mode[0] == "block"
 
 
+def is_schur_block(mode) -> bool:
+    """Whether ``mode`` is ``("schur_block", q, k_r, r_terms)``: block-diagonal q × q blocks eliminated
+    onto a dense rest of k_r columns (linalg.block_diag.SchurBlockFactor)."""
+    return isinstance(mode, tuple) and mode[0] == "schur_block"
+
+
 def solve(F, b, mode):
     """H⁻¹b for b of shape (k,) or (k, p), from ``F = factor(H, mode, ident)``."""
     if is_block(mode):
         return block_diag.solve(F, b)
+    if is_schur_block(mode):
+        return block_diag.schur_solve(F, b)
     if mode == "diag":
         return b / (F if b.ndim == 1 else F[:, None])
     if mode == "dense":
@@ -219,6 +227,8 @@ def logdet(F, mode):
     """log det H: Σ log D + log det S in ``"schur"`` mode."""
     if is_block(mode):
         return block_diag.logdet(F)
+    if is_schur_block(mode):
+        return block_diag.schur_logdet(F)
     if mode == "diag":
         return jnp.sum(jnp.log(F))
     if mode == "dense":
@@ -230,6 +240,8 @@ def inv_diag(F, mode):
     """diag(H⁻¹), (k,)."""
     if is_block(mode):
         return block_diag.inv_diag(F)
+    if is_schur_block(mode):
+        return block_diag.schur_inv_diag(F)
     if mode == "diag":
         return 1.0 / F
     tri = jax.scipy.linalg.solve_triangular

@@ -32,7 +32,6 @@ from ..exceptions import ConvergenceWarning, IgnoredArgumentWarning, RankDeficie
 from ..families import Binomial, Family, Poisson
 from ..fits.map import scale_columns, use_dense
 from ..kernels.glmm import Data, Params, Prior, jitted_kernels
-from ..linalg import psd
 from ..quadrature import Rule, get_rule
 from ..results.glmm import ParamLayout
 from ..solvers.solution import STATUS_MESSAGES, OptimizeResult, Solution
@@ -471,13 +470,13 @@ class MixedGLMBase:
         """The variance component padded levels are assigned to: the one fit_laplace
         eliminates exactly in the Schur mode (its diagonal block), else the first."""
         mode = self._design_mode
-        return mode[1] if isinstance(mode, tuple) and not psd.is_block(mode) else 0
+        return mode[1] if isinstance(mode, tuple) and mode[0] in ("schur", "schur_obs") else 0
 
     def _padded_design(self, fine: bool = False) -> tuple[np.ndarray, str | tuple]:
         """The colouring and H_uu factorisation mode of the padded levels."""
         k_pad = self._bucket(fine).k_pad
         mode = self._design_mode
-        if isinstance(mode, tuple) and not psd.is_block(mode):
+        if isinstance(mode, tuple) and mode[0] in ("schur", "schur_obs"):
             # ("schur", c, k_c): padded levels join component c
             mode = (mode[0], mode[1], mode[2] + k_pad - self.k_vc)
         return _buckets.pad(np.asarray(self._color, np.int32), k_pad), mode
