@@ -141,7 +141,7 @@ def main() -> None:
             "logLik ours − glmer": f"{ours['llf'] - r['llf']:+.4f}",
         })
     text = "\n".join([
-        "## Random slopes, correlated and independent, against glmer (`benchmarks/bench_corr.py`)",
+        "## Random slopes — correlated, independent, crossed — against glmer (`benchmarks/bench_corr.py`)",
         "",
         f"Machine: {machine()}.  Simulated Poisson counts (seed 0): an intercept and slopes "
         "on x_j ~ N(0, 1) per group, SDs 0.3 — correlated `(x1 + … | g)` "

@@ -85,3 +85,32 @@ def test_derivatives_match_dense_autodiff():
         for f in (jax.grad, lambda g: jax.grad(jax.grad(g))):
             got, want = jax.jit(f(f_block))(0.1), jax.jit(f(f_dense))(0.1)
             assert float(got) == pytest.approx(float(want), rel=1e-10)
+
+
+def test_schur_factor_matches_dense():
+    """SchurBlockFactor: D's blocks (as :func:`_case`) eliminated onto a dense rest of 3
+    columns: solves, log det and diag(H⁻¹) against the assembled matrix."""
+    H, cols, pos, dense_d = _case(seed=4)
+    rs = np.random.default_rng(5)
+    kd, kr = dense_d.shape[0], 3
+    k = kd + kr
+    B = rs.normal(size=(kd, kr)) * 0.3
+    A = rs.normal(size=(kr, kr))
+    C = A @ A.T + kr * np.eye(kr) + B.T @ np.linalg.solve(dense_d, B)
+    dense = np.block([[dense_d, B], [B.T, C]])
+    # columns: D's as in _case (0..kd−1), the rest kd..k−1; D's slots hold k when unused
+    cols_k = np.where(cols == kd, k, cols)
+    pos_k = np.zeros(k, int)
+    pos_k[:kd] = pos
+    Bb = np.where((cols < kd)[:, :, None], np.concatenate([B, np.zeros((1, kr))])[cols], 0.0)
+    b = rs.normal(size=(k, 2))
+    with precision(np.float64):
+        F = jax.jit(block_diag.schur_factor)(jnp.asarray(H), jnp.asarray(Bb), jnp.asarray(C),
+                                             jnp.asarray(cols_k), jnp.asarray(pos_k),
+                                             jnp.arange(kd, k))
+        np.testing.assert_allclose(block_diag.schur_solve(F, jnp.asarray(b)),
+                                   np.linalg.solve(dense, b), rtol=1e-11)
+        assert float(block_diag.schur_logdet(F)) == pytest.approx(np.linalg.slogdet(dense)[1],
+                                                                  rel=1e-13)
+        np.testing.assert_allclose(block_diag.schur_inv_diag(F),
+                                   np.diag(np.linalg.inv(dense)), rtol=1e-11)
