@@ -153,13 +153,13 @@ def design_blocks(cols: np.ndarray, nz: np.ndarray, k: int, corr=()) -> np.ndarr
 
 
 def _schur_blocks(cols, nz, ident, corr) -> tuple[np.ndarray, tuple] | None:
-    """For correlated terms in a crossed design (``(x | g) + (1 | h)``): the blocks of the
-    smallest rest R — one variance component's columns, with the whole of any correlated
-    term it belongs to — whose removal leaves the other columns in groups of at most
-    :data:`MAX_BLOCK` (design_blocks restricted to them), and the indices of the correlated
-    terms inside R; None when no component does.
-    H_uu = [[D, B], [Bᵀ, C]] with D block-diagonal over those groups: Schur complement onto
-    R (kernels.h_uu, ``("schur_block", q, k_r)``)."""
+    """For correlated terms in a crossed design (``(x | g) + (1 | h)``): ``(blocks, r_terms)``
+    for the smallest rest R — one variance component's columns, with the whole of any
+    correlated term it belongs to — whose removal leaves the other columns in groups of at
+    most :data:`MAX_BLOCK`: those groups (design_blocks restricted to them) and the indices
+    of the correlated terms inside R; None when no component does.  H_uu = [[D, B], [Bᵀ, C]]
+    with D block-diagonal over the groups is eliminated onto the Schur complement over R
+    (kernels.h_uu, ``("schur_block", q, k_r, r_terms)``)."""
     k = len(ident)
     best = None
     for c in np.unique(ident):
@@ -183,21 +183,22 @@ def _schur_blocks(cols, nz, ident, corr) -> tuple[np.ndarray, tuple] | None:
 
 def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
                   corr=()) -> tuple[str | tuple, np.ndarray | None]:
-    """How the marginal Laplace fit factors H_uu = ΛᵀZᵀWZΛ + I (static, linalg.psd), and the
-    blocks of the block mode: ``(mode, blocks)`` with mode ``"diag"``, ``("block", q)``,
-    ``("schur", c, k_c)``, ``("schur_obs", c, k_c)`` or ``"dense"``, and blocks the
-    (nb, q) columns of :func:`design_blocks` in the block mode (else None).  ``corr``: the
-    (G, q_b) column arrays of the correlated terms (Λ's q_b × q_b blocks, one per level).
+    """How the marginal Laplace fit factors H_uu = ΛᵀZᵀWZΛ + I (static, linalg.psd), and its
+    blocks: ``(mode, blocks)`` with mode ``"diag"``, ``("block", q)``,
+    ``("schur_block", q, k_r, r_terms)``, ``("schur", c, k_c)``, ``("schur_obs", c, k_c)`` or
+    ``"dense"``, and blocks the (nb, q) columns of :func:`design_blocks` in the two block
+    modes (else None).  ``corr``: the (G, q_b) column arrays of the correlated terms (Λ's
+    q_b × q_b blocks, one per level).
 
     ``"diag"`` when every row of Z has at most one non-zero and there is no correlated term:
     H_uu is diagonal.  ``("block", q)`` when the columns fall into groups of at most
     :data:`MAX_BLOCK` that no row and no correlated level crosses — the terms of one grouping
     factor (``(x | g)``, ``(x || g)``, statsmodels' ``{"g": "0 + C(g)", "gx": "0 + C(g):x"}``)
     or small nested ones: H_uu is block-diagonal, factored block by block in O(nb·q³)
-    (linalg.block_diag).  ``("schur_block", q, k_r, r_terms)`` with correlated terms crossed with
-    another factor (``(x | g) + (1 | h)``): without the k_r columns of one component (h's),
-    the others form such groups, eliminated block by block onto the Schur complement over
-    those k_r (:func:`_schur_blocks`).  Otherwise, if
+    (linalg.block_diag).  ``("schur_block", q, k_r, r_terms)`` with correlated terms crossed
+    with another factor (``(x | g) + (1 | h)``): without the k_r columns of one component
+    (h's), the others form such groups, eliminated block by block onto the Schur complement
+    over those k_r (:func:`_schur_blocks`).  Otherwise, if
     some variance component c has no two non-zeros in one row (a grouping factor), its k_c
     columns form a diagonal block D of H_uu = [[D, B], [Bᵀ, C]], eliminated exactly:
     log det H = Σ log D + log det(C − BᵀD⁻¹B), so Cholesky works on the Schur complement of
