@@ -114,7 +114,7 @@ def _block_model(formula):
     pytest.param("y ~ x + (x | g) + (0 + x2 | g)", 2, marks=pytest.mark.slow),
     pytest.param("y ~ x + (x || g)", 2, marks=pytest.mark.slow),
     pytest.param(("y ~ x", {"g": "0 + C(g)", "gx": "0 + C(g):x"}), 2, marks=pytest.mark.slow),
-    ("y ~ x + (1 + x | g) + (1 | h)", 1),
+    pytest.param("y ~ x + (1 + x | g) + (1 | h)", 1, marks=pytest.mark.slow),
     pytest.param("y ~ x + (1 + x | g) + (1 | h)", 2, marks=pytest.mark.slow),
     pytest.param("y ~ x + (1 + x | g) + (x2 | h)", 2, marks=pytest.mark.slow)])
 def test_block_mode_equals_the_dense_factorisation(formula, order):
@@ -159,7 +159,8 @@ def test_block_mode_equals_the_dense_factorisation(formula, order):
 _GLMER = json.loads((Path(__file__).parent / "reference" / "glmer_corr.json").read_text())
 
 
-@pytest.mark.parametrize("case", ["sleep_binary", "ticks_poisson"])
+@pytest.mark.parametrize("case", ["sleep_binary",
+                                  pytest.param("ticks_poisson", marks=pytest.mark.slow)])
 def test_correlated_slopes_match_glmer(case):
     """lme4's glmer (tests/reference/glmer_corr.R, bobyqa to 2e-11) on real data: our
     log-likelihood is at least lme4's (higher by 6e-5 and 2e-3: glmer stops short of the

@@ -142,6 +142,7 @@ def test_node_eval_program_equals_the_two_it_fuses(crossed, monkeypatch):
     np.testing.assert_allclose(exact.fe_mean, fit.fe_mean, atol=0.01 * np.sqrt(fit.cov[0, 0]))
 
 
+@pytest.mark.slow  # over ~8 s on CI's two cores
 def test_fixed_designs_take_the_fe_only_derivatives(crossed, monkeypatch):
     """A fixed design (here the 5 × 5 grid) evaluates its nodes with the derivatives along
     fe only; the lattice (design="grid"), whose neighbour starts need those along vcp, with

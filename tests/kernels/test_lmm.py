@@ -182,6 +182,7 @@ def test_second_order_hessian_equals_the_plain_reference(data, formula, sparse):
     np.testing.assert_allclose(hess, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
 
 
+@pytest.mark.slow  # over ~8 s on CI's two cores
 def test_programs_chosen_by_size_agree(data, monkeypatch):
     """programs() gives the large-problem evaluate past its threshold (the entries an
     evaluation touches) and the light-options second_order past its own (the dense block's
