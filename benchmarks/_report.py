@@ -157,6 +157,22 @@ def python_json(code: str, df, *args, env: dict | None = None) -> dict:
         return json.loads(out.stdout.splitlines()[-1])
 
 
+def glmer_columns(ours: dict, r: dict, r_whole: float, d_sd: float) -> dict:
+    """The table cells comparing a fresh-process fit of ours (``first``, ``steady``,
+    ``peak``, ``fe``, ``llf``) with glmer's (``fit``, ``fe``, ``llf``; ``r_whole`` its whole
+    Rscript process), ``d_sd`` the largest SD difference."""
+    d_fe = max(abs(a - b) for a, b in zip(ours["fe"], r["fe"]))
+    return {
+        "ours first (s)": ours["first"], "ours warm (s)": ours["steady"],
+        "ours peak MB": f"{ours['peak']:.0f}", "glmer fit (s)": r["fit"],
+        "glmer Rscript (s)": r_whole,
+        "glmer / ours warm": f"{r['fit'] / ours['steady']:.1f}×",
+        "glmer / ours first": f"{r['fit'] / ours['first']:.1f}×",
+        "max |Δ fe|": f"{d_fe:.1e}", "max |Δ SD|": f"{d_sd:.1e}",
+        "logLik ours − glmer": f"{ours['llf'] - r['llf']:+.4f}",
+    }
+
+
 def rscript_json(code: str, df, *args) -> tuple[dict, float]:
     """Run the R script ``code`` with the CSV of the DataFrame ``df`` (written to a temporary
     directory) as its first argument and ``args`` after it; return the JSON object it prints

@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import (machine, python_json, rscript_json, table,  # noqa: E402
-                               write_section)
+from benchmarks._report import (glmer_columns, machine, python_json,  # noqa: E402
+                               rscript_json, table, write_section)
 
 R_SCRIPT = r"""
 suppressMessages(library(lme4))
@@ -94,17 +94,10 @@ def main() -> None:
         print(f"n={n}: ours {ours}", flush=True)
         r, r_whole = rscript_json(R_SCRIPT, data)
         print(f"n={n}: glmer {r} (whole {r_whole:.1f} s)", flush=True)
-        d_fe = max(abs(a - b) for a, b in zip(ours["fe"], r["fe"]))
         d_sd = max(abs(ours["sd_g"] - r["sd_g"]), abs(ours["sd_obs"] - r["sd_obs"]))
         rows.append({
             "rows": f"{n:,}", "levels (g + obs)": f"{args.levels:,} + {n:,}",
-            "ours first (s)": ours["first"], "ours warm (s)": ours["steady"],
-            "ours peak MB": f"{ours['peak']:.0f}", "glmer fit (s)": r["fit"],
-            "glmer Rscript (s)": r_whole,
-            "glmer / ours warm": f"{r['fit'] / ours['steady']:.1f}×",
-            "glmer / ours first": f"{r['fit'] / ours['first']:.1f}×",
-            "max |Δ fe|": f"{d_fe:.1e}", "max |Δ SD|": f"{d_sd:.1e}",
-            "logLik ours − glmer": f"{ours['llf'] - r['llf']:+.4f}",
+            **glmer_columns(ours, r, r_whole, d_sd),
         })
     text = "\n".join([
         "## Observation-level random effects (`benchmarks/bench_olre.py`)",

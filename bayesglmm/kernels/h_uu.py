@@ -143,13 +143,14 @@ def _block_factor(vcp, w, mode, data: Data) -> block_diag.BlockFactor:
     return block_diag.factor(H + jnp.eye(q, dtype=H.dtype), cols, pos)
 
 
-def _rest_layout(data: Data, r_cols, r_at, mode):
-    """(ident, corr) of Λ restricted to the rest's columns ``r_cols`` (closed under Λ: the
-    correlated terms ``mode[3]`` lie inside, the others outside), with the terms' columns
-    renumbered by ``r_at`` — for covariance.lam_t / lam_u on (k_r, ·) arrays, so that Λ_R is
-    applied as the structured operator it is, O(k_r·p), never a dense k_r × k_r product."""
-    corr = tuple(data.corr[i]._replace(cols=r_at[data.corr[i].cols]) for i in mode[3])
-    return data.ident[r_cols], corr
+def _rest_layout(data: Data, index: block_diag.RestIndex, mode):
+    """(ident, corr) of Λ restricted to the rest's columns ``index.r_cols`` (closed under Λ:
+    the correlated terms ``mode[3]`` lie inside, the others outside), with the terms' columns
+    renumbered by ``index.r_at`` — for covariance.lam_t / lam_u on (k_r, ·) arrays, so that
+    Λ_R is applied as the structured operator it is, O(k_r·p), never a dense k_r × k_r
+    product."""
+    corr = tuple(data.corr[i]._replace(cols=index.r_at[data.corr[i].cols]) for i in mode[3])
+    return data.ident[index.r_cols], corr
 
 
 def _schur_block_factor(vcp, w, mode, data: Data) -> block_diag.SchurBlockFactor:
@@ -162,14 +163,12 @@ def _schur_block_factor(vcp, w, mode, data: Data) -> block_diag.SchurBlockFactor
     C = Λ_RᵀM_RRΛ_R + I.  O(n·m² + nb·q·(q² + q·k_r) + k_r³), never k × k."""
     _, q, kr, _ = mode
     cols, pos = _block_index(data)
-    nb, k = cols.shape[0], data.ident.shape[0]
-    in_d = jnp.zeros(k + 1, bool).at[cols.ravel()].set(True)[:k]
-    r_cols = jnp.nonzero(~in_d, size=kr)[0].astype(cols.dtype)
-    r_at = jnp.zeros(k, cols.dtype).at[r_cols].set(jnp.arange(kr, dtype=cols.dtype))
+    nb = cols.shape[0]
+    index = block_diag.rest_index(cols, pos, kr)
     zc, zv = data.Z.cols, data.Z.vals
-    d_a = in_d[zc]  # (n, m): entry in D
+    d_a = index.in_d[zc]  # (n, m): entry in D
     p = pos[zc]
-    blk, slot, rp = p // q, p % q, r_at[zc]
+    blk, slot, rp = p // q, p % q, index.r_at[zc]
     nbb, ndr, nrr = nb * q * q, nb * q * kr, kr * kr
     a_d, b_d = d_a[:, :, None], d_a[:, None, :]
     target = jnp.where(
@@ -179,14 +178,14 @@ def _schur_block_factor(vcp, w, mode, data: Data) -> block_diag.SchurBlockFactor
     prod = (w[:, None] * zv)[:, :, None] * zv[:, None, :]
     M = jax.ops.segment_sum(prod.ravel(), target.ravel(), num_segments=nbb + ndr + nrr + 1)
     lam = lam_blocks(vcp, data.ident, data.corr, cols)
-    ident_r, corr_r = _rest_layout(data, r_cols, r_at, mode)
+    ident_r, corr_r = _rest_layout(data, index, mode)
     HD = jnp.einsum("bji,bjk,bkl->bil", lam, M[:nbb].reshape(nb, q, q), lam)
     BL = jnp.einsum("bji,bjk->bik", lam, M[nbb:nbb + ndr].reshape(nb, q, kr))  # Λ_bᵀM_DR
     B = lam_t(vcp, BL.reshape(nb * q, kr).T, ident_r, corr_r).T.reshape(nb, q, kr)  # ·Λ_R
     LtM = lam_t(vcp, M[nbb + ndr:nbb + ndr + nrr].reshape(kr, kr), ident_r, corr_r)
     C = lam_t(vcp, LtM.T, ident_r, corr_r).T  # Λ_RᵀM_RRΛ_R
     return block_diag.schur_factor(HD + jnp.eye(q, dtype=HD.dtype), B,
-                                   C + jnp.eye(kr, dtype=C.dtype), cols, pos, r_cols)
+                                   C + jnp.eye(kr, dtype=C.dtype), cols, pos, index)
 
 
 def factor_h_uu(vcp, w, mode, data: Data):
@@ -307,10 +306,7 @@ def var_vc(vcp, F, mode, data: Data, hd=None):
     if psd.is_schur_block(mode):  # D's blocks of H⁻¹ and the rest's, each with its Λ
         Hd, Si = block_diag.schur_inverse_blocks(F)
         lam = lam_blocks(vcp, data.ident, data.corr, F.D.cols)
-        kr = F.r_cols.shape[0]
-        r_at = jnp.zeros(data.ident.shape[0], F.r_cols.dtype).at[F.r_cols].set(
-            jnp.arange(kr, dtype=F.r_cols.dtype))
-        ident_r, corr_r = _rest_layout(data, F.r_cols, r_at, mode)
+        ident_r, corr_r = _rest_layout(data, F.index, mode)
         A = lam_u(vcp, Si, ident_r, corr_r)  # Λ_R S⁻¹
         return block_diag.unsplit(F, jnp.einsum("bij,bjk,bik->bi", lam, Hd, lam),
                                    jnp.diag(lam_u(vcp, A.T, ident_r, corr_r)))

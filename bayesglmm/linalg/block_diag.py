@@ -25,8 +25,8 @@ import jax.numpy as jnp
 
 from .small import batched_cholesky, batched_solve_lower
 
-__all__ = ["BlockFactor", "SchurBlockFactor", "factor", "gather", "inv_diag", "inverse_logdet",
-           "logdet", "scatter", "schur_factor", "schur_inv_diag", "schur_inverse_blocks",
+__all__ = ["BlockFactor", "RestIndex", "SchurBlockFactor", "factor", "gather", "inv_diag", "inverse_logdet",
+           "logdet", "rest_index", "scatter", "schur_factor", "schur_inv_diag", "schur_inverse_blocks",
            "schur_logdet", "schur_solve", "unsplit"]
 
 
@@ -96,9 +96,29 @@ def inv_diag(F: BlockFactor):
 
 # --------------------------------------------------------------------------- with a dense rest
 
+class RestIndex(NamedTuple):
+    """Where each of the k columns sits when D's groups (a :class:`BlockFactor`'s ``cols``)
+    are eliminated onto the k_r others, the rest R."""
+
+    r_cols: jax.Array  # (k_r,) int: the rest's columns
+    r_at: jax.Array  # (k,) int: each column's position in the rest (0 for D's)
+    in_d: jax.Array  # (k,) bool: the column is in D
+    at: jax.Array  # (k,) int: each column's position in concat(D slots (nb·q), rest (k_r))
+
+
+def rest_index(cols, pos, kr: int) -> RestIndex:
+    """The :class:`RestIndex` of D's groups ``cols`` (nb, q; k in unused slots) and their
+    ``pos`` (k,), with k_r = ``kr`` columns outside them — computed once per factor."""
+    k = pos.shape[0]
+    in_d = jnp.zeros(k + 1, bool).at[cols.ravel()].set(True)[:k]
+    r_cols = jnp.nonzero(~in_d, size=kr)[0].astype(cols.dtype)
+    r_at = jnp.zeros(k, cols.dtype).at[r_cols].set(jnp.arange(kr, dtype=cols.dtype))
+    return RestIndex(r_cols, r_at, in_d, jnp.where(in_d, pos, cols.size + r_at))
+
+
 class SchurBlockFactor(NamedTuple):
     """H = [[D, B], [Bᵀ, C]] with D block-diagonal (a :class:`BlockFactor` over the columns of
-    ``D.cols``) and C dense over the k_r columns ``r_cols``: D⁻¹B by blocks and the Schur
+    ``D.cols``) and C dense over the k_r columns ``index.r_cols``: D⁻¹B by blocks and the Schur
     complement S = C − BᵀD⁻¹B with its Cholesky factor.  S is kept for the derivative rules of
     psd.spd_solve / spd_inverse (differentiated in S, never through its factorisation)."""
 
@@ -106,34 +126,29 @@ class SchurBlockFactor(NamedTuple):
     Y: jax.Array  # (nb, q, k_r) D⁻¹B by blocks (zero in unused slots)
     S: jax.Array  # (k_r, k_r) the Schur complement
     L: jax.Array  # (k_r, k_r) its Cholesky factor
-    r_cols: jax.Array  # (k_r,) int: the rest's columns
-    at: jax.Array  # (k,) int: each column's position in concat(D slots (nb·q), rest (k_r))
+    index: RestIndex
 
 
-def schur_factor(HD, B, C, cols, pos, r_cols) -> SchurBlockFactor:
+def schur_factor(HD, B, C, cols, pos, index: RestIndex) -> SchurBlockFactor:
     """The :class:`SchurBlockFactor` from D's blocks HD (nb, q, q), B by blocks (nb, q, k_r)
-    and C (k_r, k_r); ``cols``/``pos`` place D's blocks (:class:`BlockFactor`), ``r_cols`` the
-    rest's columns."""
+    and C (k_r, k_r); ``cols``/``pos`` place D's blocks (:class:`BlockFactor`), ``index``
+    the rest (:func:`rest_index`)."""
     D = factor(HD, cols, pos)
     Y = jnp.einsum("bij,bjk->bik", D.Hi, B)
     S = C - jnp.einsum("bji,bjk->ik", B, Y)
-    k = pos.shape[0]
-    in_d = jnp.zeros(k + 1, bool).at[cols.ravel()].set(True)[:k]
-    r_at = jnp.zeros(k, pos.dtype).at[r_cols].set(jnp.arange(r_cols.shape[0], dtype=pos.dtype))
-    at = jnp.where(in_d, pos, cols.size + r_at)
-    return SchurBlockFactor(D, Y, S, jnp.linalg.cholesky(S), r_cols, at)
+    return SchurBlockFactor(D, Y, S, jnp.linalg.cholesky(S), index)
 
 
 def unsplit(F: SchurBlockFactor, xd, xr):
     """(k[, p]) from D's slots (nb, q[, p]) and the rest's (k_r[, p]) — a gather."""
-    return jnp.concatenate([xd.reshape((-1,) + xd.shape[2:]), xr], axis=0)[F.at]
+    return jnp.concatenate([xd.reshape((-1,) + xd.shape[2:]), xr], axis=0)[F.index.at]
 
 
 def schur_solve(F: SchurBlockFactor, b):
     """H⁻¹b for b (k,) or (k, p): x_r = S⁻¹(b_r − Yᵀb_d), x_d = D⁻¹b_d − Y·x_r."""
     from .psd import spd_solve
 
-    bd, br = gather(F.D, b), b[F.r_cols]
+    bd, br = gather(F.D, b), b[F.index.r_cols]
     xr = spd_solve(F.S, F.L, br - jnp.einsum("bik,bi...->k...", F.Y, bd))
     xd = jnp.einsum("bij,bj...->bi...", F.D.Hi, bd) - jnp.einsum("bik,k...->bi...", F.Y, xr)
     return unsplit(F, xd, xr)

@@ -105,9 +105,11 @@ def test_schur_factor_matches_dense():
     Bb = np.where((cols < kd)[:, :, None], np.concatenate([B, np.zeros((1, kr))])[cols], 0.0)
     b = rs.normal(size=(k, 2))
     with precision(np.float64):
+        c, p = jnp.asarray(cols_k), jnp.asarray(pos_k)
+        index = block_diag.rest_index(c, p, kr)
+        np.testing.assert_array_equal(index.r_cols, np.arange(kd, k))
         F = jax.jit(block_diag.schur_factor)(jnp.asarray(H), jnp.asarray(Bb), jnp.asarray(C),
-                                             jnp.asarray(cols_k), jnp.asarray(pos_k),
-                                             jnp.arange(kd, k))
+                                             c, p, index)
         np.testing.assert_allclose(block_diag.schur_solve(F, jnp.asarray(b)),
                                    np.linalg.solve(dense, b), rtol=1e-11)
         assert float(block_diag.schur_logdet(F)) == pytest.approx(np.linalg.slogdet(dense)[1],
