@@ -82,6 +82,7 @@ from ..families import Family
 from ..kernels.glmm import Data, Prior
 from ..kernels.h_uu import inverse_entries, var_vc
 from ..kernels.laplace_correction import correction_terms
+from ..kernels.marginal import objective
 from ..solvers.projected_newton import ProjectedNewtonOptions, projected_newton_host
 from .joint import joint_third_kernel, node_hessian, node_hessian_kernel, skew_vector
 from .lattice import lattice_nodes
@@ -166,26 +167,54 @@ def _node_kernel(family: Family, mode, small: bool = False):
                    compiler_options=light_options() if small else large_options())
 
 
-@functools.cache
-def _node_eval_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False,
-                      fe_only: bool = False):
+def _vg_node(family: Family, mode, opts: LaplaceOptions, fe_only: bool = False):
     """``vg_node(θ, u*, data, prior) -> (*vg, node)``: fits.joint.node_hessian's outputs (J's
-    value and gradient, the joint profile's fe Hessian rows, (du*/dθ, F)) and
-    :func:`_node_terms`' at the same point, from one program.  A node's fe Newton solve
-    usually stops at its first evaluation, so the node's summaries come with it; compiled
-    together, XLA shares what the two compute alike (H_uu's factor's leverages and solves)
-    and the node saves a call: 1.5–1.8 → 0.85–0.9 ms a node on grouseticks, 1.1 → 0.9 ms
-    on four crossed factors, where the summaries alone took 0.4 and 0.3 ms.  Where the solve
-    goes on, the summaries of the earlier evaluations are dropped.  ``small``: the light compiler
-    options; ``fe_only``: fits.joint.node_hessian's (a fixed design's nodes)."""
+    value and gradient, the joint profile's fe Hessian rows, (du*/dθ, F)) and, for
+    independent terms, :func:`_node_terms`' at the same point (traceable)."""
     vg = node_hessian(family, mode, opts, fe_only)
     terms = _node_terms(family, mode)
 
     def vg_node(theta, u, data: Data, prior: Prior):
         f, g, Hj, (du, F) = vg(theta, u, data, prior)
+        if data.corr:  # _node_terms is for independent terms
+            return f, g, Hj, (du, F)
         return f, g, Hj, (du, F), terms(theta, u, du, F, data)
 
-    return persistent_jit(vg_node, compiler_options=light_options() if small else large_options())
+    return vg_node
+
+
+@functools.cache
+def _node_eval_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False,
+                      fe_only: bool = False):
+    """:func:`_vg_node` compiled (independent terms): fits.joint.node_hessian's outputs and
+    :func:`_node_terms`' from one program.  A node's fe Newton solve usually stops at its
+    first evaluation, so the node's summaries come with it; compiled together, XLA shares
+    what the two compute alike (H_uu's factor's leverages and solves) and the node saves a
+    call: 1.5–1.8 → 0.85–0.9 ms a node on grouseticks, 1.1 → 0.9 ms on four crossed factors,
+    where the summaries alone took 0.4 and 0.3 ms.  Where the solve goes on, the summaries of
+    the earlier evaluations are dropped.  ``small``: the light compiler options; ``fe_only``:
+    fits.joint.node_hessian's (a fixed design's nodes)."""
+    return persistent_jit(_vg_node(family, mode, opts, fe_only),
+                          compiler_options=light_options() if small else large_options())
+
+
+@functools.cache
+def _first_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = False,
+                  fe_only: bool = False):
+    """``first(θ, u, du, dθ, data, prior) -> (u*, *vg_node)``: a fixed design's node's first
+    evaluation in one program — u*(θ) by the inner Newton solve from u + du·dθ (the fit's
+    ``value`` without its J, which ``vg_node`` computes anyway) and :func:`_vg_node` there.
+    One call a node instead of two; on CPU 3–8 % of the integrated fit once compiled (four
+    crossed factors: 1.9 → 1.7 ms a node), for one more program to compile (once per model
+    structure, then in the persistent cache)."""
+    obj = objective(family, mode, True, opts.inner_tol, opts.inner_maxiter)
+    vg_node = _vg_node(family, mode, opts, fe_only)
+
+    def first(theta, u, du, dtheta, data: Data, prior: Prior):
+        _, u = obj.value_only(theta, u + du @ dtheta, data, prior)
+        return u, *vg_node(theta, u, data, prior)
+
+    return persistent_jit(first, compiler_options=light_options() if small else large_options())
 
 
 def uses_correction(k_vcp: int, n_points: int | None = None) -> bool:
@@ -246,10 +275,10 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
     last_H = []  # the fe columns of the last evaluation's Hessian (k_a, k_fe): dfe*/dvcp there
     last_terms = []  # (x, u, the node's terms there) when approx's program gave them
 
-    def vgh(x, u):
+    def vgh(x, u, out=None):
         last_terms.clear()
         if approx is not None:
-            f, g, Hj, du_F, *terms = approx[0](full(x), u, data, prior)
+            f, g, Hj, du_F, *terms = approx[0](full(x), u, data, prior) if out is None else out
             rows = np.asarray(Hj, np.float64) + approx[1]  # (k_fep, k_a) ≈ −∂²J/∂fe∂θ
             Hff = 0.5 * (rows[:, :kf] + rows[:, :kf].T)
             if np.all(np.isfinite(rows)) and np.linalg.eigvalsh(Hff).min() > 0:
@@ -267,9 +296,15 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
             return kern.value(full(x), u_hat, du_hat, full(x) - theta_hat, data, prior)
         return kern.value(full(x), u, du_F[0], np.concatenate([dx, zero_vcp]), data, prior)
 
+    first = None
+    if approx is not None and len(approx) > 2:  # value and vg in one program (_first_kernel)
+        def first(x, u0):
+            u, *out = approx[2](full(x), u0, du_hat, full(x) - theta_hat, data, prior)
+            return u, vgh(x, u, out)
+
     lb = np.full(kf, -np.inf, dtype)
     s, du_F = projected_newton_host(vgh, value, fe0, u_hat, lb,
-                                    popts._replace(maxiter=0) if quick else popts)
+                                    popts._replace(maxiter=0) if quick else popts, first)
     H = np.asarray(s.H, np.float64)  # −∇²_fe J
     ok = bool(np.all(np.isfinite(H)) and np.isfinite(s.f))  # far nodes can overflow
     if ok:
@@ -472,6 +507,8 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
             D = (np.asarray(H_hat, np.float64)[:kf]
                  - np.asarray(vg(theta_hat, u_hat, data, prior)[2], np.float64))
             approx = (vg, D)
+            if fixed:  # each node's first evaluation in one program with its inner solve
+                approx += (_first_kernel(family, mode, opts, small, fixed),)
         T = None
         if skew:
             third = joint_third_kernel(family, mode, small)

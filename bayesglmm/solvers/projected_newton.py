@@ -140,7 +140,8 @@ def projected_newton(vgh: Callable, value: Callable, x0, u0, lb,
 
 
 def projected_newton_host(vgh: Callable, value: Callable, x0, u0, lb,
-                          opts: ProjectedNewtonOptions = ProjectedNewtonOptions()):
+                          opts: ProjectedNewtonOptions = ProjectedNewtonOptions(),
+                          first: Callable | None = None):
     """:func:`projected_newton` driven from Python, over jitted ``value`` and ``vgh``.
 
     Parameters
@@ -156,6 +157,10 @@ def projected_newton_host(vgh: Callable, value: Callable, x0, u0, lb,
     u0 : the auxiliary start (kept as whatever ``value`` returns, e.g. a device array)
     lb : (k,) numpy lower bounds (−inf where unbounded)
     opts : ProjectedNewtonOptions
+    first : ``first(x, u0) -> (u, (f, g, H, aux))``, optional
+        The first evaluation in one call: ``value``'s solve for the auxiliary at x0 from u0
+        and ``vgh`` there (a caller with one program for both saves a round trip and the
+        value's own f); default ``value`` then ``vgh``
 
     Returns
     -------
@@ -165,10 +170,15 @@ def projected_newton_host(vgh: Callable, value: Callable, x0, u0, lb,
     x0 = np.asarray(x0)
     lb = np.asarray(lb, x0.dtype)
     x = np.maximum(x0, lb)
-    _, u = value(x, u0, None, None)
+    if first is None:
+        _, u = value(x, u0, None, None)
+        at_x = None
+    else:
+        u, at_x = first(x, u0)
     it, ls_failed = 0, False
     while True:
-        f, g, H, aux = vgh(x, u)
+        f, g, H, aux = vgh(x, u) if at_x is None else at_x
+        at_x = None
         f, g, H = np.asarray(f), np.asarray(g), np.asarray(H)
         gm, d, small, finite = _direction(x, f, g, H, lb, opts, xp=np)
         stop = small or not finite or ls_failed or it >= opts.maxiter

@@ -142,6 +142,51 @@ def test_node_eval_program_equals_the_two_it_fuses(crossed, monkeypatch):
     np.testing.assert_allclose(exact.fe_mean, fit.fe_mean, atol=0.01 * np.sqrt(fit.cov[0, 0]))
 
 
+@pytest.mark.slow
+def test_first_evaluation_program_equals_the_two_it_fuses(crossed, monkeypatch):
+    """_first_kernel (a fixed design's node's inner solve and first evaluation in one program)
+    gives what the fit's ``value`` followed by _node_eval_kernel at its u* give; an integrated
+    fit calls it once a node, and its moments equal those of the two programs in turn."""
+    m = crossed
+    mode = m._design_mode
+    opts = default_options(np.float64)
+    calls = []
+    real = integrate_mod._first_kernel
+
+    def counted(*args):
+        first = real(*args)
+        return lambda *a: calls.append(1) or first(*a)
+
+    def unfused(family, mode, opts, small, fe_only):
+        value = laplace_kernels(family, mode, True, opts, small).value
+        vg_node = _node_eval_kernel(family, mode, opts, small, fe_only)
+
+        def first(theta, u, du, dtheta, data, prior):
+            _, u = value(theta, u, du, dtheta, data, prior)
+            return (u, *vg_node(theta, u, data, prior))
+
+        return first
+
+    with precision(np.float64):
+        data, prior = m._data(), m._prior()
+        theta0, theta = jnp.array([-0.2, 0.3, 0.1, 0.3]), jnp.array([-0.3, 0.4, 0.2, 0.4])
+        u0 = conditional_mode(m.family, mode)(theta0, jnp.zeros(m.k_vc), data)
+        du = 0.1 * jnp.ones((m.k_vc, 4))
+        args = (theta, u0, du, theta - theta0, data, prior)
+        got = real(m.family, mode, opts, False, True)(*args)
+        want = unfused(m.family, mode, opts, False, True)(*args)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-13)
+    monkeypatch.setattr(integrate_mod, "_first_kernel", counted)
+    fit = _integrated(m)
+    assert len(calls) == 25  # the 5 × 5 grid, one call a node
+    monkeypatch.setattr(integrate_mod, "_first_kernel", unfused)
+    ref = _integrated(m)
+    np.testing.assert_allclose(fit.fe_mean, ref.fe_mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fit.cov, ref.cov, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fit.vc_sd, ref.vc_sd, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.slow  # over ~8 s on CI's two cores
 def test_fixed_designs_take_the_fe_only_derivatives(crossed, monkeypatch):
     """A fixed design (here the 5 × 5 grid) evaluates its nodes with the derivatives along
