@@ -4,6 +4,7 @@ recovery of the covariance on simulated data, and the lme4-style formula terms."
 import json
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -192,6 +193,52 @@ def test_correlated_slopes_match_glmer(case):
     if case == "sleep_binary":  # well determined: the SDs and the correlation agree too
         np.testing.assert_allclose(np.exp(r.vcp_mean[:2]), ref["sd"], rtol=5e-4)
         assert np.tanh(r.vcp_mean[2]) == pytest.approx(ref["corr"], abs=1e-3)
+        vc = r.varcorr  # lme4's VarCorr(m)
+        assert vc[["group", "var1"]].values.tolist() == [["Subject", "Intercept"],
+                                                         ["Subject", "Days"],
+                                                         ["Subject", "Intercept"]]
+        assert vc["var2"].tolist()[2] == "Days"
+        np.testing.assert_allclose(vc["sdcor"].to_numpy(), ref["sd"] + [ref["corr"]],
+                                   rtol=5e-4, atol=1e-3)
+
+
+def test_varcorr_is_the_covariance_of_the_random_effects():
+    """GLMM varcorr: per term its SDs and, for (x1 + x2 | g), all three correlations — of
+    Σ = ΛΛᵀ, formed here from one level's columns of the dense Λ (covariance.lam_u on the
+    identity), not the partial correlations of the parameters — in lme4's row order; a
+    vc_formulas component by its key; an SD at the lower bound (singular) as 0."""
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame({"y": rng.poisson(2.0, n), "x1": rng.normal(size=n),
+                       "x2": rng.normal(size=n), "g": rng.integers(0, 4, n).astype(str),
+                       "h": rng.integers(0, 3, n).astype(str)})
+    m = bg.PoissonBayesMixedGLM.from_formula("y ~ x1 + (x1 + x2 | g) + (1 | h)",
+                                             {"site": "0 + C(h)"}, df)
+    # vcp: site, g's three log SDs, h, then g's three correlation parameters
+    assert m.vcp_names[:5] == ["site", "g", "g:x1", "g:x2", "h"]
+    vcp = np.array([-0.2, 0.3, -0.5, -1.0, bg.fits.laplace.LOG_SD_MIN, 0.8, -0.6, 1.3])
+    params = np.concatenate([[0.1, 0.2], vcp, np.zeros(m.k_vc)])
+    r = bg.models.glmm.BayesMixedGLMResults(m, params, np.ones(len(params)), method="vb")
+    vc = r.varcorr
+    assert vc[["group", "var1", "var2"]].fillna("-").values.tolist() == [
+        ["site", "-", "-"], ["g", "Intercept", "-"], ["g", "x1", "-"], ["g", "x2", "-"],
+        ["g", "Intercept", "x1"], ["g", "Intercept", "x2"], ["g", "x1", "x2"],
+        ["h", "Intercept", "-"]]
+    with precision(np.float64):
+        data = m._data()
+        lam = np.asarray(covstruct.lam_u(jnp.asarray(vcp), jnp.eye(m.k_vc), data.ident,
+                                         data.corr))
+    cols = np.asarray(m._corr[0][0])[0]  # level 0 of g: its three columns
+    sig = lam[cols][:, cols] @ lam[cols][:, cols].T
+    sd = np.sqrt(np.diag(sig))
+    cor = sig / np.outer(sd, sd)
+    np.testing.assert_allclose(vc["sdcor"].to_numpy()[1:7],
+                               [*sd, cor[1, 0], cor[2, 0], cor[2, 1]], rtol=1e-12)
+    np.testing.assert_allclose(vc["vcov"].to_numpy()[1:7],
+                               [*np.diag(sig), sig[1, 0], sig[2, 0], sig[2, 1]], rtol=1e-12)
+    assert abs(cor[2, 1] - np.tanh(vcp[7])) > 0.05  # the correlation, not the partial one
+    assert vc["sdcor"].iloc[0] == pytest.approx(np.exp(-0.2))
+    assert vc["sdcor"].iloc[7] == 0.0 and vc["vcov"].iloc[7] == 0.0
 
 
 def test_a_correlation_at_one_is_a_singular_fit_as_in_lme4():

@@ -38,6 +38,7 @@ class GLMMDesign:
     vc_names: list  # (k_vc,)
     vcp_names: list  # log SDs, then correlation parameters
     corr: list  # (cols (L, q), log-SD ids (q,), names) per correlated term
+    sd_labels: list  # (group, variable or None) per log SD, for varcorr tables
     extra: dict  # named argument columns (n_trials="size", ...) as float arrays (n,)
     keep: np.ndarray | None  # (n_input,) rows kept by missing="drop"; None: all
 
@@ -90,6 +91,15 @@ def _entries(t: Term, off: int, codes: np.ndarray, z: np.ndarray):
                               [z[:, j] for j in range(q)], [off] * q)
 
 
+def sd_labels(t) -> list:
+    """``(group, variable)`` of each of a term's log SDs, as lme4's ``VarCorr`` names them:
+    ``("Subject", "Days")`` for ``(Days | Subject)``'s slope; a variance component of
+    ``vc_formulas`` by its key, variable None."""
+    if isinstance(t, SparseTerm) or t.kind == "vc":
+        return [(t.name, None)]
+    return [(t.group, c) for c in t.cols]
+
+
 def _names(t, sd: int):
     """``(ident, vc names, log-SD names, correlation names)`` of a term whose first log-SD
     parameter is ``sd``."""
@@ -129,6 +139,7 @@ def glmm_design(formula: str, vc_formulas: dict | None, data: pd.DataFrame,
     fixed = fixed_design(fixed_f, df)
     terms = [t for s in specs for t in build_terms(s, df)]
     blocks, idents, vc_names, sd_names, corr_names, corr, offsets = [], [], [], [], [], [], []
+    labels = []
     off = sd = 0
     for t in terms:
         ident, names, sds, znames = _names(t, sd)
@@ -141,6 +152,7 @@ def glmm_design(formula: str, vc_formulas: dict | None, data: pd.DataFrame,
         idents.append(ident)
         vc_names += names
         sd_names += sds
+        labels += sd_labels(t)
         corr_names += znames
         off += len(ident)
         sd += len(sds)
@@ -152,5 +164,5 @@ def glmm_design(formula: str, vc_formulas: dict | None, data: pd.DataFrame,
     else:
         zc, zv, ident = np.zeros((n, 1), np.int32), np.zeros((n, 1)), np.zeros(0, np.int32)
     return GLMMDesign(fixed, terms, offsets, zc, zv, off, ident, vc_names,
-                      sd_names + corr_names, corr,
+                      sd_names + corr_names, corr, labels,
                       {c: df[c].to_numpy(dtype=np.float64) for c in extra}, frame.keep)

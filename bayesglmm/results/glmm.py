@@ -181,6 +181,46 @@ class BayesMixedGLMResults(PlotMethods):
         k = self._ml_npar("bic")
         return float(-2.0 * self.llf + k * np.log(self.nobs))
 
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's ``VarCorr`` as a table (as ``MixedLMResults.varcorr``, less the residual):
+        group, var1, var2, vcov, sdcor.  Per random-effect term a row per SD (``var2``
+        missing; vcov the variance, sdcor the SD) and, for a correlated term such as
+        ``(1 + x | g)``, a row per pair (vcov the covariance, sdcor the correlation — the
+        whole correlation matrix, where the summary's type-R rows show the partial
+        correlations of its parameterisation).  At the estimates in ``params``: SD =
+        exp(log SD), the correlations those of the correlation parameters (the mode or
+        maximum likelihood; for ``fit_vb`` and ``integrate=True`` the posterior means of
+        the log SDs and correlation parameters); an SD at its lower bound (a singular fit) is
+        0, as lme4 reports it.  ``vc_formulas``' variance components are named by their keys,
+        with no variable."""
+        from ..covariance import corr_matrix
+        from ..fits.laplace import LOG_SD_MIN
+
+        m, lay = self.model, self.layout
+        fm = getattr(m, "_formula", None)
+        labels = (fm[2].sd_labels if fm is not None
+                  else [(str(n), None) for n in m.vcp_names[:lay.k_sd]])
+        log_sd = self.vcp_mean[:lay.k_sd]
+        sd = np.where(log_sd <= LOG_SD_MIN + 1e-8, 0.0, np.exp(log_sd))  # singular: 0
+        by_first = {int(sd_idx[0]): (np.asarray(sd_idx), np.asarray(z_idx))
+                    for _, sd_idx, z_idx in m._corr}
+        rows, done = [], set()
+        for i in range(lay.k_sd):
+            if i in done:
+                continue
+            sd_idx, z_idx = by_first.get(i, (np.array([i]), np.array([], int)))
+            done.update(int(j) for j in sd_idx)
+            s = sd[sd_idx]
+            for j, s_j in zip(sd_idx, s):
+                rows.append((labels[j][0], labels[j][1], None, s_j**2, s_j))
+            R = corr_matrix(self.vcp_mean[z_idx], len(sd_idx)) if len(z_idx) else None
+            for b in range(len(sd_idx) if R is not None else 0):
+                for a in range(b + 1, len(sd_idx)):
+                    rows.append((labels[sd_idx[b]][0], labels[sd_idx[b]][1],
+                                 labels[sd_idx[a]][1], R[a, b] * s[a] * s[b], R[a, b]))
+        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
     def random_effects(self, term: str | int | None = None) -> pd.DataFrame:
         """Posterior mean and SD of the random effects, all or those of one term.
 
