@@ -98,6 +98,11 @@ _LOG_2PI = float(np.log(2 * np.pi))
 # SD at 5e-3) and take d unevaluated, leaving fe O(‖d‖²) from its conditional mode; 1e-3 made
 # a third of crossed-binary's nodes take a second step for changes below 0.0005 SD
 NODE_DECREMENT = 5e-3
+# a fixed design's node's inner solve (_first_kernel) stops at ‖∇_u h‖_∞ ≤ this (the fit's is
+# 1e-11): J there is then within ½‖∇_u h‖²/λ_min(H_uu) ≤ 5e-15 of J(u*) (H_uu ⪰ I), and fe's
+# gradient within ~1e-6, far below the solve's stop (NODE_DECREMENT); crossed-binary's nodes
+# take two Newton steps instead of three
+NODE_INNER_TOL = 1e-7
 DESIGNS = ("auto", "ccd", "grid")
 # the CCD is kept while log p̃ at its points is within this of the mode's Gaussian
 # (:func:`gaussian_misfit`); grouseticks' skewed vcp posterior: 0.7 (vcp_p = 1)
@@ -203,11 +208,13 @@ def _first_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = Fals
                   fe_only: bool = False):
     """``first(θ, u, du, dθ, data, prior) -> (u*, *vg_node)``: a fixed design's node's first
     evaluation in one program — u*(θ) by the inner Newton solve from u + du·dθ (the fit's
-    ``value`` without its J, which ``vg_node`` computes anyway) and :func:`_vg_node` there.
+    ``value`` without its J, which ``vg_node`` computes anyway; to ``NODE_INNER_TOL``) and
+    :func:`_vg_node` there.
     One call a node instead of two; on CPU 3–8 % of the integrated fit once compiled (four
     crossed factors: 1.9 → 1.7 ms a node), for one more program to compile (once per model
     structure, then in the persistent cache)."""
-    obj = objective(family, mode, True, opts.inner_tol, opts.inner_maxiter)
+    obj = objective(family, mode, True, max(opts.inner_tol, NODE_INNER_TOL),
+                    opts.inner_maxiter)
     vg_node = _vg_node(family, mode, opts, fe_only)
 
     def first(theta, u, du, dtheta, data: Data, prior: Prior):
