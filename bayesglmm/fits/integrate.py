@@ -53,7 +53,10 @@ warm-started from the mode by u*(θ_k) ≈ u*(θ̂) + du*/dθ·(θ_k − θ̂) a
 fe_k ≈ fe^ + Σ_fe,vcp Σ⁻¹ (vcp_k − m); a node stops at a Newton decrement ≤
 ``NODE_DECREMENT`` and takes its last step without evaluating, so it typically costs one
 inner solve and one evaluation of J's gradient with ℓ_j's Hessian (crossed-binary: 2.7 and
-2.4 ms, where J's exact Hessian takes 7 ms).  Memory is that of one evaluation of the fit
+2.4 ms, where J's exact Hessian takes 7 ms).  On a fixed design (the product grids and the
+CCD) the two are one program (:func:`_first_kernel`, its inner solve to ``NODE_INNER_TOL``):
+crossed-binary's and four crossed factors' integrated fits 2.9–3.5× their mode fits → 2.7–2.8×
+(interleaved, in one process).  Memory is that of one evaluation of the fit
 plus O(N·(k_vc + k_fep²)) for the node summaries.  fe's skewness correction is one more
 program, run once; vc's summaries, its skewness shift and δ come from one program per node
 (:func:`_node_kernel`: the leverages and diag(H_uu⁻¹) from the node's factor, as the fit's
