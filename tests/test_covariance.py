@@ -117,14 +117,17 @@ def _block_model(formula):
     pytest.param(("y ~ x", {"g": "0 + C(g)", "gx": "0 + C(g):x"}), 2, marks=pytest.mark.slow),
     pytest.param("y ~ x + (1 + x | g) + (1 | h)", 1, marks=pytest.mark.slow),
     pytest.param("y ~ x + (1 + x | g) + (1 | h)", 2, marks=pytest.mark.slow),
-    pytest.param("y ~ x + (1 + x | g) + (x2 | h)", 2, marks=pytest.mark.slow)])
+    pytest.param("y ~ x + (1 + x | g) + (x2 | h)", 2, marks=pytest.mark.slow),
+    pytest.param("y ~ x + (x || g) + (1 | h)", 2, marks=pytest.mark.slow)])
 def test_block_mode_equals_the_dense_factorisation(formula, order):
     """The terms of one grouping factor, correlated or not, factor H_uu block by block
     (("block", q), linalg.block_diag), and crossed with another factor onto its Schur
     complement (("schur_block", q, k_r, ·)): J, ∇J (and ∇²J: ``order`` 2), u* and
     diag(Λ H_uu⁻¹ Λᵀ) equal the dense Cholesky's.
     (0 + a + b | g) has one non-zero per row, which once chose the diagonal mode — wrong
-    where Λ mixes a level's effects.)"""
+    where Λ mixes a level's effects.)  (x || g) + (1 | h), independent terms, takes the
+    Schur-block mode too (it was the Schur mode, with g's slopes in a dense rest), and the
+    written-out log-det derivative from its leverages."""
     import jax
     import jax.numpy as jnp
 

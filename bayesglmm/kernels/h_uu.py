@@ -219,9 +219,10 @@ def factor_h_uu(vcp, w, mode, data: Data):
 def inverse_entries(vcp, F, mode, data: Data):
     """(q (n,), diag(H_uu⁻¹) (k,)) for independent terms, with q_i = ẑ_iᵀH_uu⁻¹ẑ_i the
     leverage of row i (ẑ_i its row of ZΛ): H_uu⁻¹'s entries at the pairs of columns that
-    share a row, from the factor F — never H_uu⁻¹ in full in ``"diag"`` and ``"schur"``
-    modes.  Schur: H⁻¹ = [[D⁻¹ + YS⁻¹Yᵀ, −YS⁻¹], [−S⁻¹Yᵀ, S⁻¹]] (S⁻¹ by
-    psd.spd_inverse: differentiated as −S⁻¹dSS⁻¹, never through the factorisation)."""
+    share a row, from the factor F — never H_uu⁻¹ in full in ``"diag"``, the block and the
+    Schur modes (Schur-block: a row's columns in D lie in one of its blocks).  Schur:
+    H⁻¹ = [[D⁻¹ + YS⁻¹Yᵀ, −YS⁻¹], [−S⁻¹Yᵀ, S⁻¹]] (S⁻¹ by psd.spd_inverse: differentiated as
+    −S⁻¹dSS⁻¹, never through the factorisation)."""
     cols, vals = data.Z.cols, data.Z.vals
     zhat = vals * jnp.exp(vcp[data.ident])[cols]  # (n, m)
     k = data.ident.shape[0]
@@ -233,6 +234,21 @@ def inverse_entries(vcp, F, mode, data: Data):
         blk, slot = p // mode[1], p % mode[1]
         pairs = F.Hi[blk[:, :, None], slot[:, :, None], slot[:, None, :]]  # (n, m, m)
         return jnp.einsum("na,nb,nab->n", zhat, zhat, pairs), block_diag.inv_diag(F)
+    if psd.is_schur_block(mode):  # D's pairs in one block, D–R from −YS⁻¹, R–R from S⁻¹
+        q = mode[1]
+        Hd, Si = block_diag.schur_inverse_blocks(F)
+        YSi = jnp.einsum("bik,kl->bil", F.Y, Si)  # (nb, q, k_r): −(H⁻¹)_DR
+        in_d = F.index.in_d[cols]  # (n, m)
+        p = jnp.where(in_d, F.D.pos[cols], 0)
+        blk, slot, r = p // q, p % q, F.index.r_at[cols]
+        a_d, b_d = in_d[:, :, None], in_d[:, None, :]
+        pairs = jnp.where(
+            a_d & b_d, Hd[blk[:, :, None], slot[:, :, None], slot[:, None, :]],
+            jnp.where(a_d, -YSi[blk[:, :, None], slot[:, :, None], r[:, None, :]],
+                      jnp.where(b_d, -YSi[blk[:, None, :], slot[:, None, :], r[:, :, None]],
+                                Si[r[:, :, None], r[:, None, :]])))
+        hd = block_diag.unsplit(F, jnp.diagonal(Hd, axis1=-2, axis2=-1), jnp.diag(Si))
+        return jnp.einsum("na,nb,nab->n", zhat, zhat, pairs), hd
     if mode == "dense":
         Hi = jax.scipy.linalg.cho_solve((F, True), jnp.eye(k, dtype=F.dtype))
         pairs = Hi[cols[:, :, None], cols[:, None, :]]  # (n, m, m)

@@ -34,6 +34,11 @@ def _model(kind):
         ident = np.r_[ident, ident + 1]
     else:
         y, X, Z, ident = gen_crossed_logit(5, 6, 1.0, 0.7)
+    if kind == "crossed_block":  # (x || g) + (1 | h): g's pairs eliminated onto h's columns
+        y, X, Z, ident = gen_simple_logit(6, 8, 1.0)
+        h = np.random.default_rng(2).integers(0, 3, len(y))
+        Z = np.hstack([Z, Z * X[:, :1], np.eye(3)[h]])
+        ident = np.r_[ident, ident + 1, np.full(3, 2)]
     if kind == "olre":  # and an observation-level effect: one row per level
         Z = np.hstack([Z, np.eye(len(y))])
         ident = np.concatenate([ident, np.full(len(y), ident.max() + 1)])
@@ -41,7 +46,8 @@ def _model(kind):
 
 
 def test_design_mode_keeps_an_observation_level_component_by_rows():
-    for kind, first in [("crossed", "schur"), ("olre", "schur_obs"), ("block", "block")]:
+    for kind, first in [("crossed", "schur"), ("olre", "schur_obs"), ("block", "block"),
+                        ("crossed_block", "schur_block")]:
         m = _model(kind)
         assert design_mode(*m.re_design, m.ident)[0] == first
     assert _model("block")._design_mode == ("block", 2)
@@ -49,7 +55,8 @@ def test_design_mode_keeps_an_observation_level_component_by_rows():
 
 @pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
 @pytest.mark.parametrize("kind, force", [("diag", None), ("crossed", None),
-                                         ("crossed", "dense"), ("olre", None), ("block", None)])
+                                         ("crossed", "dense"), ("olre", None), ("block", None),
+                                         ("crossed_block", None)])
 def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
     model = _model(kind)
     with precision(np.float64):
@@ -57,7 +64,8 @@ def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
         mode = force or design_mode(np.asarray(data.Z.cols), np.asarray(data.Z.vals),
                                     np.asarray(data.ident))
         if kind != "diag" and force is None:
-            assert mode[0] == {"olre": "schur_obs", "block": "block"}.get(kind, "schur")
+            assert mode[0] == {"olre": "schur_obs", "block": "block",
+                               "crossed_block": "schur_block"}.get(kind, "schur")
         rng = np.random.default_rng(0)
         vcp = jnp.asarray(rng.normal(0, 0.5, model.k_vcp))
         w = jnp.asarray(rng.uniform(0.05, 0.3, data.y.shape[0]))
@@ -83,7 +91,8 @@ def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
 
 @pytest.mark.parametrize("kind, padded", [("diag", False), ("crossed", False), ("olre", False),
                                           ("olre", True), ("crossed", True), ("block", False),
-                                          ("block", True)])
+                                          ("block", True), ("crossed_block", False),
+                                          ("crossed_block", True)])
 def test_inverse_entries_and_conditional_variances_match_the_dense_inverse(kind, padded):
     model = _model(kind)
     with precision(np.float64):
