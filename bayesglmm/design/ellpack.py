@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["MAX_BLOCK", "REDesign", "colors", "design_blocks", "design_layout", "design_mode",
-           "from_codes", "from_scipy", "matvec", "rmatvec", "to_dense"]
+__all__ = ["MAX_BLOCK", "REDesign", "SCHUR_BLOCK_INDEP_Q", "colors", "design_blocks",
+           "design_layout", "design_mode", "from_codes", "from_scipy", "matvec", "rmatvec",
+           "schur_component", "to_dense"]
 
 
 class REDesign(NamedTuple):
@@ -239,6 +240,14 @@ def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
         return "dense", None
     per_level = np.bincount(cols[nz & (ident[cols] == best)], minlength=len(ident))
     return ("schur_obs" if int(per_level.max(initial=0)) <= 1 else "schur", best, size), None
+
+
+def schur_component(mode) -> int | None:
+    """The variance component a ``("schur", c, k_c)`` or ``("schur_obs", c, k_c)`` mode
+    eliminates exactly (its diagonal block, where padded levels go), else None."""
+    if isinstance(mode, tuple) and mode[0] in ("schur", "schur_obs"):
+        return int(mode[1])
+    return None
 
 
 def design_mode(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,

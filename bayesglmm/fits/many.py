@@ -39,6 +39,7 @@ import pandas as pd
 from jax import lax
 
 from .._precision import precision
+from ..linalg import psd
 from ..linalg._blas import single_threaded_blas
 from .._xla import large_options
 from ..exceptions import ConvergenceWarning, SingularFitWarning
@@ -112,9 +113,9 @@ def bytes_per_response(n_pad: int, m: int, k_vc_pad: int, k_a: int, mode, itemsi
     rows = n_pad * (m + 2) * (k_a + 1) * 8
     if mode == "diag":
         per_level = 1
-    elif isinstance(mode, tuple) and mode[0] == "block":
+    elif psd.is_block(mode):
         per_level = mode[1]
-    elif isinstance(mode, tuple) and mode[0] == "schur_block":
+    elif psd.is_schur_block(mode):
         per_level = mode[1] + mode[2]
     else:
         per_level = k_vc_pad

@@ -26,7 +26,7 @@ from .._precision import precision, resolve_dtype
 from .. import sharding as _sharding
 from ..covariance import CorrBlock
 from ..design import buckets as _buckets
-from ..design.ellpack import REDesign, colors, design_layout, from_scipy
+from ..design.ellpack import REDesign, colors, design_layout, from_scipy, schur_component
 from ..boundary import check_fit
 from ..exceptions import ConvergenceWarning, IgnoredArgumentWarning, RankDeficientWarning
 from ..families import Binomial, Family, Poisson
@@ -469,14 +469,14 @@ class MixedGLMBase:
     def _pad_component(self) -> int:
         """The variance component padded levels are assigned to: the one fit_laplace
         eliminates exactly in the Schur mode (its diagonal block), else the first."""
-        mode = self._design_mode
-        return mode[1] if isinstance(mode, tuple) and mode[0] in ("schur", "schur_obs") else 0
+        c = schur_component(self._design_mode)
+        return 0 if c is None else c
 
     def _padded_design(self, fine: bool = False) -> tuple[np.ndarray, str | tuple]:
         """The colouring and H_uu factorisation mode of the padded levels."""
         k_pad = self._bucket(fine).k_pad
         mode = self._design_mode
-        if isinstance(mode, tuple) and mode[0] in ("schur", "schur_obs"):
+        if schur_component(mode) is not None:
             # ("schur", c, k_c): padded levels join component c
             mode = (mode[0], mode[1], mode[2] + k_pad - self.k_vc)
         return _buckets.pad(np.asarray(self._color, np.int32), k_pad), mode
