@@ -200,8 +200,9 @@ def _node_eval_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = 
     what the two compute alike (H_uu's factor's leverages and solves) and the node saves a
     call: 1.5–1.8 → 0.85–0.9 ms a node on grouseticks, 1.1 → 0.9 ms on four crossed factors,
     where the summaries alone took 0.4 and 0.3 ms.  Where the solve goes on, the summaries of
-    the earlier evaluations are dropped.  ``small``: the light compiler options; ``fe_only``:
-    fits.joint.node_hessian's (a fixed design's nodes)."""
+    the earlier evaluations are dropped.  The lattice's nodes (a fixed design's take
+    :func:`_first_kernel`).  ``small``: the light compiler options; ``fe_only``:
+    fits.joint.node_hessian's."""
     return persistent_jit(_vg_node(family, mode, opts, fe_only),
                           compiler_options=light_options() if small else large_options())
 
@@ -214,8 +215,10 @@ def _first_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = Fals
     ``value`` without its J, which ``vg_node`` computes anyway; to ``NODE_INNER_TOL``) and
     :func:`_vg_node` there.
     One call a node instead of two; on CPU 3–8 % of the integrated fit once compiled (four
-    crossed factors: 1.9 → 1.7 ms a node), for one more program to compile (once per model
-    structure, then in the persistent cache)."""
+    crossed factors: 1.9 → 1.7 ms a node).  Called from a u* already solved for, with dθ = 0,
+    its inner solve stops at its first evaluation: so it serves a fixed design's other
+    evaluations too (J's remainder at the mode, a node's later Newton steps), and
+    :func:`_node_eval_kernel` is not compiled for it."""
     obj = objective(family, mode, True, max(opts.inner_tol, NODE_INNER_TOL),
                     opts.inner_maxiter)
     vg_node = _vg_node(family, mode, opts, fe_only)
@@ -512,13 +515,20 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
             # a fixed design (not the lattice, nor a CCD it may replace) needs the
             # derivatives along fe only
             fixed = not (grid or to_lattice)
-            vg = (node_hessian_kernel(family, mode, opts, small, fixed) if data.corr
-                  else _node_eval_kernel(family, mode, opts, small, fixed))  # + node's terms
+            if fixed:  # each node's first evaluation in one program with its inner solve,
+                # which also serves the others from a u* already solved for (its solve then
+                # stops at once): one program to compile, not two
+                first = _first_kernel(family, mode, opts, small, True)
+                no_step = np.zeros_like(theta_hat)
+
+                def vg(theta, u, data, prior):
+                    return first(theta, u, du_hat, no_step, data, prior)[1:]
+            else:
+                vg = (node_hessian_kernel(family, mode, opts, small) if data.corr
+                      else _node_eval_kernel(family, mode, opts, small))  # + node's terms
             D = (np.asarray(H_hat, np.float64)[:kf]
                  - np.asarray(vg(theta_hat, u_hat, data, prior)[2], np.float64))
-            approx = (vg, D)
-            if fixed:  # each node's first evaluation in one program with its inner solve
-                approx += (_first_kernel(family, mode, opts, small, fixed),)
+            approx = (vg, D) + ((first,) if fixed else ())
         T = None
         if skew:
             third = joint_third_kernel(family, mode, small)

@@ -146,8 +146,9 @@ def test_node_eval_program_equals_the_two_it_fuses(crossed, monkeypatch):
 def test_first_evaluation_program_equals_the_two_it_fuses(crossed, monkeypatch):
     """_first_kernel (a fixed design's node's inner solve and first evaluation in one program)
     gives what the fit's ``value`` (to NODE_INNER_TOL) followed by _node_eval_kernel at its u*
-    give; an integrated fit calls it once a node, and its moments equal those of the two
-    programs in turn with the inner solve to the fit's 1e-11."""
+    give; an integrated fit evaluates every node with it (and J's remainder at the mode), and
+    its moments equal those of the two programs in turn with the inner solve to the fit's
+    1e-11."""
     m = crossed
     mode = m._design_mode
     opts = default_options(np.float64)
@@ -179,8 +180,9 @@ def test_first_evaluation_program_equals_the_two_it_fuses(crossed, monkeypatch):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-13)
     monkeypatch.setattr(integrate_mod, "_first_kernel", counted)
+    monkeypatch.setattr(integrate_mod, "_node_eval_kernel", None)  # not used by a fixed design
     fit = _integrated(m)
-    assert len(calls) == 25  # the 5 × 5 grid, one call a node
+    assert len(calls) >= 26  # the 5 × 5 grid's nodes (one call each at least) and the mode
     # the two programs in turn, the inner solve to the fit's own tolerance (1e-11)
     monkeypatch.setattr(integrate_mod, "_first_kernel",
                         lambda *a: unfused(*a, tol=opts.inner_tol))
@@ -193,22 +195,28 @@ def test_first_evaluation_program_equals_the_two_it_fuses(crossed, monkeypatch):
 @pytest.mark.slow  # over ~8 s on CI's two cores
 def test_fixed_designs_take_the_fe_only_derivatives(crossed, monkeypatch):
     """A fixed design (here the 5 × 5 grid) evaluates its nodes with the derivatives along
-    fe only; the lattice (design="grid"), whose neighbour starts need those along vcp, with
-    all — and the fixed design's moments are those of the full derivatives to roundoff."""
+    fe only (_first_kernel, and not _node_eval_kernel); the lattice (design="grid"), whose
+    neighbour starts need those along vcp, with all (_node_eval_kernel) — and the fixed
+    design's moments are those of the full derivatives to roundoff."""
     seen = []
-    real = integrate_mod._node_eval_kernel
+    real, real_first = integrate_mod._node_eval_kernel, integrate_mod._first_kernel
 
-    def spy(*args):
-        seen.append(args[-1])
-        return real(*args)
+    def spy(family, mode, opts, small=False, fe_only=False):
+        seen.append(("eval", fe_only))
+        return real(family, mode, opts, small, fe_only)
+
+    def spy_first(family, mode, opts, small=False, fe_only=False):
+        seen.append(("first", fe_only))
+        return real_first(family, mode, opts, small, fe_only)
 
     monkeypatch.setattr(integrate_mod, "_node_eval_kernel", spy)
+    monkeypatch.setattr(integrate_mod, "_first_kernel", spy_first)
     fit = _integrated(crossed)
-    assert seen == [True]
+    assert seen == [("first", True)]
     _integrated(crossed, design="grid")
-    assert seen == [True, False]
-    monkeypatch.setattr(integrate_mod, "_node_eval_kernel",
-                        lambda *args: real(*args[:-1], False))  # all directions
+    assert seen == [("first", True), ("eval", False)]
+    monkeypatch.setattr(integrate_mod, "_first_kernel",
+                        lambda *args: real_first(*args[:-1], False))  # all directions
     full = _integrated(crossed)
     np.testing.assert_allclose(full.fe_mean, fit.fe_mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(full.cov, fit.cov, rtol=1e-9, atol=1e-12)
