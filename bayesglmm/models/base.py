@@ -476,9 +476,9 @@ class MixedGLMBase:
         """The colouring and H_uu factorisation mode of the padded levels."""
         k_pad = self._bucket(fine).k_pad
         mode = self._design_mode
-        if schur_component(mode) is not None:
+        if isinstance(mode, tuple) and schur_component(mode) is not None:
             # ("schur", c, k_c): padded levels join component c
-            mode = (mode[0], mode[1], mode[2] + k_pad - self.k_vc)
+            mode = (mode[0], mode[1], int(mode[2]) + k_pad - self.k_vc)
         return _buckets.pad(np.asarray(self._color, np.int32), k_pad), mode
 
     def _prior(self) -> Prior:

@@ -205,7 +205,8 @@ class BayesMixedGLMResults(PlotMethods):
         sd = np.where(log_sd <= LOG_SD_MIN + 1e-8, 0.0, np.exp(log_sd))  # singular: 0
         by_first = {int(sd_idx[0]): (np.asarray(sd_idx), np.asarray(z_idx))
                     for _, sd_idx, z_idx in m._corr}
-        rows, done = [], set()
+        rows: list = []
+        done: set[int] = set()
         for i in range(lay.k_sd):
             if i in done:
                 continue
@@ -214,8 +215,10 @@ class BayesMixedGLMResults(PlotMethods):
             s = sd[sd_idx]
             for j, s_j in zip(sd_idx, s):
                 rows.append((labels[j][0], labels[j][1], None, s_j**2, s_j))
-            R = corr_matrix(self.vcp_mean[z_idx], len(sd_idx)) if len(z_idx) else None
-            for b in range(len(sd_idx) if R is not None else 0):
+            if not len(z_idx):
+                continue
+            R = corr_matrix(self.vcp_mean[z_idx], len(sd_idx))
+            for b in range(len(sd_idx)):
                 for a in range(b + 1, len(sd_idx)):
                     rows.append((labels[sd_idx[b]][0], labels[sd_idx[b]][1],
                                  labels[sd_idx[a]][1], R[a, b] * s[a] * s[b], R[a, b]))
