@@ -365,11 +365,12 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
 
 
 def _last_value(value):
-    """``value`` (a ``LaplaceKernels.value``) with its last call remembered: the same
-    arguments again (θ and dθ equal, u and du the same arrays) return the same result.  A
-    lattice point that is screened and then solved starts its solve with the screen's own
-    inner solve (:func:`_screen_node`: one inner solve a point saved, about a quarter of
-    grouseticks' calls)."""
+    """``value`` (a ``LaplaceKernels.value``, or :func:`_first_kernel`'s program) with its
+    last call remembered: the same arguments again (θ and dθ equal, u and du the same
+    arrays) return the same result.  A lattice point that is screened and then solved starts
+    its solve with the screen's own inner solve (:func:`_screen_node`: one inner solve a
+    point saved, about a quarter of grouseticks' calls); a fixed design's central node
+    (θ̂, from û) takes the evaluation that gave J's remainder at the mode."""
     last: list = [None, None]
 
     def call(theta, u, du, dtheta, data, prior):
@@ -518,7 +519,9 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
             if fixed:  # each node's first evaluation in one program with its inner solve,
                 # which also serves the others from a u* already solved for (its solve then
                 # stops at once): one program to compile, not two
-                first = _first_kernel(family, mode, opts, small, True)
+                # (remembering its last call: the central node's first evaluation is the
+                # remainder's at the mode, θ̂ from û)
+                first = _last_value(_first_kernel(family, mode, opts, small, True))
                 no_step = np.zeros_like(theta_hat)
 
                 def vg(theta, u, data, prior):
