@@ -92,7 +92,8 @@ def test_logdet_and_its_derivatives_match_the_dense_reference(kind, force):
 @pytest.mark.parametrize("kind, padded", [("diag", False), ("crossed", False), ("olre", False),
                                           ("olre", True), ("crossed", True), ("block", False),
                                           ("block", True), ("crossed_block", False),
-                                          ("crossed_block", True)])
+                                          pytest.param("crossed_block", True,
+                                                       marks=pytest.mark.slow)])
 def test_inverse_entries_and_conditional_variances_match_the_dense_inverse(kind, padded):
     model = _model(kind)
     with precision(np.float64):
