@@ -200,8 +200,8 @@ def _node_eval_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = 
     what the two compute alike (H_uu's factor's leverages and solves) and the node saves a
     call: 1.5–1.8 → 0.85–0.9 ms a node on grouseticks, 1.1 → 0.9 ms on four crossed factors,
     where the summaries alone took 0.4 and 0.3 ms.  Where the solve goes on, the summaries of
-    the earlier evaluations are dropped.  The lattice's nodes (a fixed design's take
-    :func:`_first_kernel`).  ``small``: the light compiler options; ``fe_only``:
+    the earlier evaluations are dropped.  Used by the lattice's nodes; a fixed design's take
+    :func:`_first_kernel`.  ``small``: the light compiler options; ``fe_only``:
     fits.joint.node_hessian's."""
     return persistent_jit(_vg_node(family, mode, opts, fe_only),
                           compiler_options=light_options() if small else large_options())
