@@ -39,7 +39,7 @@ from .lmm_theta import DECREMENT_TOL, Derivatives, ThetaFit, minimise_theta
 
 __all__ = ["DECREMENT_TOL", "EAGER_COV_MAX_ENTRIES", "EAGER_COV_MAX_M", "HESSIAN_ONLY_MAX_M",
            "LMMFit", "ThetaFit", "default_method", "fit_lmm", "lmm_dtype", "minimise_theta",
-           "psi_cov"]  # DECREMENT_TOL, ThetaFit, minimise_theta: from .lmm_theta
+           "psi_cov", "theta_scale"]  # DECREMENT_TOL, ThetaFit, minimise_theta: from .lmm_theta
 
 # Largest dense block (rows m of the random terms other than the largest) for which the
 # covariance of ψ is formed with the fit; above it it waits for its first use.  One exact
@@ -188,6 +188,62 @@ def default_method(struct: Structure) -> str:
     return "newton" if struct.m <= HESSIAN_ONLY_MAX_M else "lbfgs"
 
 
+def theta_scale(cp: CrossProd, struct: Structure) -> np.ndarray:
+    """L-BFGS-B's diagonal preconditioner (:func:`~.lmm_theta.minimise_theta`'s ``scale``):
+    per θ entry ``√max(h, 1)``, h an estimate of ``∂²d/∂θ²`` near θ̂ from the cross-products
+    alone.
+
+    For one scalar term with relative variance γ = θ² and per level ``n_l`` (``Σ z²`` over
+    the level's rows), the expected information of γ in a one-way layout is
+    ``½ Σ_l (n_l / (1 + n_l γ))²`` (V_l = σ²(I + γ z zᵀ)), so ``E ∂²d/∂γ² = Σ_l (n_l / (1 +
+    n_l γ))²`` for the deviance d = −2ℓ, and ``∂²d/∂θ² = 4γ ∂²d/∂γ²`` at a stationary point.
+    γ is a moment estimate per term (:func:`_moment_gammas`), clipped to [0.01, 100] as the
+    models' start is; terms sharing θ add up.  On the InstEval-shaped design (crossed,
+    m = 1,126) the estimates are within 4–30 % of the exact Hessian's diagonal at θ̂, and
+    L-BFGS-B takes 8 evaluations instead of 11 (crossed random intercepts of 2,000 × 300
+    levels: 6 instead of 8).  Only the optimiser's path depends on it, not the optimum.
+
+    All ones (no preconditioning) where a term is a vector (q > 1): there the start λ = I is
+    far from θ̂, and on simulated crossed designs with a random slope a preconditioned
+    L-BFGS-B (row i's estimate for an entry λ_ij, at the start's γ or a moment one) took
+    20–33 evaluations against 19–21 for the plain one.
+    """
+    if any(q > 1 for q in struct.q):
+        return np.ones(struct.n_theta)
+    h = np.zeros(struct.n_theta)
+    for (n, gamma), ti in zip(_moment_gammas(cp, struct), struct.theta_index):
+        h[ti[0]] += 4.0 * gamma * float(np.sum((n / (1.0 + n * gamma)) ** 2))
+    return np.sqrt(np.maximum(np.where(np.isfinite(h), h, 1.0), 1.0))
+
+
+def _moment_gammas(cp: CrossProd, struct: Structure) -> list:
+    """Per scalar term: ``(n, γ)``, the per-level sums ``n_l = Σ z²`` and a moment estimate of
+    its relative variance γ from the OLS residuals r — the spread of the per-level
+    coefficients ``Σ z r / n_l`` less its sampling part, over σ² (the residual variance less
+    the terms' shares): the estimate of the models' start (``MixedLM._start``, from the rows)
+    from the cross-products, clipped to [0.01, 100]; 1 where there is no spread to measure."""
+    xy = np.asarray(cp.xy, np.float64)
+    p = xy.shape[0] - 1
+    rows = max(float(np.asarray(cp.n)), 1.0)
+    beta = np.linalg.lstsq(xy[:p, :p], xy[:p, p], rcond=None)[0] if p else np.zeros(0)
+    coef = np.concatenate([-beta, [1.0]])
+    v = float(coef @ xy @ coef) / rows  # residual variance
+    diag22, zr2 = np.diagonal(np.asarray(cp.a22)), np.asarray(cp.b2) @ coef
+    sums = [(np.asarray(cp.d11)[:, 0, 0], np.asarray(cp.b1)[:, 0, :] @ coef)]
+    off = 0
+    for L in struct.levels[1:]:
+        sums.append((diag22[off : off + L], zr2[off : off + L]))
+        off += L
+    est = []
+    for n, zr in sums:
+        w, zw = n[n > 0], zr[n > 0]
+        est.append(None if w.size == 0 or v <= 0 else max(
+            float(np.sum(zw**2 / w) / np.sum(w)) - v * float(np.sum(w) / np.sum(w**2)), 0.0))
+    s2 = max(v - sum(e * float(np.sum(n)) / rows for e, (n, _) in zip(est, sums) if e), 0.1 * v)
+    return [(n, 1.0 if e is None else float(np.clip(e / s2, 0.01, 100.0)))
+            for e, (n, _) in zip(est, sums)]
+
+
 def _boundary(theta, struct: Structure, dtype) -> bool:
     """Whether ψ at θ has a variance on (or below) zero, or is not finite."""
     from ..kernels.lmm import psi_blocks, theta_to_psi
@@ -263,7 +319,8 @@ def fit_lmm(cp: CrossProd, struct: Structure, theta0, lower, diag, reml: bool, d
                                theta0, lower, method=method, maxiter=maxiter,
                                gtol=1e-5 if f64 else 1e-2,
                                decrement_tol=DECREMENT_TOL if f64 else 1e-3,
-                               f_tol=1e-12 if f64 else 1e-6)
+                               f_tol=1e-12 if f64 else 1e-6,
+                               scale=theta_scale(cp, struct))
         theta = optim.theta.copy()
         theta[diag] = np.where(theta[diag] < 1e-10, 0.0, theta[diag])
         dev, t, b1k, b2k = engine.estimates(theta)

@@ -156,28 +156,36 @@ def newton_theta(fg: Callable, derivs: Callable, theta0, lower, maxiter: int = 2
     return theta, der, decrement, n_evals, status
 
 
-def _lbfgsb(fg: Callable, theta0, lower, maxiter: int):
-    """scipy's L-BFGS-B from ``theta0``: ``(θ, message)``."""
+def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None):
+    """scipy's L-BFGS-B from ``theta0``: ``(θ, message)``.
+
+    With ``scale`` (positive, one per θ entry) it runs in ``x = scale · θ``: a diagonal
+    preconditioner.  L-BFGS-B's first step has unit length in x and its curvature pairs start
+    from the identity, so with ``scale² ≈ diag ∇²d`` its early steps are about Newton's
+    length (:func:`bayesglmm.fits.lmm.theta_scale`); the minimiser is the same.
+    """
     import scipy.optimize  # only here: its import costs a fresh process up to ~0.3 s
+
+    s = np.ones(len(theta0)) if scale is None else np.asarray(scale, np.float64)
 
     def fg_scipy(x):
         try:
-            v, g = fg(x)
+            v, g = fg(x / s)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros_like(x)
-        v, g = float(v), np.asarray(g, dtype=np.float64)
+        v, g = float(v), np.asarray(g, dtype=np.float64) / s
         return (v, g) if np.isfinite(v) else (np.inf, np.zeros_like(x))
 
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    bounds = [(lo * si if np.isfinite(lo) else None, None) for lo, si in zip(lower, s)]
     res = scipy.optimize.minimize(
-        fg_scipy, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
-        options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-9, "maxcor": 20})
-    return np.maximum(res.x, lower), str(res.message)
+        fg_scipy, np.asarray(theta0, np.float64) * s, jac=True, method="L-BFGS-B",
+        bounds=bounds, options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-9, "maxcor": 20})
+    return np.maximum(res.x / s, lower), str(res.message)
 
 
 def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method: str = "newton",
                    maxiter: int = 1000, gtol: float = 1e-5, decrement_tol: float = DECREMENT_TOL,
-                   f_tol: float = 1e-12) -> ThetaFit:
+                   f_tol: float = 1e-12, scale=None) -> ThetaFit:
     """Minimise ``d(θ)`` subject to ``θ ≥ lower`` (``-inf`` for unbounded coordinates).
 
     ``method``: ``"newton"`` (:func:`newton_theta` from ``theta0``), ``"lbfgs"`` (scipy's
@@ -188,7 +196,8 @@ def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method:
     lower deviance kept: d is not convex in θ, and the projected Newton steps can reach a bound
     on the way to a better interior minimum that L-BFGS-B's more cautious path finds.
     ``converged`` when the Newton decrement is at most ``decrement_tol`` or, as before, the
-    largest free gradient component is below ``gtol·max(1, |d|)``.
+    largest free gradient component is below ``gtol·max(1, |d|)``.  ``scale`` (optional, one
+    positive number per θ entry) preconditions L-BFGS-B (:func:`_lbfgsb`).
     """
     count = [0]
 
@@ -202,7 +211,7 @@ def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method:
     def local(start, route):  # one local search: (θ, exact Derivatives or None, decrement, msg)
         message = ""
         if route != "newton":
-            start, message = _lbfgsb(fg_counted, start, lower, maxiter)
+            start, message = _lbfgsb(fg_counted, start, lower, maxiter, scale)
         if derivs is None:  # L-BFGS-B alone, no Hessian formed
             return start, None, float("nan"), message
         der0 = _derivs_or_none(derivs, start)
