@@ -156,8 +156,10 @@ def newton_theta(fg: Callable, derivs: Callable, theta0, lower, maxiter: int = 2
     return theta, der, decrement, n_evals, status
 
 
-def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None):
-    """scipy's L-BFGS-B from ``theta0``: ``(θ, message)``.
+def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float = 1e-12):
+    """scipy's L-BFGS-B from ``theta0``: ``(θ, message)``; it stops when an iteration
+    decreases d by less than ``ftol·max(|d|, 1)`` (relative roundoff of d: float32 deviances
+    cannot meet float64's 1e-12, and L-BFGS-B then runs on until a line search fails).
 
     With ``scale`` (positive, one per θ entry) it runs in ``x = scale · θ``: a diagonal
     preconditioner.  L-BFGS-B's first step has unit length in x and its curvature pairs start
@@ -179,7 +181,7 @@ def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None):
     bounds = [(lo * si if np.isfinite(lo) else None, None) for lo, si in zip(lower, s)]
     res = scipy.optimize.minimize(
         fg_scipy, np.asarray(theta0, np.float64) * s, jac=True, method="L-BFGS-B",
-        bounds=bounds, options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-9, "maxcor": 20})
+        bounds=bounds, options={"maxiter": maxiter, "ftol": ftol, "gtol": 1e-9, "maxcor": 20})
     return np.maximum(res.x / s, lower), str(res.message)
 
 
@@ -211,7 +213,7 @@ def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method:
     def local(start, route):  # one local search: (θ, exact Derivatives or None, decrement, msg)
         message = ""
         if route != "newton":
-            start, message = _lbfgsb(fg_counted, start, lower, maxiter, scale)
+            start, message = _lbfgsb(fg_counted, start, lower, maxiter, scale, max(f_tol, 1e-12))
         if derivs is None:  # L-BFGS-B alone, no Hessian formed
             return start, None, float("nan"), message
         der0 = _derivs_or_none(derivs, start)
