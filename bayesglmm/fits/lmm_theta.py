@@ -156,7 +156,8 @@ def newton_theta(fg: Callable, derivs: Callable, theta0, lower, maxiter: int = 2
     return theta, der, decrement, n_evals, status
 
 
-def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float = 1e-12):
+def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float = 1e-12,
+            fg_last: Callable | None = None):
     """scipy's L-BFGS-B from ``theta0``: ``(θ, message)``; it stops when an iteration
     decreases d by less than ``ftol·max(|d|, 1)`` (relative roundoff of d: float32 deviances
     cannot meet float64's 1e-12, and L-BFGS-B then runs on until a line search fails).
@@ -165,18 +166,33 @@ def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float =
     preconditioner.  L-BFGS-B's first step has unit length in x and its curvature pairs start
     from the identity, so with ``scale² ≈ diag ∇²d`` its early steps are about Newton's
     length (:func:`bayesglmm.fits.lmm.theta_scale`); the minimiser is the same.
+
+    ``fg_last`` (optional) gives the same ``(d, ∇d)`` as ``fg`` from the program that also
+    forms the Hessian, which the caller needs where L-BFGS-B stops: it serves the evaluation
+    that is likely the last — the one after a point whose predicted decrease ``½‖∇_x d‖²``
+    (the free coordinates, with the identity as the Hessian in x) is already below the
+    stopping threshold — so that the fit does not evaluate that point twice.  A wrong guess
+    costs that one Hessian, never a result: both give the same numbers.
     """
     import scipy.optimize  # only here: its import costs a fresh process up to ~0.3 s
 
     s = np.ones(len(theta0)) if scale is None else np.asarray(scale, np.float64)
+    lo = np.where(np.isfinite(lower), np.asarray(lower, np.float64) * s, -np.inf)
+    state = {"pred": np.inf, "f": 0.0}
 
     def fg_scipy(x):
+        last = fg_last is not None and state["pred"] <= ftol * max(abs(state["f"]), 1.0)
         try:
-            v, g = fg(x / s)
+            v, g = (fg_last if last else fg)(x / s)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros_like(x)
         v, g = float(v), np.asarray(g, dtype=np.float64) / s
-        return (v, g) if np.isfinite(v) else (np.inf, np.zeros_like(x))
+        if not np.isfinite(v):
+            state["pred"] = np.inf
+            return np.inf, np.zeros_like(x)
+        free = ~((x <= lo + 1e-10) & (g > 0))  # at a bound the gradient points out: held
+        state["f"], state["pred"] = v, 0.5 * float(g[free] @ g[free])
+        return v, g
 
     bounds = [(lo * si if np.isfinite(lo) else None, None) for lo, si in zip(lower, s)]
     res = scipy.optimize.minimize(
@@ -187,7 +203,7 @@ def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float =
 
 def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method: str = "newton",
                    maxiter: int = 1000, gtol: float = 1e-5, decrement_tol: float = DECREMENT_TOL,
-                   f_tol: float = 1e-12, scale=None) -> ThetaFit:
+                   f_tol: float = 1e-12, scale=None, fg_last: Callable | None = None) -> ThetaFit:
     """Minimise ``d(θ)`` subject to ``θ ≥ lower`` (``-inf`` for unbounded coordinates).
 
     ``method``: ``"newton"`` (:func:`newton_theta` from ``theta0``), ``"lbfgs"`` (scipy's
@@ -199,7 +215,8 @@ def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method:
     on the way to a better interior minimum that L-BFGS-B's more cautious path finds.
     ``converged`` when the Newton decrement is at most ``decrement_tol`` or, as before, the
     largest free gradient component is below ``gtol·max(1, |d|)``.  ``scale`` (optional, one
-    positive number per θ entry) preconditions L-BFGS-B (:func:`_lbfgsb`).
+    positive number per θ entry) preconditions L-BFGS-B, and ``fg_last`` (optional: ``fg``
+    from the Hessian's program) serves its likely last evaluation (:func:`_lbfgsb`).
     """
     count = [0]
 
@@ -210,10 +227,15 @@ def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method:
             _progress.report(count[0], float(out[0]), float(np.max(np.abs(out[1]), initial=0)))
         return out
 
+    def last_counted(x):  # fg through the Hessian's program: counted as an evaluation
+        count[0] += 1
+        return fg_last(x)
+
     def local(start, route):  # one local search: (θ, exact Derivatives or None, decrement, msg)
         message = ""
         if route != "newton":
-            start, message = _lbfgsb(fg_counted, start, lower, maxiter, scale, max(f_tol, 1e-12))
+            start, message = _lbfgsb(fg_counted, start, lower, maxiter, scale, max(f_tol, 1e-12),
+                                     None if fg_last is None else last_counted)
         if derivs is None:  # L-BFGS-B alone, no Hessian formed
             return start, None, float("nan"), message
         der0 = _derivs_or_none(derivs, start)

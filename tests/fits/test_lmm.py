@@ -198,3 +198,41 @@ def test_float32_lbfgsb_stops_at_its_roundoff():
     assert abs(r32.deviance - r64.deviance) < 1e-2
     np.testing.assert_allclose(r32.params, r64.params, rtol=1e-3, atol=1e-3)
     assert r32.optim.n_evals <= 2 * r64.optim.n_evals
+
+
+def test_lbfgsb_last_evaluation_through_the_hessian_program(monkeypatch):
+    """On the L-BFGS-B route the evaluation after a point whose predicted decrease is below
+    L-BFGS-B's stopping threshold goes to the Hessian's program (fits.lmm_theta._lbfgsb's
+    fg_last): θ̂ is evaluated once, by that program, whose Hessian certifies the optimum; the
+    fit equals the one that evaluates θ̂ twice."""
+    from bayesglmm.kernels import lmm as kernels_lmm
+
+    seen = {"evaluate": [], "second_order": []}
+    real = kernels_lmm.programs
+
+    def counting(cp, struct):
+        ev, so = real(cp, struct)
+
+        def ev_c(theta, *a):
+            seen["evaluate"].append(np.asarray(theta).tobytes())
+            return ev(theta, *a)
+
+        def so_c(theta, *a):
+            seen["second_order"].append(np.asarray(theta).tobytes())
+            return so(theta, *a)
+
+        return ev_c, so_c
+
+    monkeypatch.setattr(kernels_lmm, "programs", counting)
+    model = mixedlm("y ~ x + (1|g) + (1|h)", _crossed_frame())
+    res = model.fit()
+    theta_hat = np.asarray(res.optim.theta, np.float64).tobytes()
+    assert seen["second_order"] == [theta_hat]
+    assert theta_hat not in seen["evaluate"]
+    monkeypatch.setattr(fits_lmm._Engine, "value_grad_second", lambda self, th: self.full(th)[:2])
+    seen["evaluate"].clear(), seen["second_order"].clear()
+    twice = model.fit()
+    assert theta_hat in seen["evaluate"] and seen["second_order"] == [theta_hat]
+    np.testing.assert_array_equal(twice.optim.theta, res.optim.theta)
+    np.testing.assert_allclose(twice.deviance, res.deviance, rtol=1e-13)
+    np.testing.assert_allclose(twice.bse, res.bse, rtol=1e-10)
