@@ -96,15 +96,18 @@ def _grouped_pairs(c_row, c_lvl, c_val, lvl_cls, n_cls, m):
         order = np.argsort(c_lvl, kind="stable")
         b = sp.csr_matrix((c_val[order, 0], (c_row.astype(np.int64) * K + ent_cls)[order],
                            _indptr(c_lvl, L1)), shape=(L1, m * K))
-        # columns sorted within each row: two linear conversions (half sort_indices' time
-        # on the InstEval-like design's 2·10⁶ entries)
-        prod = (a @ b).tocsc().tocsr()
+        prod = a @ b
         i = np.repeat(np.arange(m, dtype=np.int64), np.diff(prod.indptr))
         # i ≥ j  ⟺  column j·K + k < (i + 1)·K: the lower triangle before splitting the columns
         keep = prod.indices < (i + 1) * K
-        i = i[keep]
-        j, k = np.divmod(prod.indices[keep].astype(np.int64), K)
-        return i * m + j, k, prod.data[keep][:, None, None]
+        lower = sp.csr_matrix((prod.data[keep], prod.indices[keep], _indptr(i[keep], m)),
+                              shape=prod.shape)
+        # columns sorted within each row, after dropping the upper triangle (half the entries):
+        # two linear conversions (half sort_indices' time)
+        lower = lower.tocsc().tocsr()
+        i = np.repeat(np.arange(m, dtype=np.int64), np.diff(lower.indptr))
+        j, k = np.divmod(lower.indices.astype(np.int64), K)
+        return i * m + j, k, lower.data[:, None, None]
     # general q₁: every pair of entries sharing a level, then summed by (i, j, class)
     order = np.argsort(c_lvl, kind="stable")
     row_s, lvl_s, val_s = c_row[order], c_lvl[order], c_val[order]
