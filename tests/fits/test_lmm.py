@@ -230,7 +230,8 @@ def test_lbfgsb_last_evaluation_through_the_hessian_program(monkeypatch):
     assert seen["second_order"] == [theta_hat]
     assert theta_hat not in seen["evaluate"]
     monkeypatch.setattr(fits_lmm._Engine, "value_grad_second", lambda self, th: self.full(th)[:2])
-    seen["evaluate"].clear(), seen["second_order"].clear()
+    for calls in seen.values():
+        calls.clear()
     twice = model.fit()
     assert theta_hat in seen["evaluate"] and seen["second_order"] == [theta_hat]
     np.testing.assert_array_equal(twice.optim.theta, res.optim.theta)
