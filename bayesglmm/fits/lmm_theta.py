@@ -172,16 +172,19 @@ def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float =
     that is likely the last — the one after a point whose predicted decrease ``½‖∇_x d‖²``
     (the free coordinates, with the identity as the Hessian in x) is already below the
     stopping threshold — so that the fit does not evaluate that point twice.  A wrong guess
-    costs that one Hessian, never a result: both give the same numbers.
+    costs that one Hessian, never a result: both give the same numbers; after two wrong guesses
+    (L-BFGS-B creeping on with tiny steps) ``fg`` serves the rest.
     """
     import scipy.optimize  # only here: its import costs a fresh process up to ~0.3 s
 
     s = np.ones(len(theta0)) if scale is None else np.asarray(scale, np.float64)
     lo = np.where(np.isfinite(lower), np.asarray(lower, np.float64) * s, -np.inf)
-    state = {"pred": np.inf, "f": 0.0}
+    state = {"pred": np.inf, "f": 0.0, "guesses": 0}
 
     def fg_scipy(x):
-        last = fg_last is not None and state["pred"] <= ftol * max(abs(state["f"]), 1.0)
+        last = (fg_last is not None and state["guesses"] < 2
+                and state["pred"] <= ftol * max(abs(state["f"]), 1.0))
+        state["guesses"] += last
         try:
             v, g = (fg_last if last else fg)(x / s)
         except np.linalg.LinAlgError:

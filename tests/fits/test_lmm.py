@@ -237,3 +237,27 @@ def test_lbfgsb_last_evaluation_through_the_hessian_program(monkeypatch):
     np.testing.assert_array_equal(twice.optim.theta, res.optim.theta)
     np.testing.assert_allclose(twice.deviance, res.deviance, rtol=1e-13)
     np.testing.assert_allclose(twice.bse, res.bse, rtol=1e-10)
+
+
+def test_lbfgsb_last_guesses_are_bounded():
+    """fits.lmm_theta._lbfgsb: where the predicted decrease is below the stopping threshold
+    but L-BFGS-B goes on (a flat, badly scaled objective), the Hessian's program serves at most
+    two evaluations, and the minimiser is the one found without it."""
+    from bayesglmm.fits.lmm_theta import _lbfgsb
+
+    c = np.array([1e-7, 3e-7])
+
+    def fg(x):
+        return 1.0 + 0.5 * float(c @ x**2), c * x
+
+    calls = []
+
+    def fg_last(x):
+        calls.append(x.copy())
+        return fg(x)
+
+    lower = np.full(2, -np.inf)
+    with_last, _ = _lbfgsb(fg, np.ones(2), lower, 200, fg_last=fg_last)
+    plain, _ = _lbfgsb(fg, np.ones(2), lower, 200)
+    assert 1 <= len(calls) <= 2
+    np.testing.assert_array_equal(with_last, plain)
