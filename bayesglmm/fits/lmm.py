@@ -44,10 +44,12 @@ __all__ = ["DECREMENT_TOL", "EAGER_COV_MAX_ENTRIES", "EAGER_COV_MAX_M", "HESSIAN
 # Largest dense block (rows m of the random terms other than the largest) for which the
 # covariance of ψ is formed with the fit; above it it waits for its first use.  One exact
 # Hessian costs a fixed multiple of one evaluation at any m (both O(m³): the factorisation, S⁻¹
-# and per θ entry two m × m products, kernels.lmm.second_order), about a dozen on the
-# InstEval-shaped design (m = 1,126): a fraction of any fit.  The bounds are of memory: the
-# Hessian holds n_θ m × m tangents at once (at most EAGER_COV_MAX_ENTRIES entries, 400 MB in
-# float64, per array).
+# and per θ entry two m × m products, kernels.lmm.second_order), about five on the
+# InstEval-shaped design (m = 1,126, n_θ = 3): a fraction of any fit.  The bounds were of
+# memory while the Hessian batched its n_θ tangents (jax.jacfwd: n_θ m² entries per array, at
+# most EAGER_COV_MAX_ENTRIES, 400 MB in float64); it now maps them one at a time (one m × m
+# tangent per array), and n_θ m² bounds its time instead: 4 n_θ m³ flops of products, at most
+# 8·10¹¹ at m = 4,000 (seconds on a 2-core machine).
 EAGER_COV_MAX_M = 4000
 EAGER_COV_MAX_ENTRIES = 50_000_000
 
