@@ -100,12 +100,12 @@ def _grouped_pairs(c_row, c_lvl, c_val, lvl_cls, n_cls, m):
         i = np.repeat(np.arange(m, dtype=np.int64), np.diff(prod.indptr))
         # i ≥ j  ⟺  column j·K + k < (i + 1)·K: the lower triangle before splitting the columns
         keep = prod.indices < (i + 1) * K
-        lower = sp.csr_matrix((prod.data[keep], prod.indices[keep], _indptr(i[keep], m)),
+        i = i[keep]  # rows in order, and they stay so below
+        lower = sp.csr_matrix((prod.data[keep], prod.indices[keep], _indptr(i, m)),
                               shape=prod.shape)
         # columns sorted within each row, after dropping the upper triangle (half the entries):
         # two linear conversions (half sort_indices' time)
         lower = lower.tocsc().tocsr()
-        i = np.repeat(np.arange(m, dtype=np.int64), np.diff(lower.indptr))
         j, k = np.divmod(lower.indices.astype(np.int64), K)
         return i * m + j, k, lower.data[:, None, None]
     # general q₁: every pair of entries sharing a level, then summed by (i, j, class)

@@ -127,10 +127,6 @@ class _Engine:
         dev, grad, _ = self.full(theta)
         return dev, grad
 
-    def value_grad_second(self, theta):
-        """``(d, ∇d)`` from the Hessian's program (which then holds θ's Hessian too)."""
-        return self.second(theta)[:2]
-
     def derivs(self, theta) -> Derivatives:
         value, grad, hess = self.second(theta)[:3]
         return Derivatives(float(value), np.asarray(grad, np.float64),
@@ -329,11 +325,7 @@ def fit_lmm(cp: CrossProd, struct: Structure, theta0, lower, diag, reml: bool, d
                                gtol=1e-5 if f64 else 1e-2,
                                decrement_tol=DECREMENT_TOL if f64 else 1e-3,
                                f_tol=1e-12 if f64 else 1e-6,
-                               scale=theta_scale(cp, struct),
-                               # the Hessian's program for L-BFGS-B's likely last evaluation,
-                               # where the Hessian is wanted next
-                               fg_last=engine.value_grad_second
-                               if method == "lbfgs" or (method == "lbfgs-only" and eager) else None)
+                               scale=theta_scale(cp, struct))
         theta = optim.theta.copy()
         theta[diag] = np.where(theta[diag] < 1e-10, 0.0, theta[diag])
         dev, t, b1k, b2k = engine.estimates(theta)

@@ -178,7 +178,7 @@ def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float =
     import scipy.optimize  # only here: its import costs a fresh process up to ~0.3 s
 
     s = np.ones(len(theta0)) if scale is None else np.asarray(scale, np.float64)
-    lo = np.where(np.isfinite(lower), np.asarray(lower, np.float64) * s, -np.inf)
+    lo = np.where(np.isfinite(lower), np.asarray(lower, np.float64) * s, -np.inf)  # in x
     state = {"pred": np.inf, "f": 0.0, "guesses": 0}
 
     def fg_scipy(x):
@@ -197,7 +197,7 @@ def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float =
         state["f"], state["pred"] = v, 0.5 * float(g[free] @ g[free])
         return v, g
 
-    bounds = [(lo * si if np.isfinite(lo) else None, None) for lo, si in zip(lower, s)]
+    bounds = [(b if np.isfinite(b) else None, None) for b in lo]
     res = scipy.optimize.minimize(
         fg_scipy, np.asarray(theta0, np.float64) * s, jac=True, method="L-BFGS-B",
         bounds=bounds, options={"maxiter": maxiter, "ftol": ftol, "gtol": 1e-9, "maxcor": 20})
@@ -206,7 +206,7 @@ def _lbfgsb(fg: Callable, theta0, lower, maxiter: int, scale=None, ftol: float =
 
 def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method: str = "newton",
                    maxiter: int = 1000, gtol: float = 1e-5, decrement_tol: float = DECREMENT_TOL,
-                   f_tol: float = 1e-12, scale=None, fg_last: Callable | None = None) -> ThetaFit:
+                   f_tol: float = 1e-12, scale=None) -> ThetaFit:
     """Minimise ``d(θ)`` subject to ``θ ≥ lower`` (``-inf`` for unbounded coordinates).
 
     ``method``: ``"newton"`` (:func:`newton_theta` from ``theta0``), ``"lbfgs"`` (scipy's
@@ -218,27 +218,31 @@ def minimise_theta(fg: Callable, derivs: Callable | None, theta0, lower, method:
     on the way to a better interior minimum that L-BFGS-B's more cautious path finds.
     ``converged`` when the Newton decrement is at most ``decrement_tol`` or, as before, the
     largest free gradient component is below ``gtol·max(1, |d|)``.  ``scale`` (optional, one
-    positive number per θ entry) preconditions L-BFGS-B, and ``fg_last`` (optional: ``fg``
-    from the Hessian's program) serves its likely last evaluation (:func:`_lbfgsb`).
+    positive number per θ entry) preconditions L-BFGS-B; where ``derivs`` follows L-BFGS-B,
+    it also serves L-BFGS-B's likely last evaluation (:func:`_lbfgsb`'s ``fg_last``), so that
+    the point the Hessian is then formed at is not evaluated twice (``derivs`` is expected to
+    remember its last results, as the fits' is).
     """
     count = [0]
 
-    def fg_counted(x):
-        count[0] += 1
-        out = fg(x)
-        if _progress.active():  # each evaluation (bayesglmm.progress)
-            _progress.report(count[0], float(out[0]), float(np.max(np.abs(out[1]), initial=0)))
-        return out
+    def counted(fn):
+        def call(x):
+            count[0] += 1
+            out = fn(x)
+            if _progress.active():  # each evaluation (bayesglmm.progress)
+                _progress.report(count[0], float(out[0]),
+                                 float(np.max(np.abs(out[1]), initial=0)))
+            return out
+        return call
 
-    def last_counted(x):  # fg through the Hessian's program: counted as an evaluation
-        count[0] += 1
-        return fg_last(x)
+    fg_counted = counted(fg)
+    last_counted = None if derivs is None else counted(lambda x: derivs(x)[:2])
 
     def local(start, route):  # one local search: (θ, exact Derivatives or None, decrement, msg)
         message = ""
         if route != "newton":
             start, message = _lbfgsb(fg_counted, start, lower, maxiter, scale, max(f_tol, 1e-12),
-                                     None if fg_last is None else last_counted)
+                                     last_counted)
         if derivs is None:  # L-BFGS-B alone, no Hessian formed
             return start, None, float("nan"), message
         der0 = _derivs_or_none(derivs, start)
