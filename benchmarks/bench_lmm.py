@@ -150,7 +150,7 @@ def ours(df, formula, **kw):
     return first, warm, r, float(np.median(ts))
 
 
-def _lmer_columns(lm4, first, warm) -> dict:
+def _lmer_columns(lm4, warm) -> dict:
     """The lme4 columns of a row (``lm4`` from :func:`lmer_fit`)."""
     if lm4 is None:
         return {"lmer (in R)": "no R/lme4", "lmer Rscript": "", "lmer / ours warm": "",
@@ -178,7 +178,7 @@ def main():
                                   else f"> {SM_CAP_SLOPE / first:.0f}x"),
         "llf bayesglmm": f"{r.llf:.3f}",
         "llf statsmodels": f"{llf_sm:.3f}",
-        **_lmer_columns(lm4, first, warm),
+        **_lmer_columns(lm4, warm),
     })
     df = insteval_like()
     first, warm, r, per_eval = ours(df, "y ~ service + (1 | s) + (1 | d) + (1 | dept)")
@@ -195,7 +195,7 @@ def main():
                                   else f"> {SM_CAP_CROSSED / first:.0f}x"),
         "llf bayesglmm": f"{r.llf:.3f}",
         "llf statsmodels": f"{llf_sm:.3f}" if t_sm is not None else "—",
-        **_lmer_columns(lm4, first, warm),
+        **_lmer_columns(lm4, warm),
     })
     vc = r.varcorr
     cols = list(rows[0])
