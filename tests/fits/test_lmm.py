@@ -264,3 +264,43 @@ def test_lbfgsb_last_guesses_are_bounded():
     plain, _ = _lbfgsb(fg, np.ones(2), lower, 200)
     assert 1 <= len(calls) <= 2
     np.testing.assert_array_equal(with_last, plain)
+
+
+def test_lbfgsb_stops_where_roundoff_stalls_it(monkeypatch):
+    """fits.lmm_theta._lbfgsb: a deviance that float32 rounds flat near its minimiser, with a
+    gradient whose roundoff does not vanish there (pseudo-random, as a float32 gradient's),
+    stalls L-BFGS-B's line search on one point; after STALL_EVALS evaluations without a
+    decrease it stops at the best point seen.  Without the stop the line search spends its tries
+    there (15 evaluations here; the float32 crossed fit of test_float32_lbfgsb_stops_at_its_
+    roundoff: 17 against 7 in float64)."""
+    import zlib
+
+    from bayesglmm.fits import lmm_theta
+    from bayesglmm.fits.lmm_theta import STALL_EVALS, _lbfgsb
+
+    target = np.array([0.5, 0.3])
+
+    def fg(x):
+        f = np.float32(18000.0) + np.float32(2000.0 * np.sum((x - target) ** 2))
+        noise = np.random.default_rng(zlib.crc32(x.tobytes())).normal(0.0, 1.4, 2)
+        return float(f), 4000.0 * (x - target) + noise
+
+    def run():
+        calls = []
+
+        def counted(x):
+            calls.append(x.copy())
+            return fg(x)
+
+        theta, message = _lbfgsb(counted, target + np.array([3e-4, -2e-4]), np.zeros(2), 200,
+                                 scale=np.full(2, 70.0), ftol=1e-6)
+        return theta, message, len(calls)
+
+    theta, message, n = run()
+    assert "roundoff" in message
+    assert n == 1 + STALL_EVALS
+    np.testing.assert_allclose(theta, target, atol=1e-3)
+    monkeypatch.setattr(lmm_theta, "STALL_EVALS", 10**9)
+    theta_on, _, n_on = run()
+    assert n_on > 2 * n
+    assert fg(theta_on)[0] == fg(theta)[0]
