@@ -83,6 +83,7 @@ class _Memo:
 
     def __init__(self, fn, size=4):
         self.fn, self.size, self.memo = fn, size, {}
+        self.calls = 0  # calls of fn (results not remembered)
 
     def has(self, theta) -> bool:
         return np.asarray(theta, np.float64).tobytes() in self.memo
@@ -94,6 +95,7 @@ class _Memo:
             if len(self.memo) >= self.size:
                 self.memo.pop(next(iter(self.memo)))
             self.memo[key] = self.fn(x)
+            self.calls += 1
         return self.memo[key]
 
 
@@ -326,6 +328,10 @@ def fit_lmm(cp: CrossProd, struct: Structure, theta0, lower, diag, reml: bool, d
                                decrement_tol=DECREMENT_TOL if f64 else 1e-3,
                                f_tol=1e-12 if f64 else 1e-6,
                                scale=theta_scale(cp, struct))
+        # the compiled programs' calls, each θ once (minimise_theta cannot tell which of its
+        # requests the memos served: it counts one Hessian more where the Hessian's program
+        # served L-BFGS-B's last evaluation)
+        optim = optim._replace(n_evals=engine.full.calls + engine.second.calls)
         theta = optim.theta.copy()
         theta[diag] = np.where(theta[diag] < 1e-10, 0.0, theta[diag])
         dev, t, b1k, b2k = engine.estimates(theta)

@@ -41,7 +41,7 @@ class ThetaFit(NamedTuple):
     fun: float  # deviance at theta
     grad_norm: float  # max |∇d| over the free coordinates
     converged: bool
-    n_evals: int
+    n_evals: int  # evaluations (fits.lmm.fit_lmm: its compiled programs' calls)
     message: str
     derivs: Derivatives | None = None  # exact d, ∇d, ∇²d at theta (None if not formed)
     decrement: float = float("nan")  # Newton decrement ½gᵀH⁻¹g at theta (free coordinates)

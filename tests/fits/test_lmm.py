@@ -229,6 +229,8 @@ def test_lbfgsb_last_evaluation_through_the_hessian_program(monkeypatch):
     theta_hat = np.asarray(res.optim.theta, np.float64).tobytes()
     assert seen["second_order"] == [theta_hat]
     assert theta_hat not in seen["evaluate"]
+    # n_evals counts the programs' calls (it counted θ̂'s Hessian a second time)
+    assert res.optim.n_evals == len(seen["evaluate"]) + 1
     from bayesglmm.fits import lmm_theta
 
     plain_lbfgsb = lmm_theta._lbfgsb  # without fg_last: θ̂ evaluated by L-BFGS-B, then again
@@ -237,6 +239,7 @@ def test_lbfgsb_last_evaluation_through_the_hessian_program(monkeypatch):
         calls.clear()
     twice = model.fit()
     assert theta_hat in seen["evaluate"] and seen["second_order"] == [theta_hat]
+    assert twice.optim.n_evals == len(seen["evaluate"]) + 1 == res.optim.n_evals + 1
     np.testing.assert_array_equal(twice.optim.theta, res.optim.theta)
     np.testing.assert_allclose(twice.deviance, res.deviance, rtol=1e-13)
     np.testing.assert_allclose(twice.bse, res.bse, rtol=1e-10)
