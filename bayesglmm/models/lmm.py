@@ -13,7 +13,7 @@ from ..exceptions import SINGULAR_TOL, ConvergenceWarning, SingularFitWarning
 from ..design.crossprod import cross_products
 from ..formula.lmm import Design, design_from_arrays, lmm_design
 from ..formula.random import check_covariates
-from ..fits.lmm import fit_lmm, lmm_dtype  # building a model imports no JAX
+from ..fits.lmm import fit_lmm, lmm_dtype, start_theta  # building a model imports no JAX
 from .lmm_options import subset_rows as _subset, unused_keywords as _unused
 from .lmm_statsmodels import StatsmodelsModelMixin
 
@@ -289,15 +289,16 @@ class MixedLM(StatsmodelsModelMixin):
         dt = lmm_dtype(dtype or self.dtype)
         if start_params is not None:
             start_params = check_start(start_params, "start_params", self.n_theta)
-        theta0 = self._start() if start_params is None else np.asarray(start_params, np.float64)
-        if theta0.shape != (self.n_theta,):
-            raise ValueError(f"start_params must have {self.n_theta} values, got {theta0.shape}")
         if devices is None:
             cp, st = self._crossprod(dt)
         else:
             from ..sharding import make_mesh
 
             cp, st = self._crossprod(dt, None, make_mesh(devices))
+        theta0 = (self._start(cp, st) if start_params is None
+                  else np.asarray(start_params, np.float64))
+        if theta0.shape != (self.n_theta,):
+            raise ValueError(f"start_params must have {self.n_theta} values, got {theta0.shape}")
         from ..progress import reporting
 
         with reporting(progress, "MixedLM.fit"):
@@ -362,43 +363,13 @@ class MixedLM(StatsmodelsModelMixin):
             self._diag_cache = new
         return self._diag_cache
 
-    def _start(self):
-        """Starting θ: λ = I (lme4), with moment estimates for scalar terms.
-
-        For a scalar term, the spread of per-level means of the OLS residuals gives a rough
-        σ²_t; θ_t = σ_t / σ (clipped to [0.01, 10]).  A start nearer the optimum saves
-        evaluations on large crossed designs; the optimum itself does not depend on it.  The
-        floor keeps the start off θ_t = 0, where d is stationary in θ_t (even in it); at 0.1
-        it held small terms away from their optimum (the InstEval shape's 14 departments,
-        θ̂ = 0.059 from 0.082: 7 → 6 evaluations; on 28 simulated crossed fits, two and three
-        factors, REML and ML, true variances from 0 to 1: 272 → 200 evaluations in all, the
-        same optima to 1e-9).
-        """
-        d = self.design
-        theta = self._theta0.copy()
-        beta, *_ = np.linalg.lstsq(d.X, d.y, rcond=None)
-        r = d.y - d.X @ beta
-        v = r.var()
-        if v <= 0:
-            return theta
-        est = {}
-        for t, ti in zip(d.terms, self._theta_index):
-            if t.q != 1 or t.tkey in est:
-                continue
-            cnt = np.bincount(t.codes, minlength=t.n_levels).astype(float)
-            zr = np.bincount(t.codes, weights=t.z[:, 0] * r, minlength=t.n_levels)
-            zz = np.bincount(t.codes, weights=t.z[:, 0] ** 2, minlength=t.n_levels)
-            ok = zz > 0
-            means = zr[ok] / zz[ok]
-            between = np.average(means**2, weights=cnt[ok])
-            nbar = np.average(cnt[ok], weights=cnt[ok])
-            est[t.tkey] = (int(ti[0, 0]), max(between - v / max(nbar, 1.0), 0.0))
-        if not est:
-            return theta
-        s2 = max(v - sum(e for _, e in est.values()), 0.1 * v)
-        for k, e in est.values():
-            theta[k] = float(np.clip(np.sqrt(e / s2), 0.01, 10.0))
-        return theta
+    def _start(self, cp=None, struct=None):
+        """Starting θ: λ = I (lme4), with moment estimates for scalar terms from the
+        cross-products (:func:`bayesglmm.fits.lmm.start_theta`; the model's own, in its dtype,
+        unless given)."""
+        if cp is None:
+            cp, struct = self._crossprod(lmm_dtype(self.dtype))
+        return start_theta(cp, struct, self._theta0)
 
     def __repr__(self) -> str:
         """Formula, rows, fixed effects and each factor's levels (bayesglmm._repr)."""

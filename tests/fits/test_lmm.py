@@ -165,7 +165,7 @@ def test_theta_scale_preconditions_lbfgsb(monkeypatch):
     then Newton) its estimate of ∇²d's diagonal at θ̂ is within 35 % of the exact one, and the
     preconditioned L-BFGS-B reaches the same optimum in fewer evaluations than the plain one;
     with a vector term it does not precondition."""
-    from bayesglmm.fits.lmm import _moment_gammas, theta_scale
+    from bayesglmm.fits.lmm import moment_gammas, theta_scale
 
     df = _crossed_frame()
     cp_v, vector = mixedlm("y ~ x + (1|g) + (x|h)", df)._crossprod(np.float64)
@@ -174,8 +174,8 @@ def test_theta_scale_preconditions_lbfgsb(monkeypatch):
     cp, struct = model._crossprod(np.float64)
     assert default_method(struct) == "lbfgs"
     res = model.fit()
-    # its γ's are the models' moment start (from the rows) computed from the cross-products
-    gammas = [g for _, g in _moment_gammas(cp, struct)]
+    # its γ's are the models' moment start
+    gammas = [g for _, g in moment_gammas(cp, struct)]
     start = model._start()[[ti[0] for ti in struct.theta_index]]
     np.testing.assert_allclose(np.sqrt(gammas), start, rtol=1e-10)
     est = theta_scale(cp, struct) ** 2
@@ -307,3 +307,57 @@ def test_lbfgsb_stops_where_roundoff_stalls_it(monkeypatch):
     theta_on, _, n_on = run()
     assert n_on > 2 * n
     assert fg(theta_on)[0] == fg(theta)[0]
+
+
+def _moment_start_from_rows(model):
+    """The reference of fits.lmm.start_theta: the moment start computed from the rows (OLS
+    residuals r; per scalar term the count-weighted spread of the level means of r less its
+    sampling part, over σ²), clipped to [0.01, 10]."""
+    d = model.design
+    theta = np.array(model._theta0, np.float64)  # λ = I
+    beta = np.linalg.lstsq(d.X, d.y, rcond=None)[0]
+    r = d.y - d.X @ beta
+    v = r.var()
+    est = {}
+    for t, ti in zip(d.terms, model._theta_index):
+        if t.q != 1:
+            continue
+        cnt = np.bincount(t.codes, minlength=t.n_levels).astype(float)
+        means = np.bincount(t.codes, weights=r, minlength=t.n_levels)[cnt > 0] / cnt[cnt > 0]
+        between = np.average(means**2, weights=cnt[cnt > 0])
+        nbar = np.average(cnt[cnt > 0], weights=cnt[cnt > 0])
+        est[int(np.asarray(ti).ravel()[0])] = max(between - v / nbar, 0.0)
+    s2 = max(v - sum(est.values()), 0.1 * v)
+    for k, e in est.items():
+        theta[k] = np.clip(np.sqrt(e / s2), 0.01, 10.0)
+    return theta
+
+
+@pytest.mark.parametrize("formula, sds", [
+    ("y ~ x + (1|g) + (1|h)", (0.5, 0.3, 0.0)),
+    ("y ~ x + (1|g) + (1|h) + (1|k)", (0.5, 0.3, 0.05)),
+    ("y ~ x + (1|g) + (1|h) + (1|k)", (0.5, 0.0, 0.0)),  # floors
+    ("y ~ x + (x|g) + (1|h)", (0.5, 0.3, 0.0)),  # a vector term keeps λ = I
+])
+def test_start_from_cross_products_equals_the_rows(formula, sds):
+    """fits.lmm.start_theta (the moment start from the cross-products, O(levels)) equals the
+    same estimate from the rows, for random intercepts (z = 1), with the floor 0.01 where a
+    variance is estimated at zero, and λ = I for a vector term."""
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    n, ng, nh, nk = 3000, 120, 40, 6
+    g, h, k = rng.integers(0, ng, n), rng.integers(0, nh, n), rng.integers(0, nk, n)
+    x = rng.normal(size=n)
+    y = (1 + 0.5 * x + rng.normal(0, sds[0], ng)[g] + rng.normal(0, sds[1], nh)[h]
+         + rng.normal(0, sds[2], nk)[k] + rng.normal(size=n))
+    df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str), "h": h.astype(str),
+                       "k": k.astype(str)})
+    model = mixedlm(formula, df)
+    got, want = model._start(), _moment_start_from_rows(model)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    if "(x|g)" in formula:
+        np.testing.assert_array_equal(got[:3], [1.0, 0.0, 1.0])  # λ_g = I: θ (1, 0, 1)
+        assert got[3] != 1.0
+    if sds[1] == 0.0 and "(1|k)" in formula:
+        assert np.min(got) == 0.01
