@@ -237,9 +237,9 @@ def start_theta(cp: CrossProd, struct: Structure, theta0) -> np.ndarray:
     the same optima to 1e-9)."""
     theta = np.array(theta0, np.float64)
     done: set = set()
-    for (_, gamma), ti, q in zip(moment_gammas(cp, struct), struct.theta_index, struct.q):
+    for (_, gamma), ti in zip(moment_gammas(cp, struct), struct.theta_index):
         k = int(ti[0])
-        if q == 1 and gamma is not None and k not in done:
+        if gamma is not None and k not in done:  # (None for a vector term)
             theta[k] = float(np.clip(np.sqrt(gamma), 0.01, 10.0))
             done.add(k)
     return theta
