@@ -189,8 +189,8 @@ def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
                   corr=()) -> tuple[str | tuple, np.ndarray | None]:
     """How the marginal Laplace fit factors H_uu = ΛᵀZᵀWZΛ + I (static, linalg.psd), and its
     blocks: ``(mode, blocks)`` with mode ``"diag"``, ``("block", q)``,
-    ``("schur_block", q, k_r, r_terms)``, ``("schur", c, k_c)``, ``("schur_obs", c, k_c)`` or
-    ``"dense"``, and blocks the (nb, q) columns of :func:`design_blocks` in the two block
+    ``("schur_block", q, k_r, r_terms)``, ``("schur", c, k_c)``, ``("schur_obs", c, k_c, k_1)``
+    or ``"dense"``, and blocks the (nb, q) columns of :func:`design_blocks` in the two block
     modes (else None).  ``corr``: the (G, q_b) column arrays of the correlated terms (Λ's
     q_b × q_b blocks, one per level).
 
@@ -207,6 +207,9 @@ def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
     columns form a diagonal block D of H_uu = [[D, B], [Bᵀ, C]], eliminated exactly:
     log det H = Σ log D + log det(C − BᵀD⁻¹B), so Cholesky works on the Schur complement of
     size k_vc − k_c only (the largest such component is chosen; grouseticks: 584 → 181).
+    ``"schur_obs"`` where each level of c holds at most one row (an observation-level effect),
+    with k_1 the rest's leading columns whose block of that Schur complement is diagonal
+    (:func:`_leading_diagonal`; grouseticks: BROOD's 118 of the 181).
     ``"dense"``: Cholesky of the full H_uu.
     """
     nz = np.asarray(vals) != 0
@@ -239,7 +242,24 @@ def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
     if best is None or size == len(ident):
         return "dense", None
     per_level = np.bincount(cols[nz & (ident[cols] == best)], minlength=len(ident))
-    return ("schur_obs" if int(per_level.max(initial=0)) <= 1 else "schur", best, size), None
+    if int(per_level.max(initial=0)) > 1:
+        return ("schur", best, size), None
+    return ("schur_obs", best, size, _leading_diagonal(cols, nz, ident, best)), None
+
+
+def _leading_diagonal(cols: np.ndarray, nz: np.ndarray, ident: np.ndarray, c: int) -> int:
+    """How many leading columns of the rest (the columns outside component c, in order) belong
+    to one component with no two non-zeros in a row: their block of the Schur complement
+    S = I + Σ_i w̃_i ẑ_ir ẑ_irᵀ of the ``"schur_obs"`` mode is diagonal (linalg.psd's
+    block factorisation of S); 0 if the first such column's component has two in a row."""
+    rest = np.flatnonzero(ident != c)
+    if not len(rest):
+        return 0
+    t = ident[rest[0]]
+    if int((nz & (ident[cols] == t)).sum(axis=1).max(initial=0)) > 1:
+        return 0
+    run = np.flatnonzero(ident[rest] != t)
+    return int(run[0]) if len(run) else len(rest)
 
 
 def schur_component(mode) -> int | None:

@@ -478,7 +478,7 @@ class MixedGLMBase:
         mode = self._design_mode
         if isinstance(mode, tuple) and schur_component(mode) is not None:
             # ("schur", c, k_c): padded levels join component c
-            mode = (mode[0], mode[1], int(mode[2]) + k_pad - self.k_vc)
+            mode = (mode[0], mode[1], int(mode[2]) + k_pad - self.k_vc, *mode[3:])
         return _buckets.pad(np.asarray(self._color, np.int32), k_pad), mode
 
     def _prior(self) -> Prior:

@@ -51,6 +51,28 @@ def test_design_mode_keeps_an_observation_level_component_by_rows():
         m = _model(kind)
         assert design_mode(*m.re_design, m.ident)[0] == first
     assert _model("block")._design_mode == ("block", 2)
+    # the rest of the observation-level mode: two crossed factors, the first (5 levels) with
+    # a diagonal block of the Schur complement (factored by blocks; its tests below)
+    assert _model("olre")._design_mode == ("schur_obs", 2, 30, 5)
+
+
+def test_lead_diagonal_is_the_rests_first_grouping_factor():
+    """k_1 of ``("schur_obs", c, k_c, k_1)``: the rest's leading component's columns when no
+    row touches two of them (grouseticks' nested BROOD, 118 of 181), else 0 (a random slope
+    first: two non-zeros a row in its block)."""
+    rng = np.random.default_rng(5)
+    n = 60
+    brood = rng.integers(0, 12, n)
+    loc = brood // 3  # nested: each brood at one location
+    Z = np.hstack([np.eye(12)[brood], np.eye(n), np.eye(4)[loc]])
+    ident = np.r_[np.zeros(12, int), np.ones(n, int), np.full(4, 2)]
+    m = bg.PoissonBayesMixedGLM(rng.poisson(2.0, n), np.ones((n, 1)), Z, ident)
+    assert m._design_mode == ("schur_obs", 1, n, 12)
+    x = rng.normal(size=n)
+    Zs = np.hstack([np.eye(4)[loc], np.eye(4)[loc] * x[:, None], np.eye(n)])
+    ids = np.r_[np.zeros(8, int), np.ones(n, int)]  # one component: intercept and slope
+    ms = bg.PoissonBayesMixedGLM(rng.poisson(2.0, n), np.ones((n, 1)), Zs, ids)
+    assert ms._design_mode[:3] == ("schur_obs", 1, n) and ms._design_mode[3] == 0
 
 
 @pytest.mark.slow  # over ~8 s on CI's two cores (.ci/run runs it)
@@ -163,7 +185,7 @@ def test_an_observation_level_component_never_forms_its_rows_by_levels_block():
         data = model._data()
         mode = design_mode(np.asarray(data.Z.cols), np.asarray(data.Z.vals),
                            np.asarray(data.ident))
-        assert mode == ("schur_obs", 1, n)
+        assert mode == ("schur_obs", 1, n, levels)  # the rest: one grouping factor
         vcp = jnp.asarray([-0.3, -0.8])
         w = jnp.asarray(rng.uniform(0.5, 3.0, n))
         b = jnp.ones(n + levels)

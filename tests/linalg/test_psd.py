@@ -160,3 +160,46 @@ def test_spd_rules_match_autodiff_through_the_cholesky_factor(spd):
     for a, r in zip(d2, d2_ref):
         np.testing.assert_allclose(a, r, rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(g, fd, rtol=1e-6)  # reverse mode transposes the linear rule
+
+
+@pytest.mark.parametrize("k1", [0, 3, 5, 8])
+def test_lead_diag_factor_and_inverse_match_the_dense_ones(k1):
+    """A Schur complement whose leading k1 × k1 block is diagonal (the ``"schur_obs"`` mode's,
+    a grouping factor of the rest): its factor by blocks is LAPACK's Cholesky factor, its
+    inverse by blocks S⁻¹, and the inverse's derivative (−S⁻¹dS·S⁻¹) that of autodiff through
+    the dense factor, to second order — k1 = 0 (no block) and k1 = k (all diagonal) too."""
+    rs = np.random.default_rng(4)
+    k = 8
+    M = rs.normal(size=(k, k))
+    S0 = M @ M.T + k * np.eye(k)
+    E = rs.normal(size=(k, k))
+    E = E + E.T
+    S0[:k1, :k1] = np.diag(np.diag(S0)[:k1])  # the structure, kept along the direction E
+    E[:k1, :k1] = np.diag(np.diag(E)[:k1])
+
+    def ours(t):
+        S = jnp.asarray(S0) + t * jnp.asarray(E)
+        L = psd.lead_diag_cholesky(S, k1)
+        return L, psd.lead_diag_inverse(S, L, k1)
+
+    def ref(t):
+        S = jnp.asarray(S0) + t * jnp.asarray(E)
+        L = jnp.linalg.cholesky(S)
+        return L, jax.scipy.linalg.cho_solve((L, True), jnp.eye(k, dtype=S.dtype))
+
+    @jax.jit  # one program (op by op, each operation compiles separately)
+    def run(t):
+        return (ours(t), ref(t), jax.jacfwd(lambda s: ours(s)[1])(t),
+                jax.jacfwd(lambda s: ref(s)[1])(t),
+                jax.jacfwd(jax.jacfwd(lambda s: ours(s)[1]))(t),
+                jax.jacfwd(jax.jacfwd(lambda s: ref(s)[1]))(t))
+
+    with precision(np.float64):
+        (L, Si), (L_ref, Si_ref), d1, d1_ref, d2, d2_ref = run(0.1)
+    np.testing.assert_allclose(L, L_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(Si, np.linalg.inv(S0 + 0.1 * E), rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(Si, Si_ref, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(d1, d1_ref, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(d2, d2_ref, rtol=1e-9, atol=1e-12)
+    assert psd.lead_diag(("schur_obs", 1, 10, k1)) == k1
+    assert psd.lead_diag(("schur_obs", 1, 10)) == 0 and psd.lead_diag(("schur", 1, 10)) == 0
