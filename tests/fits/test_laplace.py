@@ -83,7 +83,9 @@ def test_grouseticks_matches_glmer():
         {"BROOD": "0 + C(BROOD)", "INDEX": "0 + C(INDEX)", "LOCATION": "0 + C(LOCATION)"},
         datasets.load("grouseticks"))
     assert model.vcp_names == ["BROOD", "INDEX", "LOCATION"]
-    assert _mode(model) == ("schur_obs", 1, 403)  # INDEX eliminated by rows; Cholesky of 181²
+    # INDEX eliminated by rows; of the other 181 columns, BROOD's 118 (a diagonal block of
+    # the Schur complement) by blocks: Cholesky of 63²
+    assert _mode(model) == ("schur_obs", 1, 403, 118)
     fit = _fit(model, priors=False)
     assert fit.success and fit.grad_norm < 1e-6
     np.testing.assert_allclose(fit.fe, GROUSE_FE, rtol=1e-3)
@@ -266,12 +268,14 @@ def _which(which, crossed):
 def test_derivatives_agree_across_factorisations(which, crossed):
     """∇J, ∇²J and du*/dθ at u* (objective.vgh_at, with log det H_uu's written-out derivative
     and H_uu's blocks) are the same from the diagonal or Schur factor as from the dense one
-    (and, for an observation-level component kept by rows, as from the general Schur one)."""
+    (and, for an observation-level component kept by rows, as from the general Schur one and
+    as without factoring the rest's leading diagonal block by blocks)."""
     model = _which(which, crossed)
     mode = _mode(model)
     assert mode == {"one factor": "diag", "crossed": ("schur", 0, 6),
-                    "observation level": ("schur_obs", 2, 30)}[which]
-    modes = (mode, "dense") + ((("schur",) + mode[1:],) if mode[0] == "schur_obs" else ())
+                    "observation level": ("schur_obs", 2, 30, 6)}[which]
+    modes = (mode, "dense") + ((("schur",) + mode[1:3], mode[:3])
+                               if mode[0] == "schur_obs" else ())
     with precision(np.float64):
         theta = jnp.array(_THETA[which])
         data, prior = model._data(), model._prior()
