@@ -16,8 +16,9 @@ below), and
 
 with δ the second-order correction of the Laplace approximation of the integral over the
 random effects (kernels.laplace_correction: fourth and squared third derivatives of the
-rows' loglik, leverages), added on the product Gauss–Hermite grids and the lattice and left
-out on the central composite design (:func:`uses_correction`).
+rows' loglik, leverages), added on the product Gauss–Hermite grids, the lattice and a
+central composite design that fits p̃ (its misfit within ``CCD_MISFIT``), left out on one
+that misfits (:func:`uses_correction`).
 
 Moments mix by the law of total variance: E[fe] = Σ π_k fe_k,
 Cov(fe) = Σ π_k (C_k + (fe_k − E fe)(fe_k − E fe)ᵀ), likewise vc with Var(vc | vcp_k) =
@@ -108,8 +109,12 @@ NODE_DECREMENT = 5e-3
 NODE_INNER_TOL = 1e-7
 DESIGNS = ("auto", "ccd", "grid")
 # the CCD is kept while log p̃ at its points is within this of the mode's Gaussian
-# (:func:`gaussian_misfit`); grouseticks' skewed vcp posterior: 0.7 (vcp_p = 1)
-CCD_MISFIT = 0.5
+# (:func:`gaussian_misfit`); grouseticks' skewed vcp posterior: 0.77 (vcp_p = 1), 0.51
+# (0.5).  Simulated Poisson and binary models with three variance components
+# (docs/which_fit.md): misfits of 0.39–0.49 left the CCD's vcp SDs 7–23% narrow (two
+# checked against NUTS: 7.8% and 23%, the lattice within 1.3% and 3.1%), while with misfits
+# of 0.27–0.35 the CCD (with the correction) was within 0.04 SD and 2.4% of the lattice
+CCD_MISFIT = 0.35
 LATTICE_AUTO_DIM = 3  # design="auto" replaces a misfitting CCD by the lattice up to this
 QUICK_DECREMENT = 0.02  # a lattice node takes one unevaluated Newton step from this close
 
@@ -230,20 +235,30 @@ def _first_kernel(family: Family, mode, opts: LaplaceOptions, small: bool = Fals
     return persistent_jit(first, compiler_options=light_options() if small else large_options())
 
 
-def uses_correction(k_vcp: int, n_points: int | None = None) -> bool:
+def uses_correction(k_vcp: int, n_points: int | None = None,
+                    misfit: float | None = None) -> bool:
     """Whether :func:`integrate_vcp` adds the second-order Laplace correction by default:
-    on the product Gauss–Hermite grids (``k_vcp`` ≤ 2, or ``n_points`` given), not on the
-    central composite design (the lattice always adds it).
+    on the product Gauss–Hermite grids (``k_vcp`` ≤ 2, or ``n_points`` given) and the lattice
+    (always), and on the central composite design where its ``misfit``
+    (:func:`fits.nodes.gaussian_misfit`, before the correction) is within
+    :data:`CCD_MISFIT` — a CCD that resolves p̃ — not where it misfits (or is not known).
 
     The correction moves log p̃(vcp | y) by O(1/n) per random effect, mostly where a
     variance is large and the conditionals are skewed.  On a design that resolves p̃ it
     removes the Laplace bias of the vcp means (grouseticks on a 5 × 5 × 31 grid: the
     largest error 0.11 → 0.017 NUTS posterior SD at vcp_p = 1, 0.12 → 0.029 at 0.5; cbpp:
-    0.030 → 0.001); on the CCD, whose 15 points truncate the long left tail of grouseticks'
-    LOCATION log SD, the corrected weights shift mass towards that tail and the largest
-    error grows (0.11 → 0.17), so it is left out there (docs/which_fit.md).
+    0.030 → 0.001; simulated crossed binary designs with three well-determined variance
+    components, kept on the CCD: 0.09–0.15 → ≤ 0.04 SD against the lattice); on a CCD that
+    misfits, as the 15 points that truncate the long left tail of grouseticks' LOCATION log
+    SD, the corrected weights shift mass towards that tail and the largest error grows
+    (0.11 → 0.17), so it is left out there (docs/which_fit.md).
+
+    >>> uses_correction(2), uses_correction(3), uses_correction(3, misfit=0.1)
+    (True, False, True)
     """
-    return is_product_grid(k_vcp, n_points)
+    if is_product_grid(k_vcp, n_points):
+        return True
+    return misfit is not None and misfit <= CCD_MISFIT
 
 
 class _Node(NamedTuple):
@@ -257,6 +272,7 @@ class _Node(NamedTuple):
     mode: np.ndarray | None = None  # (k_fep,) the conditional mode of fe
     dfe: np.ndarray | None = None  # (k_fep, k_vcp) its derivative in vcp
     norm: float = 0.0  # log p̃ − J(fe*): (k_fep/2)·log 2π − ½ log det C⁻¹ [+ δ]
+    delta: float = 0.0  # δ(θ_k), whether or not ``norm`` holds it (0 where not computed)
 
 
 def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data, prior,
@@ -340,6 +356,7 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
     g = np.asarray(s.g, np.float64)
     d = -C @ g
     norm = 0.5 * kf * _LOG_2PI - 0.5 * float(np.sum(np.log(w)))
+    dsum = 0.0
     if node is None:
         vc, var_cond, J, _ = (np.asarray(x, np.float64)
                               for x in kern.finish(theta, s.u, du_F, data, prior))
@@ -347,8 +364,9 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
         out = (last_terms[2] if last_terms and last_terms[0] is s.x and last_terms[1] is s.u
                else node(theta, s.u, *du_F, data))
         vc, var_cond, J, terms, shift = (np.asarray(x, np.float64) for x in out)
+        dsum = float(np.sum(terms))
         if delta:  # log p(y | θ) ≈ Laplace + δ(θ) (relative error O(n⁻²))
-            norm += float(np.sum(terms))
+            norm += dsum
         if vc_skew:
             vc = vc + shift
     logp = -float(s.f) + 0.5 * float(g @ C @ g) + norm
@@ -361,7 +379,7 @@ def _solve_node(kern, T, node, delta: bool, vc_skew: bool, vcp, fe0, base, data,
     # dfe*/dvcp = −H_ff⁻¹ H_fv (implicit function theorem on ∇_fe J = 0): a neighbour's start
     dfe = -C @ np.asarray(last_H[0], np.float64)[kf:].T
     return _Node(fe, C, logp, vc, var, quick or int(s.status) == 0, (theta, s.u, du_F[0]),
-                 np.asarray(s.x, np.float64) + d, dfe, norm)
+                 np.asarray(s.x, np.float64) + d, dfe, norm, dsum)
 
 
 def _last_value(value):
@@ -426,8 +444,9 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
         Add the second-order correction of the Laplace approximation of the random effects'
         integral (kernels.laplace_correction) to each node's log p̃(vcp | y); independent
         terms only (skipped for correlated terms).  Default (None): with the product
-        Gauss–Hermite grids (one or two variance parameters, or ``n_points`` given) and the
-        lattice, not with the central composite design (:func:`uses_correction`).
+        Gauss–Hermite grids (one or two variance parameters, or ``n_points`` given), the
+        lattice, and the central composite design where its misfit is within
+        :data:`CCD_MISFIT` (:func:`uses_correction`).
     design : ``"auto"``, ``"ccd"`` or ``"grid"``
         For three or more variance parameters (without ``n_points``): ``"ccd"`` the central
         composite design; ``"grid"`` the lattice of :mod:`fits.lattice`, which follows a
@@ -555,6 +574,8 @@ def integrate_vcp(family: Family, data: Data, prior: Prior, fit: LaplaceFit, *, 
             logp = np.array([n.logp for n in nodes])
             lw = np.log(wz) + logp + 0.5 * np.sum(z**2, axis=1)
             off = gaussian_misfit(z, logp)
+            if correct is None and not use_delta and uses_correction(kp, n_points, off):
+                lw = lw + np.array([n.delta for n in nodes])  # a CCD that resolves p̃
             if checks_ccd and off > CCD_MISFIT:
                 grid = to_lattice
                 what = ("so it is integrated over a lattice that follows it instead "
