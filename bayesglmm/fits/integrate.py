@@ -112,8 +112,9 @@ DESIGNS = ("auto", "ccd", "grid")
 # (:func:`gaussian_misfit`); grouseticks' skewed vcp posterior: 0.77 (vcp_p = 1), 0.51
 # (0.5).  Simulated Poisson and binary models with three variance components
 # (docs/which_fit.md): misfits of 0.39–0.49 left the CCD's vcp SDs 7–23% narrow (two
-# checked against NUTS: 7.8% and 23%, the lattice within 1.3% and 3.1%), while with misfits
-# of 0.27–0.35 the CCD (with the correction) was within 0.04 SD and 2.4% of the lattice
+# checked against NUTS: 9.0% and 22.5%, the lattice within 1.1% and 2.3%), while with
+# misfits of 0.27–0.35 the CCD (with the correction) was within 0.04 SD and 2.4% of the
+# lattice
 CCD_MISFIT = 0.35
 LATTICE_AUTO_DIM = 3  # design="auto" replaces a misfitting CCD by the lattice up to this
 QUICK_DECREMENT = 0.02  # a lattice node takes one unevaluated Newton step from this close

@@ -418,6 +418,77 @@ def test_grouseticks_ccd_on_request_is_what_the_misfit_warns_about():
     assert r.vcp_sd[2] / sd_ref - 1 < -0.2
 
 
+def _three_components(case):
+    """A simulated Poisson model of tests/reference/nuts_three_components.py (400 rows: an
+    observation-level effect and two grouping factors, "nested" or "crossed")."""
+    import pandas as pd
+
+    df = pd.read_csv(REF / "three_components.csv")
+    df = df[df["case"] == case].drop(columns="case").reset_index(drop=True)
+    return bg.PoissonBayesMixedGLM.from_formula(
+        "y ~ x", {"A": "0 + C(A)", "B": "0 + C(B)", "O": "0 + C(O)"}, df, vcp_p=1.0)
+
+
+def _fe_vcp_errors(model, integ, ref):
+    """(fe/vcp mean errors in NUTS posterior SDs, fe/vcp SD ratios − 1)."""
+    m_ref = np.r_[list(ref["fe_mean"].values()), list(ref["vcp_mean"].values())]
+    s_ref = np.r_[list(ref["fe_sd"].values()), list(ref["vcp_sd"].values())]
+    assert len(m_ref) == model.k_fep + model.k_vcp
+    return ((np.r_[integ.fe_mean, integ.vcp_mean] - m_ref) / s_ref,
+            np.sqrt(np.diag(integ.cov)) / s_ref - 1)
+
+
+# measured against NUTS (fe and vcp, max |mean error| in SDs, max |SD ratio − 1|):
+#   nested  (CCD misfit 0.47): lattice 0.013, 0.023;  CCD 0.13, 0.225 (the B log SD)
+#   crossed (CCD misfit 0.39): lattice 0.008, 0.011;  CCD 0.12, 0.090
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["nested", "crossed"])
+def test_a_ccd_that_misfits_by_less_than_half_is_left_for_the_lattice(case):
+    """Misfits between CCD_MISFIT (0.35) and the former threshold 0.5: the CCD's log SDs come
+    out more than 5% narrow against NUTS, so integrate=True takes the lattice — with the
+    warning — which meets the firm target (means within 0.05 SD, SDs within 5%)."""
+    from bayesglmm.fits.integrate import CCD_MISFIT
+
+    ref = json.loads((REF / "posterior_nuts_three_components.json").read_text())["fits"][case]
+    model = _three_components(case)
+    with pytest.warns(IntegrationWarning, match=f"more than {CCD_MISFIT}.*lattice that"):
+        integ = _integrated(model)
+    assert len(integ.weights) > 100
+    dm, ds = _fe_vcp_errors(model, integ, ref)
+    np.testing.assert_array_less(np.abs(dm), 0.05)
+    np.testing.assert_array_less(np.abs(ds), 0.05)
+    ccd = _integrated(model, design="ccd")
+    assert len(ccd.weights) == 15
+    _, ds_ccd = _fe_vcp_errors(model, ccd, ref)
+    assert np.abs(ds_ccd).max() > 0.07
+
+
+def test_a_ccd_within_its_misfit_adds_the_laplace_correction(monkeypatch):
+    """Where the CCD is kept (its misfit within CCD_MISFIT, here raised so that a small model
+    keeps it), the default adds the second-order Laplace correction: the same weights as
+    correct=True, not correct=False; on request (design="ccd") above the threshold it is
+    left out."""
+    model = _three_components("crossed")
+    with precision(np.float64):
+        data, prior, mode = model._data(), model._prior(), model._design_mode
+        fit = fit_laplace(model.family, data, prior, model.k_fep, mode=mode, priors=True)
+
+        def run(**kw):
+            return integrate_vcp(model.family, data, prior, fit, mode=mode, **kw)
+
+        plain, corrected = run(design="ccd", correct=False), run(design="ccd", correct=True)
+        np.testing.assert_allclose(run(design="ccd").weights, plain.weights, rtol=1e-6)
+        monkeypatch.setattr(integrate_mod, "CCD_MISFIT", 1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", IntegrationWarning)
+            auto = run()
+    assert len(auto.weights) == 15
+    # (equal to the node solves' tolerance: each stops at a Newton decrement, not exactly)
+    np.testing.assert_allclose(auto.weights, corrected.weights, rtol=1e-6)
+    np.testing.assert_allclose(auto.vcp_mean, corrected.vcp_mean, rtol=1e-6)
+    assert np.abs(corrected.vcp_mean - plain.vcp_mean).max() > 1e-3
+
+
 # ----------------------------------------------------------------------------- scale
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["crossed-binary", "four-factors", "grouseticks"])
