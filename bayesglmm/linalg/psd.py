@@ -15,8 +15,8 @@
   each level of c holds at most one row (an observation-level effect: ``("schur_obs", c,
   k_c, k_1)``), D⁻¹B is kept by rows (:class:`RowsY`): its non-zeros, never the k_c × k_r
   block; the Schur complement's leading k_1 × k_1 block is then diagonal (a grouping factor
-  of the rest), and its factor and inverse are formed by blocks (:func:`lead_diag_cholesky`,
-  :func:`lead_diag_inverse`): dense work on the other k_r − k_1 columns only.
+  of the rest), and its factor and inverse are formed by blocks (:func:`lead_diag_factor`,
+  :func:`spd_inverse` with ``k1``): dense work on the other k_r − k_1 columns only.
   Solves with the Schur complement S and its inverse (:func:`spd_solve`,
   :func:`spd_inverse`) are differentiated in S by −S⁻¹dS·, not through its factorisation.
 * Batched block-Jacobi preconditioned conjugate gradients (:func:`pcg`) for H_vv·x = b with
@@ -36,7 +36,7 @@ from . import block_diag
 
 __all__ = ["RowsY", "SchurFactor", "abs_inv", "abs_solve", "block_solve", "factor", "inv_diag",
            "is_block", "is_schur_block", "lead_diag", "lead_diag_cholesky",
-           "lead_diag_factor", "lead_diag_inverse", "logdet", "pcg", "rows_inverse", "schur_factor",
+           "lead_diag_factor", "logdet", "pcg", "rows_inverse", "schur_factor",
            "schur_index", "solve", "spd_inverse", "spd_solve", "unpermute"]
 
 
@@ -177,19 +177,33 @@ def _spd_solve_jvp(primals, tangents):
     return x, spd_solve(S, L, db - dS @ x)
 
 
-@jax.custom_jvp
-def spd_inverse(S, L):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def spd_inverse(S, L, k1: int = 0):
     """S⁻¹ for the symmetric positive-definite S (k, k) from its Cholesky factor L,
     differentiated in S only: d(S⁻¹) = −S⁻¹·dS·S⁻¹ (two products per direction; through the
-    factorisation it would be the Cholesky JVP, a triangular solve and two products)."""
-    return jax.scipy.linalg.cho_solve((L, True), jnp.eye(L.shape[0], dtype=L.dtype))
+    factorisation it would be the Cholesky JVP, a triangular solve and two products).
+
+    With a diagonal leading ``k1`` × ``k1`` block (static; L = :func:`lead_diag_cholesky` (S,
+    k1)), by blocks: with L⁻¹ = [[L₁₁⁻¹, 0], [N, M]], M = L₂₂⁻¹ and N = −M·L₂₁L₁₁⁻¹,
+    S⁻¹ = [[L₁₁⁻² + NᵀN, NᵀM], [MᵀN, MᵀM]] — one triangular inverse of size k₂ and three
+    products instead of two k × k triangular solves (grouseticks: 290 → ~40 µs)."""
+    if k1 == 0:
+        return jax.scipy.linalg.cho_solve((L, True), jnp.eye(L.shape[0], dtype=L.dtype))
+    k2 = L.shape[0] - k1
+    l1 = jnp.diagonal(L)[:k1]
+    M = jax.scipy.linalg.solve_triangular(L[k1:, k1:], jnp.eye(k2, dtype=L.dtype), lower=True)
+    N = -M @ (L[k1:, :k1] / l1[None, :])
+    S11 = N.T @ N + jnp.diag(1.0 / l1**2)
+    S21 = M.T @ N
+    return jnp.concatenate([jnp.concatenate([S11, S21.T], axis=1),
+                            jnp.concatenate([S21, M.T @ M], axis=1)], axis=0)
 
 
 @spd_inverse.defjvp
-def _spd_inverse_jvp(primals, tangents):
+def _spd_inverse_jvp(k1, primals, tangents):
     S, L = primals
     dS, _ = tangents
-    Si = spd_inverse(S, L)
+    Si = spd_inverse(S, L, k1)
     return Si, -(Si @ dS @ Si)
 
 
@@ -221,32 +235,6 @@ def lead_diag_factor(s1, R):
     L22 = jnp.linalg.cholesky(R[:, k1:] - L21 @ L21.T)
     top = jnp.concatenate([jnp.diag(l1), jnp.zeros((k1, R.shape[0]), R.dtype)], axis=1)
     return jnp.concatenate([top, jnp.concatenate([L21, L22], axis=1)], axis=0)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def lead_diag_inverse(S, L, k1: int):
-    """S⁻¹ as :func:`spd_inverse`, for L = :func:`lead_diag_cholesky` (S, k1): with
-    L⁻¹ = [[L₁₁⁻¹, 0], [N, M]], M = L₂₂⁻¹ and N = −M·L₂₁L₁₁⁻¹,
-    S⁻¹ = [[L₁₁⁻² + NᵀN, NᵀM], [MᵀN, MᵀM]] — one triangular inverse of size k₂ and three
-    products instead of two k × k triangular solves (grouseticks: 290 → ~40 µs)."""
-    if k1 == 0:
-        return spd_inverse(S, L)
-    k2 = L.shape[0] - k1
-    l1 = jnp.diagonal(L)[:k1]
-    M = jax.scipy.linalg.solve_triangular(L[k1:, k1:], jnp.eye(k2, dtype=L.dtype), lower=True)
-    N = -M @ (L[k1:, :k1] / l1[None, :])
-    S11 = N.T @ N + jnp.diag(1.0 / l1**2)
-    S21 = M.T @ N
-    return jnp.concatenate([jnp.concatenate([S11, S21.T], axis=1),
-                            jnp.concatenate([S21, M.T @ M], axis=1)], axis=0)
-
-
-@lead_diag_inverse.defjvp
-def _lead_diag_inverse_jvp(k1, primals, tangents):
-    S, L = primals
-    dS, _ = tangents
-    Si = lead_diag_inverse(S, L, k1)
-    return Si, -(Si @ dS @ Si)
 
 
 def is_block(mode) -> bool:
@@ -326,10 +314,10 @@ def rows_inverse(F: SchurFactor, k1: int = 0):
     pairs in row i) and y_i row i's non-zeros of Y, the diagonal of the (c, c) block is
     dd_j = 1/d_j + y_iᵀG_iy_i at j = pc_i (one row per level), and the (c, rest) entry at row
     i's level and slot b is hdr_ib = −(y_iᵀG_i)_b.  S⁻¹ is formed (k_r × k_r, from the
-    factor: :func:`spd_inverse`; by blocks where its leading ``k1`` × ``k1`` block is diagonal,
-    :func:`lead_diag_inverse`), never the (c, ·) blocks."""
+    factor: :func:`spd_inverse`, by blocks where its leading ``k1`` × ``k1`` block is
+    diagonal), never the (c, ·) blocks."""
     Y = F.Y
-    S_inv = lead_diag_inverse(F.S, F.L, k1)
+    S_inv = spd_inverse(F.S, F.L, k1)
     G = S_inv[Y.pr[:, :, None], Y.pr[:, None, :]]  # (n, m, m)
     yG = jnp.einsum("na,nab->nb", Y.yv, G)
     dd = 1.0 / F.d + jax.ops.segment_sum(jnp.sum(yG * Y.yv, axis=1), Y.pc,
