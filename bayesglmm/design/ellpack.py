@@ -227,10 +227,14 @@ def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
         if len(corr):
             return ("schur_block", blocks.shape[1], k_r, rest), blocks
     best, size = None, 0
+    scalar = set()  # components with no two non-zeros in a row (grouping factors)
     for c in np.unique(ident):
         in_c = nz & (ident[cols] == c)
+        if int(in_c.sum(axis=1).max(initial=0)) > 1:
+            continue
+        scalar.add(int(c))
         k_c = int(np.sum(ident == c))
-        if int(in_c.sum(axis=1).max(initial=0)) <= 1 and k_c > size:
+        if k_c > size:
             best, size = int(c), k_c
     # independent terms ((x || g) + (1 | h)): the Schur-block mode where its blocks are small
     # (2 ≤ q ≤ SCHUR_BLOCK_INDEP_Q; q = 1 is the Schur mode) and its rest less than half the
@@ -244,20 +248,18 @@ def design_layout(cols: np.ndarray, vals: np.ndarray, ident: np.ndarray,
     per_level = np.bincount(cols[nz & (ident[cols] == best)], minlength=len(ident))
     if int(per_level.max(initial=0)) > 1:
         return ("schur", best, size), None
-    return ("schur_obs", best, size, _leading_diagonal(cols, nz, ident, best)), None
+    return ("schur_obs", best, size, _leading_diagonal(ident, best, scalar)), None
 
 
-def _leading_diagonal(cols: np.ndarray, nz: np.ndarray, ident: np.ndarray, c: int) -> int:
+def _leading_diagonal(ident: np.ndarray, c: int, scalar: set) -> int:
     """How many leading columns of the rest (the columns outside component c, in order) belong
-    to one component with no two non-zeros in a row: their block of the Schur complement
-    S = I + Σ_i w̃_i ẑ_ir ẑ_irᵀ of the ``"schur_obs"`` mode is diagonal (linalg.psd's
-    block factorisation of S); 0 if the first such column's component has two in a row."""
+    to one component of ``scalar`` (no two non-zeros in a row): their block of the Schur
+    complement S = I + Σ_i w̃_i ẑ_ir ẑ_irᵀ of the ``"schur_obs"`` mode is diagonal
+    (linalg.psd's block factorisation of S); 0 if the first such column's component is not."""
     rest = np.flatnonzero(ident != c)
-    if not len(rest):
+    if not len(rest) or int(ident[rest[0]]) not in scalar:
         return 0
     t = ident[rest[0]]
-    if int((nz & (ident[cols] == t)).sum(axis=1).max(initial=0)) > 1:
-        return 0
     run = np.flatnonzero(ident[rest] != t)
     return int(run[0]) if len(run) else len(rest)
 
